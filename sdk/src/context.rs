@@ -1,0 +1,473 @@
+//! `Context`: the immutable carrier of the current span, the profiler labels and
+//! typed values, and the machinery that makes a context *current* on a thread.
+//!
+//! Making a context current (with [`Context::attach`], or by polling a future wrapped
+//! with [`FutureExt::in_context`]) also publishes it in the per-thread slot that the
+//! CPU profiler reads, so labels and span ids follow the work, not the thread.
+
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use crate::labels::{self, LabelSet};
+use crate::trace::Span;
+
+/// An immutable bundle of the current span, profiler labels and typed values.
+///
+/// Cloning is one reference-count increment; the empty context allocates nothing.
+/// Every `with_*` method returns a new context and leaves `self` unchanged, like
+/// Go's `context.WithValue`.
+///
+/// ```
+/// use tracewire::{Context, labels::LabelSet};
+///
+/// let ctx = Context::new().with_labels(LabelSet::new([("http-path", "/user")]));
+/// let _guard = ctx.attach();
+/// assert_eq!(tracewire::labels::current().get("http-path"), Some("/user"));
+/// ```
+#[derive(Clone, Default)]
+pub struct Context {
+    inner: Option<Arc<ContextInner>>,
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct ContextInner {
+    pub(crate) span: Option<Span>,
+    pub(crate) labels: LabelSet,
+    values: Vec<(TypeId, Arc<dyn Any + Send + Sync>)>,
+}
+
+impl Context {
+    /// The empty context: no span, no labels, no values.
+    pub const fn new() -> Self {
+        Context { inner: None }
+    }
+
+    /// A clone of the calling thread's current context (empty if none is attached).
+    pub fn current() -> Self {
+        STACK
+            .try_with(|s| s.borrow().top().cloned())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Runs `f` with a reference to the current context, without cloning it.
+    /// `f` must not attach or detach contexts.
+    #[inline]
+    pub(crate) fn map_current<R>(f: impl FnOnce(&Context) -> R) -> R {
+        let mut f = Some(f);
+        let mut call = |ctx: &Context| (f.take().expect("called once"))(ctx);
+        match STACK.try_with(|s| s.borrow().top().map(|ctx| call(ctx))) {
+            Ok(Some(r)) => r,
+            // No context attached, or the thread is exiting.
+            _ => call(&EMPTY),
+        }
+    }
+
+    fn derive(&self, edit: impl FnOnce(&mut ContextInner)) -> Context {
+        let mut inner = self.inner.as_deref().cloned().unwrap_or_default();
+        edit(&mut inner);
+        Context {
+            inner: Some(Arc::new(inner)),
+        }
+    }
+
+    /// A context like this one whose current span is `span`.
+    pub fn with_span(&self, span: Span) -> Context {
+        self.derive(|i| i.span = Some(span))
+    }
+
+    /// The current context with `span` as its span (OpenTelemetry's
+    /// `Context::current_with_span`).
+    pub fn current_with_span(span: Span) -> Context {
+        Context::map_current(|c| c.with_span(span))
+    }
+
+    /// The span of this context; a non-recording, invalid span if there is none.
+    pub fn span(&self) -> &Span {
+        self.inner
+            .as_ref()
+            .and_then(|i| i.span.as_ref())
+            .unwrap_or(Span::none())
+    }
+
+    /// Whether this context carries a span.
+    pub fn has_span(&self) -> bool {
+        self.inner.as_ref().is_some_and(|i| i.span.is_some())
+    }
+
+    /// A context like this one whose labels are its labels merged with `labels`
+    /// (on a shared key, `labels` wins), as Go's `pprof.WithLabels`.
+    pub fn with_labels(&self, labels: LabelSet) -> Context {
+        if labels.is_empty() {
+            return self.clone();
+        }
+        self.derive(|i| i.labels = i.labels.merge(&labels))
+    }
+
+    /// The labels of this context (empty if none).
+    pub fn labels(&self) -> &LabelSet {
+        self.inner
+            .as_ref()
+            .map(|i| &i.labels)
+            .unwrap_or(LabelSet::empty_ref())
+    }
+
+    /// A context like this one carrying `value`, replacing any earlier value of
+    /// the same type.
+    pub fn with_value<T: Send + Sync + 'static>(&self, value: T) -> Context {
+        let id = TypeId::of::<T>();
+        self.derive(|i| {
+            i.values.retain(|(t, _)| *t != id);
+            i.values.push((id, Arc::new(value)));
+        })
+    }
+
+    /// The value of type `T` carried by this context, if any.
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        let id = TypeId::of::<T>();
+        self.inner
+            .as_ref()?
+            .values
+            .iter()
+            .find(|(t, _)| *t == id)
+            .and_then(|(_, v)| v.downcast_ref::<T>())
+    }
+
+    /// Makes this context current on the calling thread until the returned guard
+    /// drops; the guard then restores the previous context. Guards may drop in any
+    /// order: a guard dropped out of order removes only its own context.
+    ///
+    /// The guard is not `Send`. Do not hold it across an `.await`; wrap the future
+    /// with [`FutureExt::in_context`] instead.
+    pub fn attach(self) -> ContextGuard {
+        ContextGuard {
+            index: enter(self),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The address the profiler's slot holds for this context (null when empty).
+    pub(crate) fn slot_ptr(&self) -> *const ContextInner {
+        self.inner.as_ref().map_or(std::ptr::null(), Arc::as_ptr)
+    }
+}
+
+static EMPTY: Context = Context::new();
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Context");
+        if let Some(i) = &self.inner {
+            d.field("span", &i.span.as_ref().map(|s| s.span_context()))
+                .field("labels", &i.labels)
+                .field("values", &i.values.len());
+        }
+        d.finish()
+    }
+}
+
+/// Restores the previous context when dropped. Returned by [`Context::attach`].
+#[must_use = "the context is detached as soon as the guard is dropped"]
+pub struct ContextGuard {
+    index: usize,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl fmt::Debug for ContextGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextGuard")
+            .field("depth", &self.index)
+            .finish()
+    }
+}
+
+impl Drop for ContextGuard {
+    fn drop(&mut self) {
+        // Drop the detached context outside the stack's borrow: dropping it may end
+        // a span, which runs span processors.
+        drop(exit(self.index));
+    }
+}
+
+/// The per-thread stack of attached contexts. `None` marks an entry whose guard was
+/// dropped out of order; such entries are popped once they reach the top.
+struct Stack {
+    entries: Vec<Option<Context>>,
+}
+
+impl Stack {
+    fn top(&self) -> Option<&Context> {
+        self.entries.last().and_then(Option::as_ref)
+    }
+    fn publish(&self) {
+        labels::slot::publish(self.top().map_or(std::ptr::null(), Context::slot_ptr));
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Unpublish before the contexts are freed, so the profiler never reads a
+        // dangling slot during thread exit.
+        labels::slot::publish(std::ptr::null());
+    }
+}
+
+thread_local! {
+    static STACK: RefCell<Stack> = const { RefCell::new(Stack { entries: Vec::new() }) };
+}
+
+/// Pushes `ctx` as the current context; returns its stack index.
+fn enter(ctx: Context) -> usize {
+    STACK
+        .try_with(|s| {
+            let mut s = s.borrow_mut();
+            s.entries.push(Some(ctx));
+            s.publish();
+            s.entries.len() - 1
+        })
+        // The thread is exiting and its stack is gone: nothing to attach to.
+        .unwrap_or(usize::MAX)
+}
+
+/// Removes the context pushed at `index` and returns it.
+fn exit(index: usize) -> Option<Context> {
+    STACK
+        .try_with(|s| {
+            let mut s = s.borrow_mut();
+            let len = s.entries.len();
+            if index >= len {
+                return None;
+            }
+            let taken = if index == len - 1 {
+                let taken = s.entries.pop().flatten();
+                while let Some(None) = s.entries.last() {
+                    s.entries.pop();
+                }
+                taken
+            } else {
+                s.entries[index].take()
+            };
+            s.publish();
+            taken
+        })
+        .ok()
+        .flatten()
+}
+
+/// Extension methods that carry a [`Context`] (and so its labels) into a future.
+pub trait FutureExt: Future + Sized {
+    /// Makes `ctx` current on every poll of this future, on whichever thread polls
+    /// it, and restores the thread's previous context after each poll.
+    fn in_context(self, ctx: Context) -> InContext<Self> {
+        InContext {
+            inner: self,
+            ctx: Some(ctx),
+        }
+    }
+
+    /// Carries the caller's current context into this future.
+    fn in_current_context(self) -> InContext<Self> {
+        self.in_context(Context::current())
+    }
+
+    /// Polls this future with the caller's context plus `labels` (Go's `pprof.Do`
+    /// for futures).
+    fn with_labels(self, labels: LabelSet) -> InContext<Self> {
+        self.in_context(Context::map_current(|c| c.with_labels(labels)))
+    }
+}
+
+impl<F: Future> FutureExt for F {}
+
+pin_project_lite::pin_project! {
+    /// A future polled inside a [`Context`]. Made by [`FutureExt::in_context`].
+    #[derive(Debug)]
+    pub struct InContext<F> {
+        #[pin]
+        inner: F,
+        ctx: Option<Context>,
+    }
+}
+
+impl<F> InContext<F> {
+    /// The context this future is polled in.
+    pub fn context(&self) -> &Context {
+        self.ctx.as_ref().unwrap_or(&EMPTY)
+    }
+    /// The wrapped future.
+    pub fn get_ref(&self) -> &F {
+        &self.inner
+    }
+    /// The wrapped future, mutably.
+    pub fn get_mut(&mut self) -> &mut F {
+        &mut self.inner
+    }
+    /// Unwraps the future.
+    pub fn into_inner(self) -> F {
+        self.inner
+    }
+}
+
+impl<F: Future> Future for InContext<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        // Move the context onto the thread's stack for the poll and take it back
+        // afterwards: no reference-count traffic per poll.
+        let index = enter(this.ctx.take().unwrap_or_default());
+        let restore = Restore {
+            index,
+            slot: this.ctx,
+        };
+        let out = this.inner.poll(cx);
+        drop(restore);
+        out
+    }
+}
+
+/// Detaches on drop (also while unwinding) and hands the context back to the future.
+struct Restore<'a> {
+    index: usize,
+    slot: &'a mut Option<Context>,
+}
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        *self.slot = exit(self.index);
+    }
+}
+
+/// Spawns `future` on the current tokio runtime, carrying the caller's context (and
+/// labels) into the task, as Go's goroutines inherit their creator's labels.
+///
+/// # Panics
+/// Panics if called outside a tokio runtime, like `tokio::spawn`.
+pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(future.in_current_context())
+}
+
+/// Runs `f` on tokio's blocking pool with the caller's context attached.
+///
+/// # Panics
+/// Panics if called outside a tokio runtime, like `tokio::task::spawn_blocking`.
+pub fn spawn_blocking<F, R>(f: F) -> tokio::task::JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let ctx = Context::current();
+    tokio::task::spawn_blocking(move || {
+        let _guard = ctx.attach();
+        f()
+    })
+}
+
+/// Spawns an OS thread that starts with the caller's context attached.
+pub fn spawn_thread<F, R>(f: F) -> std::thread::JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let ctx = Context::current();
+    std::thread::spawn(move || {
+        let _guard = ctx.attach();
+        f()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct RequestId(u32);
+
+    fn label_of(ctx: &Context) -> Option<String> {
+        ctx.labels().get("k").map(str::to_owned)
+    }
+
+    #[test]
+    fn attach_restores_previous_context_on_drop() {
+        let a = Context::new().with_value(RequestId(1));
+        let b = Context::new().with_value(RequestId(2));
+        let ga = a.attach();
+        {
+            let _gb = b.attach();
+            assert_eq!(Context::current().get::<RequestId>(), Some(&RequestId(2)));
+        }
+        assert_eq!(Context::current().get::<RequestId>(), Some(&RequestId(1)));
+        drop(ga);
+        assert_eq!(Context::current().get::<RequestId>(), None);
+    }
+
+    #[test]
+    fn out_of_order_guard_drop_removes_only_its_context() {
+        let ga = Context::new().with_value(RequestId(1)).attach();
+        let gb = Context::new().with_value(RequestId(2)).attach();
+        drop(ga);
+        assert_eq!(Context::current().get::<RequestId>(), Some(&RequestId(2)));
+        drop(gb);
+        assert_eq!(Context::current().get::<RequestId>(), None);
+        assert_eq!(STACK.with(|s| s.borrow().entries.len()), 0);
+    }
+
+    #[test]
+    fn slot_follows_the_current_context() {
+        let ctx = Context::new().with_labels(LabelSet::new([("k", "v")]));
+        assert!(labels::slot::current_ptr().is_null());
+        let g = ctx.clone().attach();
+        assert_eq!(labels::slot::current_ptr(), ctx.slot_ptr());
+        drop(g);
+        assert!(labels::slot::current_ptr().is_null());
+    }
+
+    #[test]
+    fn values_are_typed_and_replaced_by_type() {
+        let ctx = Context::new().with_value(RequestId(1)).with_value(7u8);
+        let ctx2 = ctx.with_value(RequestId(2));
+        assert_eq!(ctx.get::<RequestId>(), Some(&RequestId(1)));
+        assert_eq!(ctx2.get::<RequestId>(), Some(&RequestId(2)));
+        assert_eq!(ctx2.get::<u8>(), Some(&7));
+        assert_eq!(ctx2.get::<u16>(), None);
+    }
+
+    #[test]
+    fn panic_caught_with_catch_unwind_restores_context() {
+        let outer = Context::new().with_labels(LabelSet::new([("k", "outer")]));
+        let _g = outer.attach();
+        let r = std::panic::catch_unwind(|| {
+            let _g = Context::current()
+                .with_labels(LabelSet::new([("k", "inner")]))
+                .attach();
+            panic!("boom");
+        });
+        assert!(r.is_err());
+        assert_eq!(label_of(&Context::current()).as_deref(), Some("outer"));
+        assert_eq!(
+            labels::slot::current_ptr(),
+            Context::current().slot_ptr(),
+            "slot restored too"
+        );
+    }
+
+    #[test]
+    fn spawn_thread_carries_context() {
+        let _g = Context::new().with_value(RequestId(9)).attach();
+        let got = spawn_thread(|| Context::current().get::<RequestId>().map(|r| r.0))
+            .join()
+            .unwrap();
+        assert_eq!(got, Some(9));
+    }
+}

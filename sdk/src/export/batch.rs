@@ -1,0 +1,454 @@
+//! The batch processor: a bounded, non-blocking queue per producing thread, drained
+//! by a dedicated export thread that runs the exporter on its own tokio runtime.
+//!
+//! Each thread that ends spans gets its own single-producer ring (`rtrb`), so
+//! ending a span is a handful of uncontended instructions: no lock, no shared
+//! cache line between producing threads. A full ring drops the span and counts it.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rtrb::{Consumer, Producer, PushError, RingBuffer};
+
+use super::{ExportError, FailureLog, FlushHandle, SpanExporter, SpanProcessor, Stats};
+use crate::counter::StripedCounter;
+use crate::trace::{Resource, SpanData};
+
+/// Configuration of a [`BatchProcessor`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Spans each producing thread may have queued (default 2048). The memory bound
+    /// is `queue_capacity × threads that end spans`; what does not fit is dropped
+    /// and counted.
+    pub queue_capacity: usize,
+    /// Most spans in one export call (default 512). A thread that has this many
+    /// queued wakes the export thread early.
+    pub max_batch_size: usize,
+    /// How long the export thread waits for a batch to fill (default 1 s).
+    pub scheduled_delay: Duration,
+    /// Deadline of one export call (default 30 s); a late export counts as failed.
+    pub export_timeout: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            queue_capacity: 2048,
+            max_batch_size: 512,
+            scheduled_delay: Duration::from_secs(1),
+            export_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+enum Reply {
+    Sync(mpsc::SyncSender<Result<(), ExportError>>),
+    Async(tokio::sync::oneshot::Sender<Result<(), ExportError>>),
+}
+
+impl Reply {
+    fn send(self, result: Result<(), ExportError>) {
+        match self {
+            Reply::Sync(tx) => drop(tx.try_send(result)),
+            Reply::Async(tx) => drop(tx.send(result)),
+        }
+    }
+}
+
+enum Control {
+    Flush(Reply),
+    Shutdown { deadline: Instant, reply: Reply },
+    Resource(Resource),
+}
+
+struct Shared {
+    id: u64,
+    config: BatchConfig,
+    closed: AtomicBool,
+    /// Rings registered by producing threads, not yet adopted by the export thread.
+    new_rings: Mutex<Vec<Consumer<SpanData>>>,
+    /// Rings handed back by the export thread at shutdown; whatever is left in them
+    /// (spans that raced with the shutdown) is counted as dropped.
+    leftovers: Mutex<Vec<Consumer<SpanData>>>,
+    control: Mutex<Vec<Control>>,
+    wake: tokio::sync::Notify,
+    queue_dropped: StripedCounter,
+    exported: AtomicU64,
+    export_dropped: AtomicU64,
+    failures: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn send(&self, c: Control) {
+        lock(&self.control).push(c);
+        self.wake.notify_one();
+    }
+
+    /// Counts as dropped whatever is left in rings after shutdown.
+    fn reap_leftovers(&self) {
+        let mut n = 0;
+        for m in [&self.leftovers, &self.new_rings] {
+            for ring in lock(m).iter_mut() {
+                while ring.pop().is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        self.export_dropped.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A producing thread's ring for one processor.
+struct Local {
+    id: u64,
+    producer: Producer<SpanData>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Vec<Local>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Queues ended spans without blocking and exports them in batches from a
+/// dedicated thread. See the [module docs](self) for the design.
+///
+/// Guarantees: `on_end` never blocks and never runs the exporter; a full queue
+/// drops the span and counts it; after [`shutdown`](SpanProcessor::shutdown)
+/// returns, every span ended before it was either exported or counted as dropped
+/// (`exported + dropped == ended`).
+pub struct BatchProcessor {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl BatchProcessor {
+    /// Starts the export thread for `exporter`.
+    ///
+    /// # Panics
+    /// If the OS cannot start a thread or a timer; see [`try_new`](Self::try_new).
+    pub fn new(exporter: impl SpanExporter, config: BatchConfig) -> Self {
+        Self::try_new(exporter, config).expect("tracewire: cannot start the export thread")
+    }
+
+    /// Starts the export thread for `exporter`, or says why it could not.
+    pub fn try_new(exporter: impl SpanExporter, config: BatchConfig) -> std::io::Result<Self> {
+        let config = BatchConfig {
+            queue_capacity: config.queue_capacity.max(1),
+            max_batch_size: config.max_batch_size.max(1),
+            ..config
+        };
+        let shared = Arc::new(Shared {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            config,
+            closed: AtomicBool::new(false),
+            new_rings: Mutex::new(Vec::new()),
+            leftovers: Mutex::new(Vec::new()),
+            control: Mutex::new(Vec::new()),
+            wake: tokio::sync::Notify::new(),
+            queue_dropped: StripedCounter::default(),
+            exported: AtomicU64::new(0),
+            export_dropped: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("tracewire-export".into())
+            .spawn(move || runtime.block_on(export_loop(thread_shared, exporter)))?;
+        Ok(BatchProcessor {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &BatchConfig {
+        &self.shared.config
+    }
+
+    #[cold]
+    fn register(&self, locals: &mut Vec<Local>) -> usize {
+        // Forget rings of processors that are gone.
+        locals.retain(|l| !l.producer.is_abandoned());
+        let (producer, consumer) = RingBuffer::new(self.shared.config.queue_capacity);
+        lock(&self.shared.new_rings).push(consumer);
+        locals.push(Local {
+            id: self.shared.id,
+            producer,
+        });
+        locals.len() - 1
+    }
+
+    /// Queues `span` in the calling thread's ring. Returns it back if it does not fit.
+    #[inline]
+    fn push(&self, span: SpanData) -> Result<(), Option<SpanData>> {
+        let sh = &*self.shared;
+        LOCAL
+            .try_with(|locals| {
+                let mut locals = locals.borrow_mut();
+                let i = match locals.iter().position(|l| l.id == sh.id) {
+                    Some(i) => i,
+                    None => self.register(&mut locals),
+                };
+                let producer = &mut locals[i].producer;
+                match producer.push(span) {
+                    Ok(()) => {
+                        let cap = sh.config.queue_capacity;
+                        if cap - producer.slots() == sh.config.max_batch_size.min(cap) {
+                            sh.wake.notify_one();
+                        }
+                        Ok(())
+                    }
+                    Err(PushError::Full(span)) => {
+                        sh.wake.notify_one();
+                        Err(Some(span))
+                    }
+                }
+            })
+            // The thread is exiting and its ring is gone.
+            .unwrap_or(Err(None))
+    }
+}
+
+impl SpanProcessor for BatchProcessor {
+    fn on_end(&self, span: SpanData) {
+        if self.shared.closed.load(Ordering::Acquire) || self.push(span).is_err() {
+            self.shared.queue_dropped.add(1);
+        }
+    }
+
+    fn force_flush(&self, timeout: Duration) -> Result<(), ExportError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(ExportError::shut_down());
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.shared.send(Control::Flush(Reply::Sync(tx)));
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(ExportError::timeout()),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ExportError::shut_down()),
+        }
+    }
+
+    fn flush(&self) -> FlushHandle {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return FlushHandle::ready(Err(ExportError::shut_down()));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.shared.send(Control::Flush(Reply::Async(tx)));
+        FlushHandle::waiting(rx)
+    }
+
+    fn shutdown(&self, timeout: Duration) -> Result<(), ExportError> {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return Err(ExportError::shut_down());
+        }
+        let deadline = Instant::now() + timeout;
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.shared.send(Control::Shutdown {
+            deadline,
+            reply: Reply::Sync(tx),
+        });
+        // The export thread enforces the deadline itself; the grace covers its reply.
+        let result = match rx.recv_timeout(timeout + Duration::from_millis(200)) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => return Err(ExportError::timeout()),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ExportError::new(
+                "the export thread stopped before shutdown (an exporter panicked?)",
+            )),
+        };
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+        self.shared.reap_leftovers();
+        result
+    }
+
+    fn set_resource(&self, resource: &Resource) {
+        self.shared.send(Control::Resource(resource.clone()));
+    }
+
+    fn stats(&self) -> Stats {
+        let sh = &*self.shared;
+        if sh.closed.load(Ordering::Acquire) && lock(&self.thread).is_none() {
+            sh.reap_leftovers();
+        }
+        Stats {
+            exported: sh.exported.load(Ordering::Relaxed),
+            dropped: sh.queue_dropped.sum() + sh.export_dropped.load(Ordering::Relaxed),
+            export_failures: sh.failures.load(Ordering::Relaxed),
+            ..Stats::default()
+        }
+    }
+}
+
+impl Drop for BatchProcessor {
+    fn drop(&mut self) {
+        if !self.shared.closed.load(Ordering::Acquire) {
+            let _ = self.shutdown(Duration::from_secs(5));
+        }
+    }
+}
+
+impl fmt::Debug for BatchProcessor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchProcessor")
+            .field("config", &self.shared.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// State of the export thread.
+struct Exporting<E> {
+    shared: Arc<Shared>,
+    exporter: E,
+    rings: Vec<Consumer<SpanData>>,
+    batch: Vec<SpanData>,
+    log: FailureLog,
+}
+
+async fn export_loop<E: SpanExporter>(shared: Arc<Shared>, exporter: E) {
+    let mut st = Exporting {
+        batch: Vec::with_capacity(shared.config.max_batch_size),
+        shared,
+        exporter,
+        rings: Vec::new(),
+        log: FailureLog::new(Duration::from_secs(10)),
+    };
+    loop {
+        let delay = st.shared.config.scheduled_delay;
+        let _ = tokio::time::timeout(delay, st.shared.wake.notified()).await;
+        st.adopt();
+        let controls = std::mem::take(&mut *lock(&st.shared.control));
+        let mut flushes = Vec::new();
+        let mut shutdown = None;
+        for c in controls {
+            match c {
+                Control::Resource(r) => st.exporter.set_resource(&r),
+                Control::Flush(reply) => flushes.push(reply),
+                Control::Shutdown { deadline, reply } => shutdown = Some((deadline, reply)),
+            }
+        }
+        let deadline = shutdown.as_ref().map(|(d, _)| *d);
+        let result = st.drain(deadline).await;
+        for reply in flushes {
+            reply.send(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(ExportError::new(e)),
+            });
+        }
+        if let Some((deadline, reply)) = shutdown {
+            // Spans queued by threads that registered while we drained.
+            st.adopt();
+            let mut result = result.and(st.drain(Some(deadline)).await);
+            let done = tokio::time::timeout_at(deadline.into(), st.exporter.shutdown()).await;
+            result = result.and(done.unwrap_or_else(|_| Err(ExportError::timeout())));
+            lock(&st.shared.leftovers).append(&mut st.rings);
+            reply.send(result);
+            return;
+        }
+        st.rings.retain(|r| !(r.is_abandoned() && r.is_empty()));
+    }
+}
+
+impl<E: SpanExporter> Exporting<E> {
+    fn adopt(&mut self) {
+        self.rings.append(&mut lock(&self.shared.new_rings));
+    }
+
+    /// Exports everything queued when the drain starts (not what arrives during it,
+    /// so a flush cannot be starved by busy producers).
+    async fn drain(&mut self, deadline: Option<Instant>) -> Result<(), ExportError> {
+        let mut result = Ok(());
+        let max = self.shared.config.max_batch_size;
+        for i in 0..self.rings.len() {
+            let mut remaining = self.rings[i].slots();
+            while remaining > 0 {
+                let n = remaining.min(max - self.batch.len());
+                if let Ok(chunk) = self.rings[i].read_chunk(n) {
+                    self.batch.extend(chunk);
+                }
+                remaining -= n;
+                if self.batch.len() == max {
+                    result = result.and(self.export(deadline).await);
+                }
+            }
+        }
+        if !self.batch.is_empty() {
+            result = result.and(self.export(deadline).await);
+        }
+        result
+    }
+
+    async fn export(&mut self, deadline: Option<Instant>) -> Result<(), ExportError> {
+        let n = self.batch.len() as u64;
+        let mut limit = Instant::now() + self.shared.config.export_timeout;
+        if let Some(d) = deadline {
+            limit = limit.min(d);
+        }
+        let result = if Instant::now() >= limit {
+            Err(ExportError::timeout())
+        } else {
+            let fut = CatchUnwind(self.exporter.export(&self.batch));
+            match tokio::time::timeout_at(limit.into(), fut).await {
+                Ok(r) => r,
+                Err(_) => Err(ExportError::timeout()),
+            }
+        };
+        self.batch.clear();
+        let sh = &self.shared;
+        match &result {
+            Ok(()) => {
+                sh.exported.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(e) => {
+                sh.export_dropped.fetch_add(n, Ordering::Relaxed);
+                sh.failures.fetch_add(1, Ordering::Relaxed);
+                self.log
+                    .report(&format!("export of {n} spans failed, spans dropped"), e);
+            }
+        }
+        result
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Turns a panic inside the exporter into an export error, so the export
+    /// thread keeps running.
+    struct CatchUnwind<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+#[allow(non_snake_case)]
+fn CatchUnwind<F>(inner: F) -> CatchUnwind<F> {
+    CatchUnwind { inner }
+}
+
+impl<F: Future<Output = Result<(), ExportError>>> Future for CatchUnwind<F> {
+    type Output = Result<(), ExportError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let inner = self.project().inner;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(p) => p,
+            Err(_) => Poll::Ready(Err(ExportError::new("the exporter panicked"))),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! # tracewire
+//!
+//! Context-propagated tracing and profiler labels. One immutable [`Context`] carries
+//! a request's current span and its profiler labels through function calls,
+//! `.await`s, `tokio::spawn` and threads; whatever makes a context current also
+//! makes its labels current for the CPU profiler, so every CPU sample can say which
+//! request, handler and span it was taken in.
+//!
+//! - [`context`]: [`Context`], [`Context::attach`], [`FutureExt::in_context`],
+//!   [`spawn`] / [`spawn_blocking`] that carry the caller's context.
+//! - [`trace`]: ids, [`SpanContext`], [`TracerProvider`], [`Tracer`], [`Span`],
+//!   samplers and limits.
+//! - [`labels`]: [`LabelSet`](labels::LabelSet) and
+//!   [`with_labels`](labels::with_labels), Go's `pprof.Labels` / `pprof.Do`.
+//! - [`export`]: the non-blocking batch pipeline, the in-memory and JSON-lines
+//!   exporters, and the [`SpanExporter`](export::SpanExporter) trait the Zipkin and
+//!   Cloud Trace crates implement.
+//!
+//! ## Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tracewire::export::InMemoryExporter;
+//! use tracewire::labels::LabelSet;
+//! use tracewire::{Context, FutureExt, KeyValue, TracerProvider};
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() {
+//! let exporter = InMemoryExporter::new();
+//! let provider = TracerProvider::builder()
+//!     .with_service_name("frontend")
+//!     .with_batch_exporter(exporter.clone())
+//!     .build();
+//! let tracer = provider.tracer("example");
+//!
+//! let request = tracer.start("GET /user");
+//! request.set_attribute(KeyValue::new("http.route", "/user"));
+//! let ctx = Context::new()
+//!     .with_span(request)
+//!     .with_labels(LabelSet::new([("http-path", "/user")]));
+//!
+//! async {
+//!     // The context (span and labels) is current on every poll, on any thread,
+//!     // and follows the work into spawned tasks.
+//!     let child = tracewire::spawn(async {
+//!         tracewire::labels::current().get("http-path").map(str::to_owned)
+//!     });
+//!     assert_eq!(child.await.unwrap().as_deref(), Some("/user"));
+//!     let db = tracer.start("db.query"); // child of "GET /user"
+//!     db.end();
+//! }
+//! .in_context(ctx)
+//! .await;
+//!
+//! provider.shutdown(Duration::from_secs(5)).unwrap();
+//! let spans = exporter.spans();
+//! assert_eq!(spans.len(), 2);
+//! assert_eq!(spans[0].parent_span_id, spans[1].span_context.span_id());
+//! # }
+//! ```
+//!
+//! ## Design
+//!
+//! - Span start/end never block and never run an exporter: ended spans go into a
+//!   bounded per-thread ring drained by a dedicated export thread with its own
+//!   runtime. A full ring drops and counts; [`TracerProvider::stats`] shows it.
+//! - An unsampled span allocates nothing. Collection can be stopped and resumed at
+//!   runtime ([`TracerProvider::set_enabled`]).
+//! - Library crates never install global state; binaries call
+//!   [`global::set_tracer_provider`] if they want a process-wide provider.
+//!
+//! MSRV: 1.85.
+
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![deny(unsafe_code)]
+
+pub mod context;
+mod counter;
+pub mod export;
+pub mod global;
+pub mod labels;
+#[allow(unsafe_code)]
+pub mod profile;
+pub mod trace;
+
+pub use context::{spawn, spawn_blocking, spawn_thread, Context, ContextGuard, FutureExt};
+pub use trace::{
+    KeyValue, Span, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState, Tracer,
+    TracerProvider, Value,
+};

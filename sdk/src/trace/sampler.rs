@@ -1,0 +1,337 @@
+//! Samplers: which spans are recorded and exported.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use super::{KeyValue, Link, SpanContext, SpanKind, TraceId, TraceState};
+
+/// What a sampler is asked about a span that is starting.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct SamplingParams<'a> {
+    /// The parent's span context, if the span has a valid parent.
+    pub parent: Option<&'a SpanContext>,
+    /// The trace id the span will have.
+    pub trace_id: TraceId,
+    /// The span name.
+    pub name: &'a str,
+    /// The span kind.
+    pub kind: SpanKind,
+    /// Attributes given when the span was built.
+    pub attributes: &'a [KeyValue],
+    /// Links given when the span was built.
+    pub links: &'a [Link],
+}
+
+/// Whether a span is dropped, recorded only, or recorded and sampled (exported).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SamplingDecision {
+    /// Non-recording and not sampled: costs nothing more.
+    Drop,
+    /// Recorded for local use (e.g. profiler span ids) but not exported.
+    RecordOnly,
+    /// Recorded, sampled and exported.
+    RecordAndSample,
+}
+
+/// A sampler's answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingResult {
+    /// The decision.
+    pub decision: SamplingDecision,
+    /// Attributes to add to the span.
+    pub attributes: Vec<KeyValue>,
+    /// A trace state to use instead of the parent's.
+    pub trace_state: Option<TraceState>,
+}
+
+impl SamplingResult {
+    /// A result with `decision` and nothing else.
+    pub const fn new(decision: SamplingDecision) -> Self {
+        SamplingResult {
+            decision,
+            attributes: Vec::new(),
+            trace_state: None,
+        }
+    }
+}
+
+/// Decides, when a span starts, whether it is recorded and exported.
+pub trait Sampler: Send + Sync + fmt::Debug {
+    /// The decision for the span described by `params`.
+    fn should_sample(&self, params: &SamplingParams<'_>) -> SamplingResult;
+}
+
+/// Samples every span.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AlwaysOn;
+
+/// Samples no span.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AlwaysOff;
+
+impl Sampler for AlwaysOn {
+    fn should_sample(&self, _: &SamplingParams<'_>) -> SamplingResult {
+        SamplingResult::new(SamplingDecision::RecordAndSample)
+    }
+}
+
+impl Sampler for AlwaysOff {
+    fn should_sample(&self, _: &SamplingParams<'_>) -> SamplingResult {
+        SamplingResult::new(SamplingDecision::Drop)
+    }
+}
+
+/// Samples a fixed fraction of traces, decided from the trace id alone, so every
+/// process in a trace that uses the same ratio makes the same decision.
+///
+/// It compares the rightmost 56 bits of the trace id (the part W3C level 2 says is
+/// random) with `ratio * 2^56`.
+#[derive(Clone, Copy, Debug)]
+pub struct TraceIdRatio {
+    threshold: u64,
+    ratio: f64,
+}
+
+impl TraceIdRatio {
+    /// Samples `ratio` of traces (clamped to `0.0..=1.0`; NaN counts as 0).
+    pub fn new(ratio: f64) -> Self {
+        let ratio = if ratio.is_nan() {
+            0.0
+        } else {
+            ratio.clamp(0.0, 1.0)
+        };
+        TraceIdRatio {
+            threshold: (ratio * (1u64 << 56) as f64) as u64,
+            ratio,
+        }
+    }
+    /// The configured ratio.
+    pub fn ratio(&self) -> f64 {
+        self.ratio
+    }
+}
+
+impl Sampler for TraceIdRatio {
+    fn should_sample(&self, p: &SamplingParams<'_>) -> SamplingResult {
+        let random = (p.trace_id.to_u128() as u64) & ((1u64 << 56) - 1);
+        SamplingResult::new(if random < self.threshold {
+            SamplingDecision::RecordAndSample
+        } else {
+            SamplingDecision::Drop
+        })
+    }
+}
+
+/// Follows the parent's decision; asks `root` for spans without a parent.
+///
+/// The four parent cases can each be given their own sampler; by default a sampled
+/// parent means sample and an unsampled one means drop.
+#[derive(Debug)]
+pub struct ParentBased {
+    root: Box<dyn Sampler>,
+    remote_sampled: Box<dyn Sampler>,
+    remote_not_sampled: Box<dyn Sampler>,
+    local_sampled: Box<dyn Sampler>,
+    local_not_sampled: Box<dyn Sampler>,
+}
+
+impl ParentBased {
+    /// Parent-based sampling with `root` for root spans.
+    pub fn new(root: impl Sampler + 'static) -> Self {
+        ParentBased {
+            root: Box::new(root),
+            remote_sampled: Box::new(AlwaysOn),
+            remote_not_sampled: Box::new(AlwaysOff),
+            local_sampled: Box::new(AlwaysOn),
+            local_not_sampled: Box::new(AlwaysOff),
+        }
+    }
+    /// The sampler for spans whose remote parent is sampled.
+    pub fn remote_sampled(mut self, s: impl Sampler + 'static) -> Self {
+        self.remote_sampled = Box::new(s);
+        self
+    }
+    /// The sampler for spans whose remote parent is not sampled.
+    pub fn remote_not_sampled(mut self, s: impl Sampler + 'static) -> Self {
+        self.remote_not_sampled = Box::new(s);
+        self
+    }
+    /// The sampler for spans whose local parent is sampled.
+    pub fn local_sampled(mut self, s: impl Sampler + 'static) -> Self {
+        self.local_sampled = Box::new(s);
+        self
+    }
+    /// The sampler for spans whose local parent is not sampled.
+    pub fn local_not_sampled(mut self, s: impl Sampler + 'static) -> Self {
+        self.local_not_sampled = Box::new(s);
+        self
+    }
+}
+
+impl Sampler for ParentBased {
+    fn should_sample(&self, p: &SamplingParams<'_>) -> SamplingResult {
+        let s = match p.parent {
+            None => &self.root,
+            Some(parent) => match (parent.is_remote(), parent.is_sampled()) {
+                (true, true) => &self.remote_sampled,
+                (true, false) => &self.remote_not_sampled,
+                (false, true) => &self.local_sampled,
+                (false, false) => &self.local_not_sampled,
+            },
+        };
+        s.should_sample(p)
+    }
+}
+
+/// Samples at most `per_second` new traces per second (with a burst of one second's
+/// worth), lock-free. Use it as the root sampler of [`ParentBased`] so that traces
+/// it started stay whole.
+///
+/// It is a GCRA (virtual scheduling) limiter over one atomic: each sampled span
+/// moves the "theoretical arrival time" forward by `1/per_second`.
+#[derive(Debug)]
+pub struct RateLimiting {
+    epoch: Instant,
+    interval_ns: u64,
+    burst_ns: u64,
+    tat_ns: AtomicU64,
+}
+
+impl RateLimiting {
+    /// At most `per_second` sampled spans per second (0 or less: none).
+    pub fn new(per_second: f64) -> Self {
+        let interval_ns = if per_second > 0.0 {
+            (1e9 / per_second).max(1.0) as u64
+        } else {
+            u64::MAX
+        };
+        let burst = per_second.max(1.0).floor() as u64;
+        RateLimiting {
+            epoch: Instant::now(),
+            interval_ns,
+            burst_ns: interval_ns.saturating_mul(burst),
+            tat_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn acquire(&self) -> bool {
+        if self.interval_ns == u64::MAX {
+            return false;
+        }
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let mut tat = self.tat_ns.load(Ordering::Relaxed);
+        loop {
+            let new_tat = tat.max(now).saturating_add(self.interval_ns);
+            if new_tat.saturating_sub(now) > self.burst_ns {
+                return false;
+            }
+            match self.tat_ns.compare_exchange_weak(
+                tat,
+                new_tat,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+}
+
+impl Sampler for RateLimiting {
+    fn should_sample(&self, _: &SamplingParams<'_>) -> SamplingResult {
+        SamplingResult::new(if self.acquire() {
+            SamplingDecision::RecordAndSample
+        } else {
+            SamplingDecision::Drop
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{SpanId, TraceFlags};
+
+    fn params(trace_id: TraceId, parent: Option<&SpanContext>) -> SamplingParams<'_> {
+        SamplingParams {
+            parent,
+            trace_id,
+            name: "s",
+            kind: SpanKind::Internal,
+            attributes: &[],
+            links: &[],
+        }
+    }
+
+    #[test]
+    fn ratio_samples_about_the_ratio_and_is_deterministic_per_trace() {
+        let s = TraceIdRatio::new(0.25);
+        let n = 40_000;
+        let hits = (0..n)
+            .filter(|_| {
+                s.should_sample(&params(TraceId::random(), None)).decision
+                    == SamplingDecision::RecordAndSample
+            })
+            .count();
+        let frac = hits as f64 / n as f64;
+        assert!((frac - 0.25).abs() < 0.02, "sampled {frac}");
+        let id = TraceId::random();
+        let d = s.should_sample(&params(id, None)).decision;
+        assert!((0..10).all(|_| s.should_sample(&params(id, None)).decision == d));
+        assert_eq!(
+            TraceIdRatio::new(0.0)
+                .should_sample(&params(TraceId::from_u128(1), None))
+                .decision,
+            SamplingDecision::Drop
+        );
+        assert_eq!(
+            TraceIdRatio::new(1.0)
+                .should_sample(&params(TraceId::from_u128(u128::MAX), None))
+                .decision,
+            SamplingDecision::RecordAndSample
+        );
+    }
+
+    #[test]
+    fn parent_based_follows_parent_and_uses_root_for_roots() {
+        let s = ParentBased::new(AlwaysOff);
+        let sampled = SpanContext::new(
+            TraceId::random(),
+            SpanId::random(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::NONE,
+        );
+        let unsampled = SpanContext::new(
+            TraceId::random(),
+            SpanId::random(),
+            TraceFlags::NONE,
+            false,
+            TraceState::NONE,
+        );
+        let d = |p| s.should_sample(&params(TraceId::random(), p)).decision;
+        assert_eq!(d(Some(&sampled)), SamplingDecision::RecordAndSample);
+        assert_eq!(d(Some(&unsampled)), SamplingDecision::Drop);
+        assert_eq!(d(None), SamplingDecision::Drop);
+        let s = ParentBased::new(AlwaysOn).remote_sampled(AlwaysOff);
+        assert_eq!(
+            s.should_sample(&params(TraceId::random(), Some(&sampled)))
+                .decision,
+            SamplingDecision::Drop
+        );
+    }
+
+    #[test]
+    fn rate_limiter_allows_the_burst_then_refills_over_time() {
+        let s = RateLimiting::new(100.0);
+        let allowed = (0..1000).filter(|_| s.acquire()).count();
+        assert!((100..=101).contains(&allowed), "burst allowed {allowed}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let refill = (0..1000).filter(|_| s.acquire()).count();
+        assert!((8..=15).contains(&refill), "refill allowed {refill}");
+        assert!(!RateLimiting::new(0.0).acquire());
+    }
+}

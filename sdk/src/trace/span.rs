@@ -1,0 +1,355 @@
+//! `Span`: a handle that records one operation and ends on `end()` or drop.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use super::{
+    Event, KeyValue, Link, ProviderInner, SpanContext, SpanData, SpanId, SpanKind, SpanLimits,
+    Status, Str,
+};
+use crate::context::Context;
+use crate::export::ExportError;
+
+/// A span: one timed operation in a trace.
+///
+/// A span is either *recording* (sampled, or kept by the sampler for local use) or
+/// *non-recording*: the latter only carries its [`SpanContext`] for propagation,
+/// allocates nothing and ignores every recording call, so instrumented code never
+/// needs to check.
+///
+/// Cloning gives another handle to the same span. The span ends when
+/// [`end`](Span::end) is called on any handle, or when the last handle (including
+/// the ones held by [`Context`]s) is dropped.
+#[derive(Clone)]
+pub struct Span {
+    repr: Repr,
+}
+
+#[derive(Clone)]
+enum Repr {
+    NonRecording(SpanContext),
+    Recording(Arc<RecordingSpan>),
+}
+
+pub(crate) struct RecordingSpan {
+    span_context: SpanContext,
+    parent_span_id: SpanId,
+    parent_is_remote: bool,
+    provider: &'static ProviderInner,
+    scope: Str,
+    record: Mutex<Option<Record>>,
+}
+
+/// What a recording span has recorded so far; `None` once the span ended.
+pub(crate) struct Record {
+    pub(crate) name: Str,
+    pub(crate) kind: SpanKind,
+    pub(crate) start_time: SystemTime,
+    pub(crate) attributes: Vec<KeyValue>,
+    pub(crate) events: Vec<Event>,
+    pub(crate) links: Vec<Link>,
+    pub(crate) status: Status,
+    pub(crate) dropped_attributes_count: u32,
+    pub(crate) dropped_events_count: u32,
+    pub(crate) dropped_links_count: u32,
+}
+
+static NONE: Span = Span {
+    repr: Repr::NonRecording(SpanContext::INVALID),
+};
+
+/// Applies the attribute limits to `kv` and sets it in `attrs` (replacing an earlier
+/// value of the same key). Returns `false` if it was dropped.
+pub(crate) fn push_attribute(
+    attrs: &mut Vec<KeyValue>,
+    mut kv: KeyValue,
+    max_count: u32,
+    max_len: usize,
+) -> bool {
+    kv.value.truncate(max_len);
+    if let Some(existing) = attrs.iter_mut().find(|e| e.key == kv.key) {
+        existing.value = kv.value;
+        return true;
+    }
+    if attrs.len() >= max_count as usize {
+        return false;
+    }
+    attrs.push(kv);
+    true
+}
+
+/// Keeps at most `max` of `attrs` (cutting long values); returns how many it dropped.
+pub(crate) fn limit_attributes(attrs: &mut Vec<KeyValue>, max: u32, max_len: usize) -> u32 {
+    let mut dropped = 0;
+    if attrs.len() > max as usize {
+        dropped = (attrs.len() - max as usize) as u32;
+        attrs.truncate(max as usize);
+    }
+    for kv in attrs.iter_mut() {
+        kv.value.truncate(max_len);
+    }
+    dropped
+}
+
+impl Record {
+    pub(crate) fn add_link(&mut self, mut link: Link, limits: &SpanLimits) {
+        if self.links.len() >= limits.max_links_per_span as usize {
+            self.dropped_links_count += 1;
+            return;
+        }
+        link.dropped_attributes_count += limit_attributes(
+            &mut link.attributes,
+            limits.max_attributes_per_link,
+            limits.max_attribute_value_length,
+        );
+        self.links.push(link);
+    }
+}
+
+impl Span {
+    /// The non-recording span with the invalid context (what a context without a
+    /// span returns).
+    pub fn none() -> &'static Span {
+        &NONE
+    }
+
+    /// A non-recording span that only carries `span_context` (for example a remote
+    /// parent extracted from headers).
+    pub fn non_recording(span_context: SpanContext) -> Span {
+        Span {
+            repr: Repr::NonRecording(span_context),
+        }
+    }
+
+    pub(crate) fn recording(
+        span_context: SpanContext,
+        parent: &SpanContext,
+        provider: &'static ProviderInner,
+        scope: Str,
+        record: Record,
+    ) -> Span {
+        Span {
+            repr: Repr::Recording(Arc::new(RecordingSpan {
+                span_context,
+                parent_span_id: parent.span_id(),
+                parent_is_remote: parent.is_remote(),
+                provider,
+                scope,
+                record: Mutex::new(Some(record)),
+            })),
+        }
+    }
+
+    /// The span of `ctx` (Go's `trace.FromContext`).
+    pub fn from_context(ctx: &Context) -> &Span {
+        ctx.span()
+    }
+
+    /// A handle to the span of the current context.
+    pub fn current() -> Span {
+        Context::map_current(|c| c.span().clone())
+    }
+
+    /// The span's propagated context.
+    pub fn span_context(&self) -> &SpanContext {
+        match &self.repr {
+            Repr::NonRecording(sc) => sc,
+            Repr::Recording(r) => &r.span_context,
+        }
+    }
+
+    /// Whether this span records (and has not ended yet).
+    pub fn is_recording(&self) -> bool {
+        match &self.repr {
+            Repr::NonRecording(_) => false,
+            Repr::Recording(r) => lock(&r.record).is_some(),
+        }
+    }
+
+    #[inline]
+    fn with_record(&self, f: impl FnOnce(&mut Record, &SpanLimits)) {
+        if let Repr::Recording(r) = &self.repr {
+            if let Some(rec) = lock(&r.record).as_mut() {
+                f(rec, &r.provider.limits);
+            }
+        }
+    }
+
+    /// Sets an attribute (replacing an earlier value of the same key).
+    pub fn set_attribute(&self, kv: KeyValue) {
+        self.with_record(|r, l| {
+            if !push_attribute(
+                &mut r.attributes,
+                kv,
+                l.max_attributes_per_span,
+                l.max_attribute_value_length,
+            ) {
+                r.dropped_attributes_count += 1;
+            }
+        });
+    }
+
+    /// Sets several attributes.
+    pub fn set_attributes(&self, kvs: impl IntoIterator<Item = KeyValue>) {
+        self.with_record(|r, l| {
+            for kv in kvs {
+                if !push_attribute(
+                    &mut r.attributes,
+                    kv,
+                    l.max_attributes_per_span,
+                    l.max_attribute_value_length,
+                ) {
+                    r.dropped_attributes_count += 1;
+                }
+            }
+        });
+    }
+
+    /// Adds an event (annotation) at the current time.
+    pub fn add_event(&self, name: impl Into<Str>, attributes: Vec<KeyValue>) {
+        if matches!(self.repr, Repr::Recording(_)) {
+            self.add_event_with_timestamp(name, SystemTime::now(), attributes);
+        }
+    }
+
+    /// Adds an event at `timestamp`.
+    pub fn add_event_with_timestamp(
+        &self,
+        name: impl Into<Str>,
+        timestamp: SystemTime,
+        mut attributes: Vec<KeyValue>,
+    ) {
+        self.with_record(|r, l| {
+            if r.events.len() >= l.max_events_per_span as usize {
+                r.dropped_events_count += 1;
+                return;
+            }
+            let dropped = limit_attributes(
+                &mut attributes,
+                l.max_attributes_per_event,
+                l.max_attribute_value_length,
+            );
+            r.events.push(Event {
+                name: name.into(),
+                timestamp,
+                attributes,
+                dropped_attributes_count: dropped,
+            });
+        });
+    }
+
+    /// Adds a link to another span.
+    pub fn add_link(&self, span_context: SpanContext, attributes: Vec<KeyValue>) {
+        self.with_record(|r, l| r.add_link(Link::new(span_context, attributes), l));
+    }
+
+    /// Sets the status. `Ok` is final; `Unset` is ignored; a later `Error` replaces
+    /// an earlier one.
+    pub fn set_status(&self, status: Status) {
+        self.with_record(|r, _| match (&r.status, &status) {
+            (Status::Ok, _) | (_, Status::Unset) => {}
+            _ => r.status = status,
+        });
+    }
+
+    /// Records `err` as an `exception` event and sets an error status.
+    pub fn record_error(&self, err: &dyn std::error::Error) {
+        let message = err.to_string();
+        self.add_event(
+            "exception",
+            vec![KeyValue::new("exception.message", message.clone())],
+        );
+        self.set_status(Status::error(message));
+    }
+
+    /// Renames the span.
+    pub fn update_name(&self, name: impl Into<Str>) {
+        self.with_record(|r, _| r.name = name.into());
+    }
+
+    /// Ends the span now. Later calls, and recording calls after it, do nothing.
+    pub fn end(&self) {
+        if let Repr::Recording(r) = &self.repr {
+            r.end(None);
+        }
+    }
+
+    /// Ends the span at `end_time`.
+    pub fn end_with_timestamp(&self, end_time: SystemTime) {
+        if let Repr::Recording(r) = &self.repr {
+            r.end(Some(end_time));
+        }
+    }
+
+    /// Ends the span and waits until it, and every span ended before it, has been
+    /// handed to the exporters (Go's `FinishWait`): for short-lived programs that
+    /// must not lose their last spans.
+    pub async fn end_and_flush(&self) -> Result<(), ExportError> {
+        let Repr::Recording(r) = &self.repr else {
+            return Ok(());
+        };
+        r.end(None);
+        r.provider.flush().await
+    }
+}
+
+fn lock(m: &Mutex<Option<Record>>) -> MutexGuard<'_, Option<Record>> {
+    // A panic while holding the lock leaves a consistent Record: keep using it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RecordingSpan {
+    fn end(&self, end_time: Option<SystemTime>) {
+        let record = lock(&self.record).take();
+        if let Some(record) = record {
+            self.finish(record, end_time);
+        }
+    }
+
+    fn finish(&self, r: Record, end_time: Option<SystemTime>) {
+        if !self.span_context.is_sampled() {
+            return;
+        }
+        let end_time = end_time.unwrap_or_else(SystemTime::now);
+        self.provider.on_end(SpanData {
+            span_context: self.span_context.clone(),
+            parent_span_id: self.parent_span_id,
+            parent_is_remote: self.parent_is_remote,
+            name: r.name,
+            kind: r.kind,
+            start_time: r.start_time,
+            end_time: end_time.max(r.start_time),
+            attributes: r.attributes,
+            events: r.events,
+            links: r.links,
+            status: r.status,
+            dropped_attributes_count: r.dropped_attributes_count,
+            dropped_events_count: r.dropped_events_count,
+            dropped_links_count: r.dropped_links_count,
+            scope: self.scope.clone(),
+        });
+    }
+}
+
+impl Drop for RecordingSpan {
+    fn drop(&mut self) {
+        let record = self
+            .record
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(record) = record {
+            self.finish(record, None);
+        }
+    }
+}
+
+impl fmt::Debug for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Span")
+            .field("span_context", self.span_context())
+            .field("recording", &matches!(self.repr, Repr::Recording(_)))
+            .finish()
+    }
+}

@@ -1,0 +1,402 @@
+//! `TraceFlags`, `TraceState` and `SpanContext`: what crosses process boundaries.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::id::{SpanId, TraceId};
+
+/// The W3C `trace-flags` byte.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TraceFlags(u8);
+
+impl TraceFlags {
+    /// No flag set: not sampled.
+    pub const NONE: TraceFlags = TraceFlags(0);
+    /// The `sampled` flag (bit 0).
+    pub const SAMPLED: TraceFlags = TraceFlags(0x01);
+    /// The W3C level-2 `random-trace-id` flag (bit 1): the rightmost 7 bytes of the
+    /// trace id are random.
+    pub const RANDOM: TraceFlags = TraceFlags(0x02);
+
+    /// Flags from their wire byte (unknown bits are kept as received).
+    pub const fn new(bits: u8) -> Self {
+        TraceFlags(bits)
+    }
+    /// The wire byte.
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+    /// Whether the sampled bit is set.
+    pub const fn is_sampled(self) -> bool {
+        self.0 & 0x01 != 0
+    }
+    /// Whether the random-trace-id bit is set.
+    pub const fn is_random(self) -> bool {
+        self.0 & 0x02 != 0
+    }
+    /// These flags with the sampled bit set to `sampled`.
+    pub const fn with_sampled(self, sampled: bool) -> Self {
+        if sampled {
+            TraceFlags(self.0 | 0x01)
+        } else {
+            TraceFlags(self.0 & !0x01)
+        }
+    }
+    /// These flags with the random bit set to `random`.
+    pub const fn with_random(self, random: bool) -> Self {
+        if random {
+            TraceFlags(self.0 | 0x02)
+        } else {
+            TraceFlags(self.0 & !0x02)
+        }
+    }
+}
+
+impl fmt::Debug for TraceFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TraceFlags({:02x})", self.0)
+    }
+}
+
+/// Why a `tracestate` key, value or list was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceStateError {
+    /// A key does not follow the W3C key grammar.
+    InvalidKey,
+    /// A value does not follow the W3C value grammar.
+    InvalidValue,
+    /// A list member has no `=`.
+    InvalidMember,
+    /// The same key appears twice.
+    DuplicateKey,
+    /// More than 32 list members.
+    TooManyMembers,
+}
+
+impl fmt::Display for TraceStateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TraceStateError::InvalidKey => "invalid tracestate key",
+            TraceStateError::InvalidValue => "invalid tracestate value",
+            TraceStateError::InvalidMember => "invalid tracestate list member",
+            TraceStateError::DuplicateKey => "duplicate tracestate key",
+            TraceStateError::TooManyMembers => "more than 32 tracestate list members",
+        })
+    }
+}
+impl std::error::Error for TraceStateError {}
+
+/// The W3C `tracestate`: an immutable, ordered list of at most 32 vendor entries.
+///
+/// Cloning is one reference-count increment (or nothing, for the empty state).
+/// "Mutations" return a new `TraceState`; an updated or inserted key moves to the
+/// front, as the W3C processing model requires.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TraceState(Option<Arc<[(Box<str>, Box<str>)]>>);
+
+impl TraceState {
+    /// The most list members a `tracestate` may hold.
+    pub const MAX_MEMBERS: usize = 32;
+
+    /// The empty trace state.
+    pub const NONE: TraceState = TraceState(None);
+
+    /// Whether the list has no member.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|m| m.is_empty())
+    }
+
+    /// Number of list members.
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
+
+    /// The value for `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// The members in order, leftmost first.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .flat_map(|m| m.iter().map(|(k, v)| (&**k, &**v)))
+    }
+
+    /// A new state with `key=value` at the front (replacing an earlier entry for
+    /// `key`). If that makes more than 32 members, the rightmost is removed.
+    pub fn insert(&self, key: &str, value: &str) -> Result<TraceState, TraceStateError> {
+        if !valid_key(key) {
+            return Err(TraceStateError::InvalidKey);
+        }
+        if !valid_value(value) {
+            return Err(TraceStateError::InvalidValue);
+        }
+        let mut members: Vec<(Box<str>, Box<str>)> = Vec::with_capacity(self.len() + 1);
+        members.push((key.into(), value.into()));
+        members.extend(
+            self.iter()
+                .filter(|(k, _)| *k != key)
+                .map(|(k, v)| (k.into(), v.into())),
+        );
+        members.truncate(Self::MAX_MEMBERS);
+        Ok(TraceState(Some(members.into())))
+    }
+
+    /// A new state without `key`.
+    pub fn remove(&self, key: &str) -> TraceState {
+        let members: Vec<_> = self
+            .iter()
+            .filter(|(k, _)| *k != key)
+            .map(|(k, v)| (Box::<str>::from(k), Box::<str>::from(v)))
+            .collect();
+        if members.is_empty() {
+            TraceState::NONE
+        } else {
+            TraceState(Some(members.into()))
+        }
+    }
+
+    /// Parses one or more `tracestate` header values, combined in order (several
+    /// headers are one list joined with `,`). Empty and whitespace-only members are
+    /// skipped. Any invalid member, a duplicate key or more than 32 members makes the
+    /// whole value invalid.
+    pub fn from_headers<'a, I>(values: I) -> Result<TraceState, TraceStateError>
+    where
+        I: IntoIterator<Item = &'a str>,
+    {
+        let mut members: Vec<(Box<str>, Box<str>)> = Vec::new();
+        for value in values {
+            for member in value.split(',') {
+                let member = member.trim_matches(|c| c == ' ' || c == '\t');
+                if member.is_empty() {
+                    continue;
+                }
+                let (k, v) = member
+                    .split_once('=')
+                    .ok_or(TraceStateError::InvalidMember)?;
+                if !valid_key(k) {
+                    return Err(TraceStateError::InvalidKey);
+                }
+                if !valid_value(v) {
+                    return Err(TraceStateError::InvalidValue);
+                }
+                if members.len() == Self::MAX_MEMBERS {
+                    return Err(TraceStateError::TooManyMembers);
+                }
+                if members.iter().any(|(ek, _)| **ek == *k) {
+                    return Err(TraceStateError::DuplicateKey);
+                }
+                members.push((k.into(), v.into()));
+            }
+        }
+        if members.is_empty() {
+            Ok(TraceState::NONE)
+        } else {
+            Ok(TraceState(Some(members.into())))
+        }
+    }
+
+    /// The header value: members joined with `,`.
+    pub fn header(&self) -> String {
+        let mut out = String::new();
+        for (i, (k, v)) in self.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(k);
+            out.push('=');
+            out.push_str(v);
+        }
+        out
+    }
+}
+
+impl std::str::FromStr for TraceState {
+    type Err = TraceStateError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TraceState::from_headers([s])
+    }
+}
+
+impl fmt::Debug for TraceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TraceState({:?})", self.header())
+    }
+}
+
+fn is_keychar(c: u8) -> bool {
+    matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/' | b'@')
+}
+
+/// W3C key: `(lcalpha / DIGIT) 0*255(keychar)`.
+fn valid_key(k: &str) -> bool {
+    let b = k.as_bytes();
+    !b.is_empty()
+        && b.len() <= 256
+        && matches!(b[0], b'a'..=b'z' | b'0'..=b'9')
+        && b.iter().all(|&c| is_keychar(c))
+}
+
+/// W3C value: `0*255(chr) nblk-chr`, chr = SP / nblk-chr; nblk-chr excludes `,` and `=`.
+fn valid_value(v: &str) -> bool {
+    let b = v.as_bytes();
+    let nblk = |c: u8| matches!(c, 0x21..=0x2b | 0x2d..=0x3c | 0x3e..=0x7e);
+    !b.is_empty()
+        && b.len() <= 256
+        && nblk(b[b.len() - 1])
+        && b.iter().all(|&c| c == b' ' || nblk(c))
+}
+
+/// The part of a span that is propagated: ids, flags and trace state.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SpanContext {
+    trace_id: TraceId,
+    span_id: SpanId,
+    flags: TraceFlags,
+    is_remote: bool,
+    state: TraceState,
+}
+
+impl SpanContext {
+    /// The invalid span context (no trace).
+    pub const INVALID: SpanContext = SpanContext {
+        trace_id: TraceId::INVALID,
+        span_id: SpanId::INVALID,
+        flags: TraceFlags::NONE,
+        is_remote: false,
+        state: TraceState::NONE,
+    };
+
+    /// A span context from its parts.
+    pub fn new(
+        trace_id: TraceId,
+        span_id: SpanId,
+        flags: TraceFlags,
+        is_remote: bool,
+        state: TraceState,
+    ) -> Self {
+        SpanContext {
+            trace_id,
+            span_id,
+            flags,
+            is_remote,
+            state,
+        }
+    }
+    /// The trace id.
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+    /// The span id.
+    pub fn span_id(&self) -> SpanId {
+        self.span_id
+    }
+    /// The trace flags.
+    pub fn flags(&self) -> TraceFlags {
+        self.flags
+    }
+    /// Whether the sampled flag is set.
+    pub fn is_sampled(&self) -> bool {
+        self.flags.is_sampled()
+    }
+    /// Whether this context was received from another process.
+    pub fn is_remote(&self) -> bool {
+        self.is_remote
+    }
+    /// The trace state.
+    pub fn trace_state(&self) -> &TraceState {
+        &self.state
+    }
+    /// Whether both ids are valid.
+    pub fn is_valid(&self) -> bool {
+        self.trace_id.is_valid() && self.span_id.is_valid()
+    }
+    /// This context with another trace state (e.g. after a vendor updated its entry).
+    pub fn with_trace_state(&self, state: TraceState) -> SpanContext {
+        SpanContext {
+            state,
+            ..self.clone()
+        }
+    }
+}
+
+impl fmt::Debug for SpanContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpanContext")
+            .field("trace_id", &format_args!("{}", self.trace_id))
+            .field("span_id", &format_args!("{}", self.span_id))
+            .field("flags", &self.flags)
+            .field("is_remote", &self.is_remote)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracestate_parses_members_in_order_across_headers() {
+        let ts = TraceState::from_headers(["a=1, b=2", "", " ,c=3 "]).unwrap();
+        assert_eq!(ts.header(), "a=1,b=2,c=3");
+        assert_eq!(ts.get("b"), Some("2"));
+    }
+
+    #[test]
+    fn tracestate_rejects_bad_grammar_duplicates_and_33_members() {
+        for bad in [
+            "A=1",
+            "a=",
+            "a",
+            "a=1,a=2",
+            "a=b=c",
+            "_a=1",
+            "a=1 ,b=\t2",
+            "a=x\u{7f}",
+        ] {
+            assert!(TraceState::from_headers([bad]).is_err(), "{bad:?} accepted");
+        }
+        let ok32: Vec<String> = (0..32).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(
+            TraceState::from_headers([ok32.join(",").as_str()])
+                .unwrap()
+                .len(),
+            32
+        );
+        let bad33: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(
+            TraceState::from_headers([bad33.join(",").as_str()]),
+            Err(TraceStateError::TooManyMembers)
+        );
+    }
+
+    #[test]
+    fn tracestate_accepts_multi_tenant_keys_and_inner_spaces() {
+        let ts: TraceState = "tenant@vendor=  a b,0x=1".parse().unwrap();
+        assert_eq!(ts.get("tenant@vendor"), Some("  a b"));
+        assert_eq!(ts.get("0x"), Some("1"));
+    }
+
+    #[test]
+    fn tracestate_insert_moves_key_to_front_and_caps_at_32() {
+        let ts: TraceState = "a=1,b=2,c=3".parse().unwrap();
+        assert_eq!(ts.insert("b", "9").unwrap().header(), "b=9,a=1,c=3");
+        let full: Vec<String> = (0..32).map(|i| format!("k{i}=v")).collect();
+        let full: TraceState = full.join(",").parse().unwrap();
+        let more = full.insert("new", "x").unwrap();
+        assert_eq!(more.len(), 32);
+        assert_eq!(more.iter().next(), Some(("new", "x")));
+        assert_eq!(more.get("k31"), None, "rightmost member is removed");
+        assert_eq!(ts.remove("a").header(), "b=2,c=3");
+        assert!(ts.insert("B", "1").is_err());
+    }
+
+    #[test]
+    fn flags_keep_unknown_bits() {
+        let f = TraceFlags::new(0xff);
+        assert!(f.is_sampled() && f.is_random());
+        assert_eq!(f.with_sampled(false).bits(), 0xfe);
+    }
+}

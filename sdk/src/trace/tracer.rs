@@ -1,0 +1,517 @@
+//! The tracer provider (configuration and pipeline), tracers and the span builder.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use super::span::{limit_attributes, Record};
+use super::{
+    AlwaysOn, KeyValue, Link, ParentBased, Sampler, SamplingDecision, SamplingParams, Span,
+    SpanContext, SpanData, SpanId, SpanKind, SpanLimits, Status, Str, TraceFlags, TraceId,
+    TraceState,
+};
+use crate::context::Context;
+use crate::counter::StripedCounter;
+use crate::export::{
+    BatchConfig, BatchProcessor, ExportError, SimpleProcessor, SpanExporter, SpanProcessor, Stats,
+};
+
+/// Describes the process that produces spans: its service name and attributes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource {
+    /// The service name (Zipkin's `localEndpoint.serviceName`).
+    pub service_name: Str,
+    /// Further attributes of the process.
+    pub attributes: Vec<KeyValue>,
+}
+
+impl Resource {
+    /// A resource for `service_name`.
+    pub fn new(service_name: impl Into<Str>) -> Self {
+        Resource {
+            service_name: service_name.into(),
+            attributes: Vec::new(),
+        }
+    }
+    /// This resource with one more attribute.
+    pub fn with_attribute(mut self, kv: KeyValue) -> Self {
+        self.attributes.push(kv);
+        self
+    }
+}
+
+impl Default for Resource {
+    fn default() -> Self {
+        Resource::new("unknown_service")
+    }
+}
+
+/// The state every tracer and span of one provider shares.
+///
+/// It is allocated once per provider and never freed, so spans and tracers refer to
+/// it with a plain `&'static` and pay no reference counting (a shared reference
+/// count would make every span start and end contend across cores). It is small;
+/// its processors release their threads and buffers at shutdown.
+pub(crate) struct ProviderInner {
+    enabled: AtomicBool,
+    shut_down: AtomicBool,
+    sampler: Box<dyn Sampler>,
+    pub(crate) limits: SpanLimits,
+    processors: Box<[Arc<dyn SpanProcessor>]>,
+    resource: Resource,
+    started: StripedCounter,
+    ended: StripedCounter,
+}
+
+impl ProviderInner {
+    pub(crate) fn on_end(&self, data: SpanData) {
+        self.ended.add(1);
+        if let Some((last, rest)) = self.processors.split_last() {
+            for p in rest {
+                p.on_end(data.clone());
+            }
+            last.on_end(data);
+        }
+    }
+
+    pub(crate) async fn flush(&self) -> Result<(), ExportError> {
+        let mut result = Ok(());
+        for p in self.processors.iter() {
+            if let Err(e) = p.flush().await {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    fn shutdown(&self, timeout: Duration) -> Result<(), ExportError> {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return Err(ExportError::shut_down());
+        }
+        self.enabled.store(false, Ordering::Release);
+        let mut result = Ok(());
+        for p in self.processors.iter() {
+            if let Err(e) = p.shutdown(timeout) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+}
+
+/// Owns a provider's pipeline: the last `TracerProvider` handle to drop shuts it down.
+struct Owner {
+    inner: &'static ProviderInner,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        if !self.inner.shut_down.load(Ordering::Acquire) {
+            let _ = self.inner.shutdown(Duration::from_secs(5));
+        }
+    }
+}
+
+/// The configured tracing pipeline: sampler, limits, processors and exporters.
+///
+/// Build one in your binary (libraries take a [`Tracer`] or use
+/// [`global::tracer`](crate::global::tracer)). Clones share the pipeline; when the
+/// last clone drops, the pipeline is shut down (flushing pending spans for up to 5
+/// seconds). Call [`shutdown`](TracerProvider::shutdown) to choose the deadline.
+///
+/// ```
+/// use tracewire::export::InMemoryExporter;
+/// use tracewire::TracerProvider;
+///
+/// let exporter = InMemoryExporter::new();
+/// let provider = TracerProvider::builder()
+///     .with_service_name("checkout")
+///     .with_simple_exporter(exporter.clone())
+///     .build();
+/// let tracer = provider.tracer("example");
+/// tracer.in_span("work", |_cx| {});
+/// assert_eq!(exporter.spans()[0].name, "work");
+/// ```
+#[derive(Clone)]
+pub struct TracerProvider {
+    owner: Arc<Owner>,
+}
+
+impl TracerProvider {
+    /// A builder with the defaults: parent-based always-on sampling, default limits,
+    /// no processor.
+    pub fn builder() -> TracerProviderBuilder {
+        TracerProviderBuilder::default()
+    }
+
+    /// A tracer whose spans name `scope` as their instrumentation scope.
+    pub fn tracer(&self, scope: impl Into<Str>) -> Tracer {
+        Tracer {
+            provider: self.owner.inner,
+            scope: scope.into(),
+        }
+    }
+
+    /// Counters of this pipeline: spans started, ended, exported, dropped, and
+    /// failed exports. Only sampled spans are counted. With several processors,
+    /// exported and dropped add up over all of them.
+    pub fn stats(&self) -> Stats {
+        let inner = self.owner.inner;
+        let mut stats = Stats {
+            started: inner.started.sum(),
+            ended: inner.ended.sum(),
+            ..Stats::default()
+        };
+        for p in inner.processors.iter() {
+            let s = p.stats();
+            stats.exported += s.exported;
+            stats.dropped += s.dropped;
+            stats.export_failures += s.export_failures;
+        }
+        stats
+    }
+
+    /// Stops or resumes collection at runtime. While stopped, new spans are
+    /// non-recording (they still propagate their parent) and cost one atomic load.
+    pub fn set_enabled(&self, enabled: bool) {
+        let inner = self.owner.inner;
+        if !inner.shut_down.load(Ordering::Acquire) {
+            inner.enabled.store(enabled, Ordering::Release);
+        }
+    }
+
+    /// Whether collection is running.
+    pub fn is_enabled(&self) -> bool {
+        self.owner.inner.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Exports every span ended before this call, waiting at most `timeout`.
+    pub fn force_flush(&self, timeout: Duration) -> Result<(), ExportError> {
+        let mut result = Ok(());
+        for p in self.owner.inner.processors.iter() {
+            if let Err(e) = p.force_flush(timeout) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    /// Stops collection and shuts the processors down: every span ended before the
+    /// call is exported before `timeout` or counted as dropped.
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), ExportError> {
+        self.owner.inner.shutdown(timeout)
+    }
+
+    /// The provider's resource.
+    pub fn resource(&self) -> &Resource {
+        &self.owner.inner.resource
+    }
+}
+
+impl fmt::Debug for TracerProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.owner.inner;
+        f.debug_struct("TracerProvider")
+            .field("resource", &inner.resource)
+            .field("sampler", &inner.sampler)
+            .field("processors", &inner.processors)
+            .field("enabled", &inner.enabled.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// Configures a [`TracerProvider`].
+#[derive(Debug)]
+pub struct TracerProviderBuilder {
+    sampler: Box<dyn Sampler>,
+    limits: SpanLimits,
+    processors: Vec<Arc<dyn SpanProcessor>>,
+    resource: Resource,
+}
+
+impl Default for TracerProviderBuilder {
+    fn default() -> Self {
+        TracerProviderBuilder {
+            sampler: Box::new(ParentBased::new(AlwaysOn)),
+            limits: SpanLimits::default(),
+            processors: Vec::new(),
+            resource: Resource::default(),
+        }
+    }
+}
+
+impl TracerProviderBuilder {
+    /// Uses `sampler` (default: parent-based, always on for roots).
+    pub fn with_sampler(mut self, sampler: impl Sampler + 'static) -> Self {
+        self.sampler = Box::new(sampler);
+        self
+    }
+    /// Uses `limits` (default: [`SpanLimits::default`]).
+    pub fn with_span_limits(mut self, limits: SpanLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+    /// Sets the service name of the resource.
+    pub fn with_service_name(mut self, name: impl Into<Str>) -> Self {
+        self.resource.service_name = name.into();
+        self
+    }
+    /// Uses `resource`.
+    pub fn with_resource(mut self, resource: Resource) -> Self {
+        self.resource = resource;
+        self
+    }
+    /// Adds a processor.
+    pub fn with_processor(mut self, processor: impl SpanProcessor + 'static) -> Self {
+        self.processors.push(Arc::new(processor));
+        self
+    }
+    /// Adds `exporter` behind a [`BatchProcessor`] with the default configuration.
+    pub fn with_batch_exporter(self, exporter: impl SpanExporter) -> Self {
+        self.with_batch_exporter_config(exporter, BatchConfig::default())
+    }
+    /// Adds `exporter` behind a [`BatchProcessor`] configured by `config`.
+    pub fn with_batch_exporter_config(
+        self,
+        exporter: impl SpanExporter,
+        config: BatchConfig,
+    ) -> Self {
+        self.with_processor(BatchProcessor::new(exporter, config))
+    }
+    /// Adds `exporter` behind a [`SimpleProcessor`] (exports on the caller's thread:
+    /// for tests and synchronous exporters).
+    pub fn with_simple_exporter(self, exporter: impl SpanExporter) -> Self {
+        self.with_processor(SimpleProcessor::new(exporter))
+    }
+
+    /// Builds the provider.
+    pub fn build(self) -> TracerProvider {
+        for p in &self.processors {
+            p.set_resource(&self.resource);
+        }
+        let inner: &'static ProviderInner = Box::leak(Box::new(ProviderInner {
+            enabled: AtomicBool::new(true),
+            shut_down: AtomicBool::new(false),
+            sampler: self.sampler,
+            limits: self.limits,
+            processors: self.processors.into_boxed_slice(),
+            resource: self.resource,
+            started: StripedCounter::default(),
+            ended: StripedCounter::default(),
+        }));
+        TracerProvider {
+            owner: Arc::new(Owner { inner }),
+        }
+    }
+}
+
+/// Starts spans. Cheap to clone; does not keep the provider alive.
+#[derive(Clone)]
+pub struct Tracer {
+    provider: &'static ProviderInner,
+    scope: Str,
+}
+
+impl fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracer")
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// Where a new span takes its parent from.
+#[derive(Debug)]
+enum Parent<'a> {
+    Current,
+    Context(&'a Context),
+    SpanContext(SpanContext),
+    Root,
+}
+
+impl Tracer {
+    /// A tracer that records nothing (what [`global::tracer`](crate::global::tracer)
+    /// returns before a provider is installed). Its spans propagate their parent.
+    pub fn noop() -> Tracer {
+        static NOOP: OnceLock<TracerProvider> = OnceLock::new();
+        let provider = NOOP.get_or_init(|| {
+            let p = TracerProvider::builder().build();
+            p.set_enabled(false);
+            p
+        });
+        provider.tracer("noop")
+    }
+
+    /// The instrumentation scope name.
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// Starts a span whose parent is the current context's span.
+    #[inline]
+    pub fn start(&self, name: impl Into<Str>) -> Span {
+        self.span_builder(name).start()
+    }
+
+    /// Starts a span whose parent is `ctx`'s span.
+    pub fn start_with_context(&self, name: impl Into<Str>, ctx: &Context) -> Span {
+        self.span_builder(name).parent(ctx).start()
+    }
+
+    /// A builder for a span with more options.
+    #[inline]
+    pub fn span_builder(&self, name: impl Into<Str>) -> SpanBuilder<'_> {
+        SpanBuilder {
+            tracer: self,
+            name: name.into(),
+            kind: SpanKind::Internal,
+            parent: Parent::Current,
+            attributes: Vec::new(),
+            links: Vec::new(),
+            start_time: None,
+        }
+    }
+
+    /// Runs `f` inside a new span (child of the current context), with a context
+    /// holding that span attached; ends the span when `f` returns.
+    pub fn in_span<R>(&self, name: impl Into<Str>, f: impl FnOnce(&Context) -> R) -> R {
+        let ctx = Context::current_with_span(self.start(name));
+        let guard = ctx.clone().attach();
+        let out = f(&ctx);
+        drop(guard);
+        ctx.span().end();
+        out
+    }
+
+    fn build(&self, b: SpanBuilder<'_>) -> Span {
+        let provider = self.provider;
+        let parent = match b.parent {
+            Parent::Current => Context::map_current(|c| c.span().span_context().clone()),
+            Parent::Context(ctx) => ctx.span().span_context().clone(),
+            Parent::SpanContext(sc) => sc,
+            Parent::Root => SpanContext::INVALID,
+        };
+        if !provider.enabled.load(Ordering::Relaxed) {
+            return Span::non_recording(parent);
+        }
+        let parent_valid = parent.is_valid();
+        let (trace_id, flags) = if parent_valid {
+            (parent.trace_id(), parent.flags())
+        } else {
+            (TraceId::random(), TraceFlags::RANDOM)
+        };
+        let mut result = provider.sampler.should_sample(&SamplingParams {
+            parent: parent_valid.then_some(&parent),
+            trace_id,
+            name: &b.name,
+            kind: b.kind,
+            attributes: &b.attributes,
+            links: &b.links,
+        });
+        let state = match result.trace_state.take() {
+            Some(s) => s,
+            None if parent_valid => parent.trace_state().clone(),
+            None => TraceState::NONE,
+        };
+        let span_id = SpanId::random();
+        let sampled = result.decision == SamplingDecision::RecordAndSample;
+        let span_context =
+            SpanContext::new(trace_id, span_id, flags.with_sampled(sampled), false, state);
+        if result.decision == SamplingDecision::Drop {
+            return Span::non_recording(span_context);
+        }
+        if sampled {
+            provider.started.add(1);
+        }
+        let limits = &provider.limits;
+        let mut attributes = b.attributes;
+        attributes.append(&mut result.attributes);
+        let dropped_attributes_count = limit_attributes(
+            &mut attributes,
+            limits.max_attributes_per_span,
+            limits.max_attribute_value_length,
+        );
+        let mut record = Record {
+            name: b.name,
+            kind: b.kind,
+            start_time: b.start_time.unwrap_or_else(SystemTime::now),
+            attributes,
+            events: Vec::new(),
+            links: Vec::new(),
+            status: Status::Unset,
+            dropped_attributes_count,
+            dropped_events_count: 0,
+            dropped_links_count: 0,
+        };
+        for link in b.links {
+            record.add_link(link, limits);
+        }
+        let parent = if parent_valid {
+            parent
+        } else {
+            SpanContext::INVALID
+        };
+        Span::recording(span_context, &parent, provider, self.scope.clone(), record)
+    }
+}
+
+/// Configures a span before starting it. Made by [`Tracer::span_builder`].
+#[derive(Debug)]
+#[must_use = "a span builder does nothing until `start` is called"]
+pub struct SpanBuilder<'t> {
+    tracer: &'t Tracer,
+    name: Str,
+    kind: SpanKind,
+    parent: Parent<'t>,
+    attributes: Vec<KeyValue>,
+    links: Vec<Link>,
+    start_time: Option<SystemTime>,
+}
+
+impl<'t> SpanBuilder<'t> {
+    /// The span kind (default internal).
+    pub fn kind(mut self, kind: SpanKind) -> Self {
+        self.kind = kind;
+        self
+    }
+    /// Takes the parent from `ctx` instead of the current context.
+    pub fn parent(mut self, ctx: &'t Context) -> Self {
+        self.parent = Parent::Context(ctx);
+        self
+    }
+    /// Uses `parent` (e.g. extracted from headers) as the parent.
+    pub fn parent_span_context(mut self, parent: SpanContext) -> Self {
+        self.parent = Parent::SpanContext(parent);
+        self
+    }
+    /// Starts a new trace, ignoring the current context.
+    pub fn root(mut self) -> Self {
+        self.parent = Parent::Root;
+        self
+    }
+    /// Adds an attribute (visible to the sampler).
+    pub fn attribute(mut self, kv: KeyValue) -> Self {
+        self.attributes.push(kv);
+        self
+    }
+    /// Adds attributes (visible to the sampler).
+    pub fn attributes(mut self, kvs: impl IntoIterator<Item = KeyValue>) -> Self {
+        self.attributes.extend(kvs);
+        self
+    }
+    /// Adds a link.
+    pub fn link(mut self, link: Link) -> Self {
+        self.links.push(link);
+        self
+    }
+    /// Sets an explicit start time.
+    pub fn start_time(mut self, t: SystemTime) -> Self {
+        self.start_time = Some(t);
+        self
+    }
+    /// Starts the span.
+    pub fn start(self) -> Span {
+        self.tracer.build(self)
+    }
+}
