@@ -80,6 +80,8 @@ struct Shared {
     leftovers: Mutex<Vec<Consumer<SpanData>>>,
     control: Mutex<Vec<Control>>,
     wake: tokio::sync::Notify,
+    /// Set by `shutdown`: an export already in flight is cut off at this deadline.
+    deadline: tokio::sync::watch::Sender<Option<Instant>>,
     queue_dropped: StripedCounter,
     exported: AtomicU64,
     export_dropped: AtomicU64,
@@ -158,6 +160,7 @@ impl BatchProcessor {
             leftovers: Mutex::new(Vec::new()),
             control: Mutex::new(Vec::new()),
             wake: tokio::sync::Notify::new(),
+            deadline: tokio::sync::watch::Sender::new(None),
             queue_dropped: StripedCounter::default(),
             exported: AtomicU64::new(0),
             export_dropped: AtomicU64::new(0),
@@ -259,6 +262,7 @@ impl SpanProcessor for BatchProcessor {
             return Err(ExportError::shut_down());
         }
         let deadline = Instant::now() + timeout;
+        self.shared.deadline.send_replace(Some(deadline));
         let (tx, rx) = mpsc::sync_channel(1);
         self.shared.send(Control::Shutdown {
             deadline,
@@ -406,9 +410,12 @@ impl<E: SpanExporter> Exporting<E> {
             Err(ExportError::timeout())
         } else {
             let fut = CatchUnwind(self.exporter.export(&self.batch));
-            match tokio::time::timeout_at(limit.into(), fut).await {
-                Ok(r) => r,
-                Err(_) => Err(ExportError::timeout()),
+            let mut shutdown = self.shared.deadline.subscribe();
+            tokio::select! {
+                r = tokio::time::timeout_at(limit.into(), fut) => {
+                    r.unwrap_or_else(|_| Err(ExportError::timeout()))
+                }
+                () = shutdown_deadline(&mut shutdown) => Err(ExportError::timeout()),
             }
         };
         self.batch.clear();
@@ -425,6 +432,20 @@ impl<E: SpanExporter> Exporting<E> {
             }
         }
         result
+    }
+}
+
+/// Resolves when a shutdown deadline has been set and has passed.
+async fn shutdown_deadline(rx: &mut tokio::sync::watch::Receiver<Option<Instant>>) {
+    loop {
+        let deadline = *rx.borrow_and_update();
+        if let Some(d) = deadline {
+            tokio::time::sleep_until(d.into()).await;
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
     }
 }
 
