@@ -38,6 +38,9 @@ pub struct Context {
 #[derive(Clone, Default)]
 pub(crate) struct ContextInner {
     pub(crate) span: Option<Span>,
+    /// The span name the profiler labels samples with; only filled in while a
+    /// profile asks for span names (see `profile::SpanIds`).
+    pub(crate) span_name: Option<Arc<crate::trace::Str>>,
     pub(crate) labels: LabelSet,
     values: Vec<(TypeId, Arc<dyn Any + Send + Sync>)>,
 }
@@ -80,7 +83,10 @@ impl Context {
 
     /// A context like this one whose current span is `span`.
     pub fn with_span(&self, span: Span) -> Context {
-        self.derive(|i| i.span = Some(span))
+        self.derive(|i| {
+            i.span_name = crate::profile::span_name_for(&span, i.span_name.take());
+            i.span = Some(span);
+        })
     }
 
     /// The current context with `span` as its span (OpenTelemetry's

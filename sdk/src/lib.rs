@@ -69,7 +69,7 @@
 //! - Library crates never install global state; binaries call
 //!   [`global::set_tracer_provider`] if they want a process-wide provider.
 //!
-//! MSRV: 1.85.
+//! MSRV: 1.88.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![deny(unsafe_code)]

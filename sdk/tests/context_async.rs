@@ -35,7 +35,11 @@ async fn labels_follow_a_task_that_moves_between_worker_threads() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(threads.lock().unwrap().len(), 2, "tasks ran on both workers");
+    assert_eq!(
+        threads.lock().unwrap().len(),
+        2,
+        "tasks ran on both workers"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +60,11 @@ async fn unlabelled_tasks_never_see_another_tasks_labels() {
         .map(|_| {
             tokio::spawn(async {
                 for _ in 0..500 {
-                    assert!(labels::current().is_empty(), "leaked: {}", labels::current());
+                    assert!(
+                        labels::current().is_empty(),
+                        "leaked: {}",
+                        labels::current()
+                    );
                     assert!(!Context::current().has_span());
                     tokio::task::yield_now().await;
                 }

@@ -37,7 +37,8 @@ impl SpanExporter for TestExporter {
         if call < self.fail_first {
             return Err(ExportError::new("collector answered 500"));
         }
-        self.received.fetch_add(batch.len() as u64, Ordering::SeqCst);
+        self.received
+            .fetch_add(batch.len() as u64, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -106,9 +107,15 @@ fn a_slow_exporter_never_blocks_span_end_and_overflow_is_counted() {
         t.start("s").end();
     }
     let elapsed = start.elapsed();
-    assert!(elapsed < Duration::from_secs(2), "span end blocked: {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "span end blocked: {elapsed:?}"
+    );
     let mid = p.stats();
-    assert!(mid.dropped >= 9_000, "overflow counted while running: {mid:?}");
+    assert!(
+        mid.dropped >= 9_000,
+        "overflow counted while running: {mid:?}"
+    );
     p.shutdown(Duration::from_secs(5)).unwrap();
     let s = p.stats();
     assert_eq!(s.exported + s.dropped, 10_000, "{s:?}");
@@ -228,7 +235,10 @@ fn spans_ended_after_shutdown_are_dropped_and_counted() {
     let s = p.stats();
     assert_eq!(s.exported, 1);
     assert_eq!(s.dropped, 1, "the late span; 'after' never started: {s:?}");
-    assert!(p.shutdown(Duration::from_secs(1)).unwrap_err().is_shut_down());
+    assert!(p
+        .shutdown(Duration::from_secs(1))
+        .unwrap_err()
+        .is_shut_down());
 }
 
 #[test]
@@ -274,7 +284,8 @@ fn json_lines_exporter_writes_one_valid_object_per_span() {
         .build();
     let t = p.tracer("t");
     t.in_span("parent", |cx| {
-        cx.span().set_attribute(KeyValue::new("http.route", "/user"));
+        cx.span()
+            .set_attribute(KeyValue::new("http.route", "/user"));
         cx.span().add_event("hello", vec![]);
         t.start("child").end();
     });

@@ -4,12 +4,10 @@
 use std::time::{Duration, SystemTime};
 
 use tracewire::export::InMemoryExporter;
-use tracewire::trace::{
-    AlwaysOff, Link, ParentBased, SpanLimits, TraceIdRatio,
-};
+use tracewire::trace::{AlwaysOff, Link, ParentBased, SpanLimits, TraceIdRatio};
 use tracewire::{
-    Context, FutureExt, KeyValue, Span, SpanContext, SpanId, SpanKind, Status, TraceFlags,
-    TraceId, TraceState, TracerProvider, Value,
+    Context, FutureExt, KeyValue, Span, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId,
+    TraceState, TracerProvider, Value,
 };
 
 fn pipeline() -> (TracerProvider, InMemoryExporter) {
@@ -67,7 +65,10 @@ fn remote_parent_keeps_trace_id_flags_and_trace_state() {
         .start();
     assert_eq!(s.span_context().trace_id(), remote.trace_id());
     assert!(s.span_context().flags().is_random());
-    assert_eq!(s.span_context().trace_state().get("congo"), Some("t61rcWkgMzE"));
+    assert_eq!(
+        s.span_context().trace_state().get("congo"),
+        Some("t61rcWkgMzE")
+    );
     s.end();
     let d = &exp.spans()[0];
     assert_eq!(d.parent_span_id, remote.span_id());
@@ -83,7 +84,10 @@ fn span_records_attributes_events_links_status_and_rename() {
     let s = t
         .span_builder("first")
         .attribute(KeyValue::new("a", "1"))
-        .link(Link::new(link_sc.clone(), vec![KeyValue::new("why", "batch")]))
+        .link(Link::new(
+            link_sc.clone(),
+            vec![KeyValue::new("why", "batch")],
+        ))
         .start();
     s.set_attribute(KeyValue::new("n", 7));
     s.set_attribute(KeyValue::new("a", "2")); // replaces
@@ -140,7 +144,10 @@ fn limits_drop_and_count_what_goes_over() {
     let s = t
         .span_builder("s")
         .attributes((0..3).map(|i| KeyValue::new(format!("k{i}"), i)))
-        .link(Link::new(other.clone(), vec![KeyValue::new("x", 1), KeyValue::new("y", 2)]))
+        .link(Link::new(
+            other.clone(),
+            vec![KeyValue::new("x", 1), KeyValue::new("y", 2)],
+        ))
         .link(Link::new(other, vec![]))
         .start();
     s.set_attribute(KeyValue::new("k0", "héllo wörld")); // replace, truncated
@@ -150,7 +157,11 @@ fn limits_drop_and_count_what_goes_over() {
     s.end();
     let d = exporter.find(s.span_context().span_id()).unwrap();
     assert_eq!(d.attributes.len(), 2);
-    assert_eq!(d.attribute("k0"), Some(&Value::from("hél")), "cut on a char boundary");
+    assert_eq!(
+        d.attribute("k0"),
+        Some(&Value::from("hél")),
+        "cut on a char boundary"
+    );
     assert_eq!(d.dropped_attributes_count, 2);
     assert_eq!(d.events.len(), 1);
     assert_eq!(d.dropped_events_count, 1);
@@ -199,7 +210,10 @@ fn unsampled_spans_record_nothing_but_propagate() {
     assert!(!root.span_context().is_sampled());
     let _g = Context::current_with_span(root.clone()).attach();
     let child = t.start("child");
-    assert_eq!(child.span_context().trace_id(), root.span_context().trace_id());
+    assert_eq!(
+        child.span_context().trace_id(),
+        root.span_context().trace_id()
+    );
     child.set_attribute(KeyValue::new("ignored", 1));
     child.end();
     assert!(exporter.is_empty());
@@ -232,7 +246,11 @@ fn collection_can_be_stopped_and_resumed_at_runtime() {
     assert!(!p.is_enabled());
     let off = t.start("while-off");
     assert!(!off.is_recording());
-    assert_eq!(off.span_context(), &parent_sc, "propagates the parent unchanged");
+    assert_eq!(
+        off.span_context(),
+        &parent_sc,
+        "propagates the parent unchanged"
+    );
     off.end();
     p.set_enabled(true);
     t.start("while-on").end();
@@ -293,10 +311,17 @@ async fn spans_started_in_spawned_tasks_get_the_right_parent() {
     .in_context(Context::new().with_span(root))
     .await;
     let spans = exp.spans();
-    let work: Vec<_> = spans.iter().filter(|s| s.name.starts_with("work-")).collect();
+    let work: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("work-"))
+        .collect();
     assert_eq!(work.len(), 4);
     assert!(work.iter().all(|s| s.parent_span_id == root_id));
-    assert_eq!(spans.last().unwrap().name, "request", "root ended when its context dropped");
+    assert_eq!(
+        spans.last().unwrap().name,
+        "request",
+        "root ended when its context dropped"
+    );
 }
 
 #[test]

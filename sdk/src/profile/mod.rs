@@ -1,6 +1,529 @@
-//! CPU profiling with labels (Linux). This module holds the per-thread sampler
-//! primitives the CPU profiler is built on; the only `unsafe` code of the crate
-//! lives in its `sampler` submodule.
+//! A CPU profiler whose samples carry the labels and span of the task that was
+//! running, written as pprof for `go tool pprof -tagfocus`.
+//!
+//! Every thread that should be sampled with full stacks registers itself
+//! ([`register_current_thread`]; for tokio, in `on_thread_start`). While a
+//! [`Profiler`] runs, each registered thread has its own CPU-time timer
+//! (`timer_create` on the thread's CPU clock, signal delivered to that thread), so
+//! sampling does not saturate when many cores are busy; threads nobody registered
+//! are still counted through a process-wide timer, with leaf-only stacks. Each
+//! signal copies the thread's current [`Context`](crate::Context) labels and span
+//! ids, so a tokio task keeps its labels whichever worker runs it.
+//!
+//! Linux only; elsewhere [`ProfilerBuilder::start`] returns an "unsupported" error.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tracewire::labels::{self, LabelSet};
+//! use tracewire::profile::{self, Profiler};
+//!
+//! profile::register_current_thread().unwrap();
+//! let profiler = Profiler::builder().frequency(100).start().unwrap();
+//! labels::with_labels(&LabelSet::new([("worker", "purge")]), || {
+//!     // ... burn CPU ...
+//! });
+//! let profile = profiler.stop();
+//! let mut out = std::fs::File::create("cpu.pb.gz").unwrap();
+//! profile.write_pprof(&mut out).unwrap();
+//! // go tool pprof -tagfocus worker=purge cpu.pb.gz
+//! ```
 
+mod custom;
+pub mod pprof;
 #[cfg(target_os = "linux")]
 pub(crate) mod sampler;
+mod symbol;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use custom::{custom_profiles, CustomProfile};
+pub use symbol::{resolve, Frame};
+
+use crate::labels::LabelSet;
+use crate::trace::{Span, SpanId, Str, TraceId};
+
+/// Which span ids samples carry as labels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SpanIds {
+    /// None: only user labels.
+    None,
+    /// The local root span (e.g. the server span of the request) and its name: one
+    /// label value per request, which links samples to traces (the default).
+    #[default]
+    LocalRoot,
+    /// The innermost span and its name.
+    Every,
+}
+
+/// What `Context::with_span` records for the profiler: 0 nothing, 1 local root
+/// names, 2 every span's name.
+static SPAN_NAMES: AtomicU8 = AtomicU8::new(0);
+
+/// The span name a new context holding `span` carries for the profiler, given the
+/// name its parent context carried.
+pub(crate) fn span_name_for(span: &Span, parent: Option<Arc<Str>>) -> Option<Arc<Str>> {
+    match SPAN_NAMES.load(Ordering::Relaxed) {
+        0 => None,
+        1 => {
+            let is_local_root = span
+                .local_root_span_id()
+                .is_some_and(|r| r == span.span_context().span_id());
+            if is_local_root {
+                span.name().map(Arc::new)
+            } else {
+                parent
+            }
+        }
+        _ => span.name().map(Arc::new),
+    }
+}
+
+/// Why the profiler could not start.
+#[derive(Debug)]
+pub struct ProfileError {
+    message: String,
+    source: Option<io::Error>,
+}
+
+impl ProfileError {
+    fn new(message: impl Into<String>, source: Option<io::Error>) -> Self {
+        ProfileError {
+            message: message.into(),
+            source,
+        }
+    }
+    /// Whether another CPU profile is already running (one at a time per process).
+    pub fn is_busy(&self) -> bool {
+        self.source
+            .as_ref()
+            .is_some_and(|e| e.kind() == io::ErrorKind::AddrInUse)
+    }
+}
+
+impl fmt::Display for ProfileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(e) => write!(f, "{}: {e}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ProfileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl From<sampler::OsError> for ProfileError {
+    fn from(e: sampler::OsError) -> Self {
+        ProfileError::new(e.0, Some(e.1))
+    }
+}
+
+/// Registers the calling thread for full-stack sampling; it unregisters itself when
+/// it exits. Idempotent. For tokio:
+///
+/// ```no_run
+/// let rt = tokio::runtime::Builder::new_multi_thread()
+///     .on_thread_start(|| { let _ = tracewire::profile::register_current_thread(); })
+///     .on_thread_stop(tracewire::profile::unregister_current_thread)
+///     .build()
+///     .unwrap();
+/// ```
+pub fn register_current_thread() -> Result<(), ProfileError> {
+    #[cfg(target_os = "linux")]
+    {
+        sampler::register_current().map_err(Into::into)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err(unsupported())
+    }
+}
+
+/// CPU time the calling thread has used (its `CLOCK_THREAD_CPUTIME_ID`); `None`
+/// where unsupported. Handy to check a profile against what really ran.
+pub fn thread_cpu_time() -> Option<Duration> {
+    #[cfg(target_os = "linux")]
+    {
+        Some(sampler::thread_cpu_time())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// Unregisters the calling thread (it is then sampled only by the process-wide
+/// timer). Idempotent.
+pub fn unregister_current_thread() {
+    #[cfg(target_os = "linux")]
+    sampler::unregister_current();
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unsupported() -> ProfileError {
+    ProfileError::new(
+        "the tracewire CPU profiler is only supported on Linux",
+        Some(io::Error::from(io::ErrorKind::Unsupported)),
+    )
+}
+
+/// Configures a [`Profiler`].
+#[derive(Clone, Copy, Debug)]
+pub struct ProfilerBuilder {
+    frequency: u32,
+    span_ids: SpanIds,
+}
+
+impl Default for ProfilerBuilder {
+    fn default() -> Self {
+        ProfilerBuilder {
+            frequency: 100,
+            span_ids: SpanIds::LocalRoot,
+        }
+    }
+}
+
+impl ProfilerBuilder {
+    /// Samples per second of CPU time per thread (default 100, at most 10000).
+    pub fn frequency(mut self, hz: u32) -> Self {
+        self.frequency = hz.clamp(1, 10_000);
+        self
+    }
+    /// Which span ids samples carry (default [`SpanIds::LocalRoot`]).
+    pub fn span_ids(mut self, span_ids: SpanIds) -> Self {
+        self.span_ids = span_ids;
+        self
+    }
+    /// Starts profiling. Fails if another CPU profile is running in this process
+    /// ([`ProfileError::is_busy`]) or the platform is not supported.
+    pub fn start(self) -> Result<Profiler, ProfileError> {
+        Profiler::start(self)
+    }
+}
+
+/// A running CPU profile. [`stop`](Profiler::stop) it to get the [`Profile`];
+/// dropping it stops it too.
+pub struct Profiler {
+    config: ProfilerBuilder,
+    period: Duration,
+    started: SystemTime,
+    started_at: Instant,
+    stop: Option<mpsc::Sender<()>>,
+    collector: Option<JoinHandle<Aggregate>>,
+}
+
+impl fmt::Debug for Profiler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Profiler")
+            .field("config", &self.config)
+            .field("started", &self.started)
+            .finish()
+    }
+}
+
+#[derive(Hash, PartialEq, Eq)]
+struct Key {
+    stack: Vec<usize>,
+    labels: LabelSet,
+    trace_id: u128,
+    span_id: u64,
+    span_name: Option<Arc<Str>>,
+}
+
+#[derive(Default)]
+struct Aggregate {
+    samples: HashMap<Key, u64>,
+    dropped_before: u64,
+}
+
+impl Profiler {
+    /// A builder.
+    pub fn builder() -> ProfilerBuilder {
+        ProfilerBuilder::default()
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn start(_config: ProfilerBuilder) -> Result<Profiler, ProfileError> {
+        Err(unsupported())
+    }
+
+    #[cfg(target_os = "linux")]
+    fn start(config: ProfilerBuilder) -> Result<Profiler, ProfileError> {
+        let period = Duration::from_nanos(1_000_000_000 / u64::from(config.frequency));
+        // Drain leftovers of an earlier profile before this one starts.
+        while let Some(s) = sampler::pop() {
+            // SAFETY: each popped sample's counts are released once.
+            unsafe { sampler::release(&s.slot) };
+        }
+        let dropped_before = sampler::dropped();
+        sampler::start(period)?;
+        SPAN_NAMES.store(
+            match config.span_ids {
+                SpanIds::None => 0,
+                SpanIds::LocalRoot => 1,
+                SpanIds::Every => 2,
+            },
+            Ordering::Relaxed,
+        );
+        let (tx, rx) = mpsc::channel::<()>();
+        let span_ids = config.span_ids;
+        let collector = std::thread::Builder::new()
+            .name("tracewire-profiler".into())
+            .spawn(move || collect(rx, span_ids, dropped_before))
+            .map_err(|e| {
+                sampler::stop();
+                ProfileError::new("cannot start the profiler thread", Some(e))
+            })?;
+        Ok(Profiler {
+            config,
+            period,
+            started: SystemTime::now(),
+            started_at: Instant::now(),
+            stop: Some(tx),
+            collector: Some(collector),
+        })
+    }
+
+    /// Stops profiling and returns what was sampled.
+    pub fn stop(mut self) -> Profile {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Profile {
+        #[cfg(target_os = "linux")]
+        sampler::stop();
+        SPAN_NAMES.store(0, Ordering::Relaxed);
+        drop(self.stop.take());
+        let agg = self
+            .collector
+            .take()
+            .and_then(|c| c.join().ok())
+            .unwrap_or_default();
+        #[cfg(target_os = "linux")]
+        let dropped = sampler::dropped() - agg.dropped_before;
+        #[cfg(not(target_os = "linux"))]
+        let dropped = 0;
+        let period = self.period;
+        let samples = agg
+            .samples
+            .into_iter()
+            .map(|(k, count)| Sample {
+                stack: k.stack,
+                labels: k.labels,
+                trace_id: (k.trace_id != 0).then(|| TraceId::from_u128(k.trace_id)),
+                span_id: (k.span_id != 0).then(|| SpanId::from_u64(k.span_id)),
+                span_name: k.span_name,
+                count,
+                cpu: period * count as u32,
+            })
+            .collect();
+        Profile {
+            samples,
+            period,
+            start: self.started,
+            duration: self.started_at.elapsed(),
+            dropped_samples: dropped,
+        }
+    }
+}
+
+impl Drop for Profiler {
+    fn drop(&mut self) {
+        if self.collector.is_some() {
+            self.finish();
+        }
+    }
+}
+
+/// The collector thread: drains the sample ring every few milliseconds and
+/// aggregates identical samples, off the signal path.
+#[cfg(target_os = "linux")]
+fn collect(stop: mpsc::Receiver<()>, span_ids: SpanIds, dropped_before: u64) -> Aggregate {
+    let mut agg = Aggregate {
+        samples: HashMap::new(),
+        dropped_before,
+    };
+    let drain = |agg: &mut Aggregate| {
+        while let Some(raw) = sampler::pop() {
+            // SAFETY: each popped sample's counts are taken over exactly once.
+            let (labels, name) = unsafe { sampler::take(&raw.slot) };
+            let (trace_id, span_id, span_name) = match span_ids {
+                SpanIds::None => (0, 0, None),
+                SpanIds::LocalRoot => (raw.slot.trace_id, raw.slot.local_root_span_id, name),
+                SpanIds::Every => (raw.slot.trace_id, raw.slot.span_id, name),
+            };
+            let key = Key {
+                stack: raw.pcs[..raw.depth as usize].to_vec(),
+                labels,
+                trace_id,
+                span_id,
+                span_name,
+            };
+            *agg.samples.entry(key).or_default() += u64::from(raw.weight);
+        }
+    };
+    loop {
+        match stop.recv_timeout(Duration::from_millis(10)) {
+            Err(mpsc::RecvTimeoutError::Timeout) => drain(&mut agg),
+            _ => {
+                drain(&mut agg);
+                return agg;
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn collect(_stop: mpsc::Receiver<()>, _span_ids: SpanIds, _dropped_before: u64) -> Aggregate {
+    Aggregate::default()
+}
+
+/// Identical samples, aggregated.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// Code addresses, leaf first (the leaf is the interrupted instruction, the
+    /// others are return addresses).
+    pub stack: Vec<usize>,
+    /// The labels current when the samples were taken.
+    pub labels: LabelSet,
+    /// The trace of the current span, if any.
+    pub trace_id: Option<TraceId>,
+    /// The span (per [`SpanIds`]), if any.
+    pub span_id: Option<SpanId>,
+    span_name: Option<Arc<Str>>,
+    /// How many sampling periods these samples stand for.
+    pub count: u64,
+    /// CPU time they stand for (`count × period`).
+    pub cpu: Duration,
+}
+
+impl Sample {
+    /// The span name (per [`SpanIds`]), if recorded.
+    pub fn span_name(&self) -> Option<&str> {
+        self.span_name.as_deref().map(|s| &**s)
+    }
+
+    /// The function names of the stack, leaf first, inlined frames included.
+    pub fn functions(&self) -> Vec<String> {
+        self.stack
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &a)| {
+                resolve(if i > 0 { a.saturating_sub(1) } else { a })
+                    .iter()
+                    .map(|f| f.function.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+/// A finished CPU profile.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    samples: Vec<Sample>,
+    period: Duration,
+    start: SystemTime,
+    duration: Duration,
+    dropped_samples: u64,
+}
+
+impl Profile {
+    /// The aggregated samples.
+    pub fn samples(&self) -> &[Sample] {
+        &self.samples
+    }
+    /// The sampling period.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+    /// How long the profile ran.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+    /// Samples lost because the sample buffer was full (also written into the pprof
+    /// output, as a comment and as a `[tracewire: dropped samples]` sample).
+    pub fn dropped_samples(&self) -> u64 {
+        self.dropped_samples
+    }
+    /// Total CPU time sampled.
+    pub fn total_cpu(&self) -> Duration {
+        self.samples.iter().map(|s| s.cpu).sum()
+    }
+    /// CPU time per value of label `key` (samples without it are left out).
+    pub fn cpu_by_label(&self, key: &str) -> BTreeMap<String, Duration> {
+        let mut out = BTreeMap::new();
+        for s in &self.samples {
+            if let Some(v) = s.labels.get(key) {
+                *out.entry(v.to_owned()).or_default() += s.cpu;
+            }
+        }
+        out
+    }
+
+    /// The profile in pprof form (not yet gzip'd).
+    pub fn to_pprof(&self) -> pprof::Profile {
+        let mut b = pprof::Builder::new(
+            &[("samples", "count"), ("cpu", "nanoseconds")],
+            ("cpu", "nanoseconds"),
+            self.period.as_nanos() as i64,
+        );
+        let nanos = |d: Duration| d.as_nanos() as i64;
+        for s in &self.samples {
+            let trace = s.trace_id.map(|t| t.to_string());
+            let span = s.span_id.map(|t| t.to_string());
+            let mut labels: Vec<(&str, &str)> = s.labels.iter().collect();
+            if let Some(t) = &trace {
+                labels.push(("trace_id", t));
+            }
+            if let Some(t) = &span {
+                labels.push(("span_id", t));
+            }
+            if let Some(n) = s.span_name() {
+                labels.push(("span_name", n));
+            }
+            b.sample(&s.stack, vec![s.count as i64, nanos(s.cpu)], &labels);
+        }
+        if self.dropped_samples > 0 {
+            b.comment(&format!(
+                "tracewire: {} samples dropped (sample buffer full)",
+                self.dropped_samples
+            ));
+            let frame = Frame {
+                function: "[tracewire: dropped samples]".into(),
+                file: None,
+                line: None,
+            };
+            let loc = b.location_with(0, false, &[frame]);
+            b.profile.sample.push(pprof::Sample {
+                location_id: vec![loc],
+                value: vec![
+                    self.dropped_samples as i64,
+                    nanos(self.period) * self.dropped_samples as i64,
+                ],
+                label: Vec::new(),
+            });
+        }
+        b.profile.time_nanos = self
+            .start
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        b.profile.duration_nanos = nanos(self.duration);
+        b.profile
+    }
+
+    /// Writes the profile as gzip'd pprof protobuf (what `go tool pprof` reads).
+    pub fn write_pprof(&self, w: impl Write) -> io::Result<()> {
+        self.to_pprof().write_gzip(w)
+    }
+}

@@ -1,36 +1,66 @@
-//! What the SIGPROF handler does on the interrupted thread: copy the thread's
-//! current labels and span ids out of the slot, without locking, allocating or
-//! calling the dynamic loader.
+//! The sampling half of the CPU profiler: the SIGPROF handler, the lock-free sample
+//! ring it writes to, the per-thread CPU timers that drive it, and the registry of
+//! threads whose stacks it may walk. This is the only module of the crate with
+//! `unsafe` code.
+//!
+//! The handler is async-signal-safe by construction: it reads registers from the
+//! signal context, walks frame pointers checking each frame against the thread's
+//! stack bounds (recorded at registration, off the signal path), copies the
+//! thread's context slot (labels and span ids), and claims a slot of a fixed,
+//! preallocated ring with a compare-and-swap. No allocation, no lock, no call into
+//! the dynamic loader or libgcc, no syscall per frame; `errno` is saved and
+//! restored.
 
-// Used by the CPU profiler and by this module's tests.
-#![allow(dead_code)]
+use std::cell::UnsafeCell;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
-use std::sync::Arc;
+use crossbeam_utils::CachePadded;
 
+use crate::context::ContextInner;
 use crate::labels::{slot, LabelSetInner};
+use crate::trace::Str;
+
+/// Most frames kept per sample.
+pub(crate) const MAX_DEPTH: usize = 128;
+/// Samples the ring holds before the collector drains it (a power of two).
+const RING_SLOTS: usize = 4096;
+/// `si_code` of a signal sent by a POSIX timer (`timer_create`).
+const SI_TIMER: i32 = -2;
+/// `sigev_value` our timers carry, to tell their signals from anyone else's.
+const TIMER_MAGIC: usize = 0x7472_6163_6577_6972; // "tracewir"
 
 /// What a sample records of the context that was current when it was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SlotCopy {
     /// The label set, with one reference count taken for the sample (null: none).
-    /// Whoever consumes the copy must release it with [`release_labels`].
+    /// Whoever consumes the copy must release it with [`take_labels`] or
+    /// [`release_labels`].
     pub(crate) labels: *const LabelSetInner,
+    /// The span name, with one reference count taken (null: none recorded).
+    pub(crate) span_name: *const Str,
     /// The current span's trace id (0: no span).
     pub(crate) trace_id: u128,
     /// The current span's span id (0: no span).
     pub(crate) span_id: u64,
+    /// The current span's local root span id (0: no recording span).
+    pub(crate) local_root_span_id: u64,
 }
 
 impl SlotCopy {
     pub(crate) const EMPTY: SlotCopy = SlotCopy {
         labels: std::ptr::null(),
+        span_name: std::ptr::null(),
         trace_id: 0,
         span_id: 0,
+        local_root_span_id: 0,
     };
 }
 
-/// Copies the calling thread's slot. Async-signal-safe: a few loads and, when there
-/// are labels, one atomic increment.
+/// Copies the calling thread's slot. Async-signal-safe: a few loads and, for the
+/// label set and span name, one atomic increment each.
 ///
 /// # Safety
 /// Must run on the thread whose context is read, either as that thread's code or
@@ -39,7 +69,7 @@ impl SlotCopy {
 /// which cannot happen while this function runs.
 #[inline(always)]
 pub(crate) unsafe fn copy_current() -> SlotCopy {
-    let ctx = slot::current_ptr();
+    let ctx: *const ContextInner = slot::current_ptr();
     if ctx.is_null() {
         return SlotCopy::EMPTY;
     }
@@ -52,17 +82,42 @@ pub(crate) unsafe fn copy_current() -> SlotCopy {
         // context; taking one more count is a single atomic increment.
         unsafe { Arc::increment_strong_count(labels) };
     }
-    let (trace_id, span_id) = match &ctx.span {
+    let span_name = ctx.span_name.as_ref().map_or(std::ptr::null(), Arc::as_ptr);
+    if !span_name.is_null() {
+        // SAFETY: as above, for the `Arc<Str>` the context holds.
+        unsafe { Arc::increment_strong_count(span_name) };
+    }
+    let (trace_id, span_id, local_root) = match &ctx.span {
         Some(span) => {
             let sc = span.span_context();
-            (sc.trace_id().to_u128(), sc.span_id().to_u64())
+            (
+                sc.trace_id().to_u128(),
+                sc.span_id().to_u64(),
+                span.local_root_span_id().map_or(0, |id| id.to_u64()),
+            )
         }
-        None => (0, 0),
+        None => (0, 0, 0),
     };
     SlotCopy {
         labels,
+        span_name,
         trace_id,
         span_id,
+        local_root_span_id: local_root,
+    }
+}
+
+/// Gives back the reference counts a [`SlotCopy`] holds.
+///
+/// # Safety
+/// The copy must come from [`copy_current`], and its counts be released once.
+pub(crate) unsafe fn release(copy: &SlotCopy) {
+    // SAFETY: per the contract, these are the counts `copy_current` took.
+    unsafe {
+        release_labels(copy.labels);
+        if !copy.span_name.is_null() {
+            Arc::decrement_strong_count(copy.span_name);
+        }
     }
 }
 
@@ -77,16 +132,526 @@ pub(crate) unsafe fn release_labels(labels: *const LabelSetInner) {
     }
 }
 
-/// Takes back the reference count of a [`SlotCopy`] as a `LabelSet`.
+/// Takes over the reference counts of a [`SlotCopy`] as owned values.
 ///
 /// # Safety
-/// Same as [`release_labels`]: once per copy.
-pub(crate) unsafe fn take_labels(labels: *const LabelSetInner) -> crate::labels::LabelSet {
-    if labels.is_null() {
-        return crate::labels::LabelSet::empty();
+/// Once per copy from [`copy_current`]; the copy's counts then belong to the result.
+pub(crate) unsafe fn take(copy: &SlotCopy) -> (crate::labels::LabelSet, Option<Arc<Str>>) {
+    let labels = if copy.labels.is_null() {
+        crate::labels::LabelSet::empty()
+    } else {
+        // SAFETY: per the contract, this count belongs to the caller now.
+        crate::labels::LabelSet::from_arc(unsafe { Arc::from_raw(copy.labels) })
+    };
+    let name = if copy.span_name.is_null() {
+        None
+    } else {
+        // SAFETY: as above.
+        Some(unsafe { Arc::from_raw(copy.span_name) })
+    };
+    (labels, name)
+}
+
+/// One sample as the handler writes it.
+#[derive(Clone, Copy)]
+pub(crate) struct RawSample {
+    /// Timer periods this sample stands for: 1 + the expirations the kernel folded
+    /// into the signal.
+    pub(crate) weight: u32,
+    pub(crate) depth: u32,
+    pub(crate) tid: i32,
+    pub(crate) slot: SlotCopy,
+    /// Return addresses, leaf first; `pcs[0]` is the interrupted instruction.
+    pub(crate) pcs: [usize; MAX_DEPTH],
+}
+
+struct Cell {
+    seq: AtomicUsize,
+    sample: UnsafeCell<MaybeUninit<RawSample>>,
+}
+
+/// A bounded multi-producer, single-consumer queue of samples (Vyukov's bounded
+/// queue): producers claim a cell with one compare-and-swap and never wait; when
+/// the ring is full the sample is counted in `dropped` instead.
+struct Ring {
+    cells: Box<[Cell]>,
+    enqueue: CachePadded<AtomicUsize>,
+    dequeue: CachePadded<AtomicUsize>,
+    dropped: AtomicU64,
+}
+
+// SAFETY: cells are handed between threads through the `seq` protocol: a producer
+// owns a cell from its successful CAS until its Release store of `seq`, and the
+// (single) consumer from its Acquire load of `seq` until its Release store.
+unsafe impl Sync for Ring {}
+// SAFETY: the only non-Send fields are the raw pointers of `SlotCopy`, which stand
+// for reference counts of `Arc<LabelSetInner>` and `Arc<Str>`, both Send + Sync.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    fn new() -> Ring {
+        Ring {
+            cells: (0..RING_SLOTS)
+                .map(|i| Cell {
+                    seq: AtomicUsize::new(i),
+                    sample: UnsafeCell::new(MaybeUninit::uninit()),
+                })
+                .collect(),
+            enqueue: CachePadded::new(AtomicUsize::new(0)),
+            dequeue: CachePadded::new(AtomicUsize::new(0)),
+            dropped: AtomicU64::new(0),
+        }
     }
-    // SAFETY: per the contract, this count belongs to the caller now.
-    crate::labels::LabelSet::from_arc(unsafe { Arc::from_raw(labels) })
+
+    /// Claims a cell for writing; `None` (and a counted drop) if the ring is full.
+    #[inline(always)]
+    fn claim(&self) -> Option<(usize, &Cell)> {
+        let mask = RING_SLOTS - 1;
+        let mut pos = self.enqueue.load(Ordering::Relaxed);
+        loop {
+            let cell = &self.cells[pos & mask];
+            let seq = cell.seq.load(Ordering::Acquire);
+            let dif = seq as isize - pos as isize;
+            if dif == 0 {
+                match self.enqueue.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Some((pos, cell)),
+                    Err(p) => pos = p,
+                }
+            } else if dif < 0 {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return None;
+            } else {
+                pos = self.enqueue.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Takes the oldest sample. Only the collector calls this (single consumer).
+    fn pop(&self) -> Option<RawSample> {
+        let pos = self.dequeue.load(Ordering::Relaxed);
+        let cell = &self.cells[pos & (RING_SLOTS - 1)];
+        if cell.seq.load(Ordering::Acquire) != pos + 1 {
+            return None;
+        }
+        // SAFETY: `seq == pos + 1` means a producer finished writing this cell and
+        // released it to the consumer; nobody writes it until we hand it back.
+        let sample = unsafe { (*cell.sample.get()).assume_init() };
+        cell.seq.store(pos + RING_SLOTS, Ordering::Release);
+        self.dequeue.store(pos + 1, Ordering::Relaxed);
+        Some(sample)
+    }
+}
+
+/// What the registry knows of a thread: enough to target a timer at it and to
+/// check its frames.
+#[derive(Debug)]
+struct ThreadInfo {
+    tid: libc::pid_t,
+    pthread: libc::pthread_t,
+    stack_lo: usize,
+    stack_hi: usize,
+}
+
+/// A POSIX timer id (a kernel handle; safe to move between threads).
+#[derive(Debug)]
+struct Timer(libc::timer_t);
+// SAFETY: a timer_t is an opaque id usable from any thread of the process.
+unsafe impl Send for Timer {}
+
+#[derive(Debug)]
+struct Entry {
+    info: Arc<ThreadInfo>,
+    timer: Option<Timer>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    threads: Vec<Entry>,
+    /// The sampling period while a profile runs.
+    period: Option<Duration>,
+    /// The SIGPROF action in place before the profile started.
+    previous: Option<SigAction>,
+}
+
+struct SigAction(libc::sigaction);
+// SAFETY: a sigaction struct is plain data (a function address, flags, a mask).
+unsafe impl Send for SigAction {}
+impl std::fmt::Debug for SigAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigAction")
+    }
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    threads: Vec::new(),
+    period: None,
+    previous: None,
+});
+static RING: OnceLock<Ring> = OnceLock::new();
+static RING_PTR: AtomicPtr<Ring> = AtomicPtr::new(std::ptr::null_mut());
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    // Const-initialised, no destructor: a plain TLS load from the handler.
+    static THREAD: AtomicPtr<ThreadInfo> = const { AtomicPtr::new(std::ptr::null_mut()) };
+    // Unregisters the thread when it exits.
+    static REGISTRATION: std::cell::RefCell<Option<Registration>> = const { std::cell::RefCell::new(None) };
+}
+
+struct Registration;
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        unregister_current();
+    }
+}
+
+fn registry() -> MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why the profiler could not do something.
+#[derive(Debug)]
+pub(crate) struct OsError(pub(crate) &'static str, pub(crate) std::io::Error);
+
+fn os_error(what: &'static str) -> OsError {
+    OsError(what, std::io::Error::last_os_error())
+}
+
+/// Registers the calling thread: its CPU timer will drive samples with full stacks
+/// while a profile runs. Idempotent. The thread unregisters when it exits.
+pub(crate) fn register_current() -> Result<(), OsError> {
+    if !THREAD.with(|t| t.load(Ordering::Relaxed)).is_null() {
+        return Ok(());
+    }
+    // SAFETY: plain libc calls on the calling thread with valid out-pointers; the
+    // attr is initialised by pthread_getattr_np and destroyed once.
+    let info = unsafe {
+        let pthread = libc::pthread_self();
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(pthread, &mut attr) != 0 {
+            return Err(os_error("pthread_getattr_np"));
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        if rc != 0 {
+            return Err(os_error("pthread_attr_getstack"));
+        }
+        ThreadInfo {
+            tid: libc::gettid(),
+            pthread,
+            stack_lo: addr as usize,
+            stack_hi: addr as usize + size,
+        }
+    };
+    let info = Arc::new(info);
+    let mut reg = registry();
+    let timer = match reg.period {
+        Some(period) => create_timer(&info, period).ok(),
+        None => None,
+    };
+    THREAD.with(|t| t.store(Arc::as_ptr(&info).cast_mut(), Ordering::Release));
+    reg.threads.push(Entry { info, timer });
+    drop(reg);
+    let _ = REGISTRATION.try_with(|r| *r.borrow_mut() = Some(Registration));
+    Ok(())
+}
+
+/// Unregisters the calling thread (deleting its timer). Idempotent.
+pub(crate) fn unregister_current() {
+    let Ok(ptr) = THREAD.try_with(|t| t.swap(std::ptr::null_mut(), Ordering::AcqRel)) else {
+        return;
+    };
+    if ptr.is_null() {
+        return;
+    }
+    let mut reg = registry();
+    if let Some(i) = reg
+        .threads
+        .iter()
+        .position(|e| Arc::as_ptr(&e.info) == ptr.cast_const())
+    {
+        let entry = reg.threads.swap_remove(i);
+        if let Some(t) = entry.timer {
+            delete_timer(t);
+        }
+    }
+}
+
+/// CPU time the calling thread has used.
+pub(crate) fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer; CLOCK_THREAD_CPUTIME_ID is always available.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    }
+}
+
+/// Creates a timer on `info`'s CPU clock that signals that thread every `period`
+/// of its CPU time, with the first expiry randomised within the period (so threads
+/// started together do not fire in lockstep).
+fn create_timer(info: &ThreadInfo, period: Duration) -> Result<Timer, OsError> {
+    let first = Duration::from_nanos(
+        1 + crate::trace::SpanId::random().to_u64() % period.as_nanos().max(1) as u64,
+    );
+    // SAFETY: the thread is registered, so its pthread_t is alive (it unregisters,
+    // under the registry lock we hold, before it exits); all pointers are to valid
+    // locals.
+    unsafe {
+        let mut clock: libc::clockid_t = 0;
+        if libc::pthread_getcpuclockid(info.pthread, &mut clock) != 0 {
+            return Err(os_error("pthread_getcpuclockid"));
+        }
+        let mut sev: libc::sigevent = std::mem::zeroed();
+        sev.sigev_notify = libc::SIGEV_THREAD_ID;
+        sev.sigev_signo = libc::SIGPROF;
+        sev.sigev_notify_thread_id = info.tid;
+        sev.sigev_value = libc::sigval {
+            sival_ptr: TIMER_MAGIC as *mut libc::c_void,
+        };
+        let mut timer: libc::timer_t = std::mem::zeroed();
+        if libc::timer_create(clock, &mut sev, &mut timer) != 0 {
+            return Err(os_error("timer_create"));
+        }
+        let spec = libc::itimerspec {
+            it_interval: timespec(period),
+            it_value: timespec(first),
+        };
+        if libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) != 0 {
+            let err = os_error("timer_settime");
+            libc::timer_delete(timer);
+            return Err(err);
+        }
+        Ok(Timer(timer))
+    }
+}
+
+fn delete_timer(t: Timer) {
+    // SAFETY: `t` was created by timer_create and is deleted once (moved in).
+    unsafe { libc::timer_delete(t.0) };
+}
+
+fn set_process_timer(period: Option<Duration>) {
+    let p = period.map(timespec).unwrap_or(libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    });
+    let tv = libc::timeval {
+        tv_sec: p.tv_sec,
+        tv_usec: (p.tv_nsec / 1000) as libc::suseconds_t,
+    };
+    let it = libc::itimerval {
+        it_interval: tv,
+        it_value: tv,
+    };
+    // SAFETY: valid itimerval; ITIMER_PROF only sends SIGPROF, which we handle.
+    unsafe { libc::setitimer(libc::ITIMER_PROF, &it, std::ptr::null_mut()) };
+}
+
+/// Starts sampling every registered thread (and, through the process-wide timer,
+/// every other thread with leaf-only stacks) every `period` of CPU time.
+pub(crate) fn start(period: Duration) -> Result<(), OsError> {
+    let mut reg = registry();
+    if reg.period.is_some() {
+        return Err(OsError(
+            "start",
+            std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "a CPU profile is already running",
+            ),
+        ));
+    }
+    let ring = RING.get_or_init(Ring::new);
+    RING_PTR.store((ring as *const Ring).cast_mut(), Ordering::Release);
+    // SAFETY: installs our handler for SIGPROF with a zeroed, then filled, action;
+    // the previous action is kept to be restored by `stop`.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigprof as extern "C" fn(_, _, _) as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGPROF, &sa, &mut old) != 0 {
+            return Err(os_error("sigaction"));
+        }
+        reg.previous = Some(SigAction(old));
+    }
+    ACTIVE.store(true, Ordering::Release);
+    reg.period = Some(period);
+    let period_ok = period;
+    for e in reg.threads.iter_mut() {
+        e.timer = create_timer(&e.info, period_ok).ok();
+    }
+    set_process_timer(Some(period));
+    Ok(())
+}
+
+/// Stops sampling: deletes the timers and restores the previous SIGPROF action.
+pub(crate) fn stop() {
+    let mut reg = registry();
+    if reg.period.take().is_none() {
+        return;
+    }
+    set_process_timer(None);
+    for e in reg.threads.iter_mut() {
+        if let Some(t) = e.timer.take() {
+            delete_timer(t);
+        }
+    }
+    ACTIVE.store(false, Ordering::Release);
+    // Let signals already generated land (and be ignored) before the previous
+    // action comes back.
+    std::thread::sleep(Duration::from_millis(5));
+    if let Some(SigAction(old)) = reg.previous.take() {
+        // SAFETY: restores the action saved by `start`.
+        unsafe { libc::sigaction(libc::SIGPROF, &old, std::ptr::null_mut()) };
+    }
+}
+
+/// Takes the oldest sample the handler wrote, if any.
+pub(crate) fn pop() -> Option<RawSample> {
+    RING.get()?.pop()
+}
+
+/// Samples lost because the ring was full, since the process started.
+pub(crate) fn dropped() -> u64 {
+    RING.get().map_or(0, |r| r.dropped.load(Ordering::Relaxed))
+}
+
+/// The fields of `siginfo_t` a POSIX timer fills in (Linux, 64-bit layout).
+#[repr(C)]
+struct TimerInfo {
+    si_signo: libc::c_int,
+    si_errno: libc::c_int,
+    si_code: libc::c_int,
+    _pad: libc::c_int,
+    si_tid: libc::c_int,
+    si_overrun: libc::c_int,
+    si_value: usize,
+}
+
+/// Program counter, frame pointer and stack pointer of the interrupted code.
+///
+/// # Safety
+/// `uctx` must be the `ucontext_t` the kernel passed to a SA_SIGINFO handler.
+#[inline(always)]
+unsafe fn registers(uctx: *const libc::c_void) -> (usize, usize, usize) {
+    // SAFETY: per the contract.
+    let uc = unsafe { &*(uctx as *const libc::ucontext_t) };
+    #[cfg(target_arch = "x86_64")]
+    {
+        let g = &uc.uc_mcontext.gregs;
+        (
+            g[libc::REG_RIP as usize] as usize,
+            g[libc::REG_RBP as usize] as usize,
+            g[libc::REG_RSP as usize] as usize,
+        )
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let m = &uc.uc_mcontext;
+        (m.pc as usize, m.regs[29] as usize, m.sp as usize)
+    }
+}
+
+extern "C" fn on_sigprof(_sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+    // SAFETY: __errno_location returns this thread's errno; saved and restored so
+    // the interrupted code never sees our changes.
+    let errno = unsafe { *libc::__errno_location() };
+    // SAFETY: called by the kernel with a valid siginfo and ucontext.
+    unsafe { sample(info.cast_const().cast(), uctx) };
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+/// The body of the handler.
+///
+/// # Safety
+/// Only from the SIGPROF handler, with the kernel's siginfo and ucontext.
+#[inline(always)]
+unsafe fn sample(info: *const TimerInfo, uctx: *mut libc::c_void) {
+    if !ACTIVE.load(Ordering::Acquire) {
+        return;
+    }
+    let ring = RING_PTR.load(Ordering::Acquire);
+    if ring.is_null() || uctx.is_null() || info.is_null() {
+        return;
+    }
+    // SAFETY: the kernel's siginfo; the timer fields are only read for SI_TIMER.
+    let info = unsafe { &*info };
+    let thread = THREAD
+        .try_with(|t| t.load(Ordering::Acquire))
+        .unwrap_or(std::ptr::null_mut());
+    let from_our_timer = info.si_code == SI_TIMER && info.si_value == TIMER_MAGIC;
+    let weight = match (from_our_timer, thread.is_null()) {
+        // A registered thread's own CPU timer.
+        (true, false) => 1 + info.si_overrun.max(0) as u32,
+        // The process-wide timer landed on a thread nobody registered.
+        (false, true) if info.si_code > 0 => 1,
+        // The process-wide timer on a registered thread (its own timer counts it),
+        // a timer of a thread that just unregistered, or someone else's signal.
+        _ => return,
+    };
+    // SAFETY: the ring is 'static once published.
+    let ring = unsafe { &*ring };
+    let Some((pos, cell)) = ring.claim() else {
+        return;
+    };
+    // SAFETY: we own `cell` from the successful claim until the Release store.
+    let out = unsafe { (*cell.sample.get()).as_mut_ptr() };
+    // SAFETY: `uctx` is the kernel's ucontext for this signal.
+    let (pc, mut fp, sp) = unsafe { registers(uctx) };
+    // SAFETY: `out` points to the claimed cell's storage; fields are written
+    // through raw pointers, as the storage may be uninitialised.
+    unsafe {
+        let pcs = std::ptr::addr_of_mut!((*out).pcs) as *mut usize;
+        *pcs = pc;
+        let mut depth = 1usize;
+        if !thread.is_null() {
+            let t = &*thread;
+            let lo = t.stack_lo.max(sp);
+            let hi = t.stack_hi;
+            while depth < MAX_DEPTH {
+                if fp < lo || fp > hi - 16 || fp % std::mem::align_of::<usize>() != 0 {
+                    break;
+                }
+                // The frame record [saved fp, return address] lies within the
+                // thread's stack, checked just above: reading it cannot fault.
+                let next = *(fp as *const usize);
+                let ret = *((fp + 8) as *const usize);
+                if ret == 0 {
+                    break;
+                }
+                *pcs.add(depth) = ret;
+                depth += 1;
+                if next <= fp {
+                    break;
+                }
+                fp = next;
+            }
+        }
+        std::ptr::addr_of_mut!((*out).depth).write(depth as u32);
+        std::ptr::addr_of_mut!((*out).weight).write(weight);
+        std::ptr::addr_of_mut!((*out).tid).write(libc::gettid());
+        std::ptr::addr_of_mut!((*out).slot).write(copy_current());
+    }
+    cell.seq.store(pos + 1, Ordering::Release);
 }
 
 #[cfg(test)]
@@ -116,8 +681,8 @@ mod tests {
             RECORDS[i * 3 + 1].store(INTENT.load(Ordering::Relaxed), Ordering::Relaxed);
             RECORDS[i * 3 + 2].store(CURRENT.load(Ordering::Relaxed), Ordering::Relaxed);
         } else {
-            // SAFETY: the count was taken just above and is not stored anywhere.
-            unsafe { release_labels(copy.labels) };
+            // SAFETY: the counts were taken just above and are not stored anywhere.
+            unsafe { release(&copy) };
         }
     }
 
@@ -245,8 +810,8 @@ mod tests {
         let copy = unsafe { copy_current() };
         assert_eq!(copy.trace_id, sc.trace_id().to_u128());
         assert_eq!(copy.span_id, sc.span_id().to_u64());
-        // SAFETY: the count taken by copy_current, released once.
-        let labels = unsafe { take_labels(copy.labels) };
+        // SAFETY: the counts taken by copy_current, taken over once.
+        let (labels, _name) = unsafe { take(&copy) };
         assert_eq!(labels.get("a"), Some("b"));
     }
 }

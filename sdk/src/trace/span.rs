@@ -34,6 +34,8 @@ enum Repr {
 
 pub(crate) struct RecordingSpan {
     span_context: SpanContext,
+    /// The first ancestor of this span in this process (itself for a local root).
+    local_root: SpanId,
     parent_span_id: SpanId,
     parent_is_remote: bool,
     provider: &'static ProviderInner,
@@ -125,12 +127,14 @@ impl Span {
     pub(crate) fn recording(
         span_context: SpanContext,
         parent: &SpanContext,
+        local_root: Option<SpanId>,
         provider: &'static ProviderInner,
         scope: Str,
         record: Record,
     ) -> Span {
         Span {
             repr: Repr::Recording(Arc::new(RecordingSpan {
+                local_root: local_root.unwrap_or(span_context.span_id()),
                 span_context,
                 parent_span_id: parent.span_id(),
                 parent_is_remote: parent.is_remote(),
@@ -156,6 +160,23 @@ impl Span {
         match &self.repr {
             Repr::NonRecording(sc) => sc,
             Repr::Recording(r) => &r.span_context,
+        }
+    }
+
+    /// The id of this span's local root: its first ancestor in this process, or the
+    /// span itself. `None` for a non-recording span.
+    pub fn local_root_span_id(&self) -> Option<SpanId> {
+        match &self.repr {
+            Repr::NonRecording(_) => None,
+            Repr::Recording(r) => Some(r.local_root),
+        }
+    }
+
+    /// The span's current name (`None` for a non-recording or ended span).
+    pub fn name(&self) -> Option<Str> {
+        match &self.repr {
+            Repr::NonRecording(_) => None,
+            Repr::Recording(r) => lock(&r.record).as_ref().map(|r| r.name.clone()),
         }
     }
 

@@ -386,11 +386,12 @@ impl Tracer {
 
     fn build(&self, b: SpanBuilder<'_>) -> Span {
         let provider = self.provider;
-        let parent = match b.parent {
-            Parent::Current => Context::map_current(|c| c.span().span_context().clone()),
-            Parent::Context(ctx) => ctx.span().span_context().clone(),
-            Parent::SpanContext(sc) => sc,
-            Parent::Root => SpanContext::INVALID,
+        let of_span = |s: &Span| (s.span_context().clone(), s.local_root_span_id());
+        let (parent, local_root) = match b.parent {
+            Parent::Current => Context::map_current(|c| of_span(c.span())),
+            Parent::Context(ctx) => of_span(ctx.span()),
+            Parent::SpanContext(sc) => (sc, None),
+            Parent::Root => (SpanContext::INVALID, None),
         };
         if !provider.enabled.load(Ordering::Relaxed) {
             return Span::non_recording(parent);
@@ -452,7 +453,14 @@ impl Tracer {
         } else {
             SpanContext::INVALID
         };
-        Span::recording(span_context, &parent, provider, self.scope.clone(), record)
+        Span::recording(
+            span_context,
+            &parent,
+            local_root,
+            provider,
+            self.scope.clone(),
+            record,
+        )
     }
 }
 

@@ -1,0 +1,399 @@
+//! The pprof wire format (`profile.proto` from github.com/google/pprof), gzip'd, as
+//! read by `go tool pprof`, Pyroscope and Grafana: message types to encode and
+//! decode it, and a builder that interns strings, functions and locations.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use prost::Message;
+
+use super::symbol::{self, Frame};
+
+/// `perftools.profiles.Profile`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Profile {
+    /// Sample value types, one per `Sample.value` entry.
+    #[prost(message, repeated, tag = "1")]
+    pub sample_type: Vec<ValueType>,
+    /// The samples.
+    #[prost(message, repeated, tag = "2")]
+    pub sample: Vec<Sample>,
+    /// Memory mappings of the binaries.
+    #[prost(message, repeated, tag = "3")]
+    pub mapping: Vec<Mapping>,
+    /// Locations (addresses) referenced by samples.
+    #[prost(message, repeated, tag = "4")]
+    pub location: Vec<Location>,
+    /// Functions referenced by locations.
+    #[prost(message, repeated, tag = "5")]
+    pub function: Vec<Function>,
+    /// Strings; index 0 is the empty string.
+    #[prost(string, repeated, tag = "6")]
+    pub string_table: Vec<String>,
+    /// Regex of frames to drop (string index).
+    #[prost(int64, tag = "7")]
+    pub drop_frames: i64,
+    /// Regex of frames to keep (string index).
+    #[prost(int64, tag = "8")]
+    pub keep_frames: i64,
+    /// Collection start, Unix nanoseconds.
+    #[prost(int64, tag = "9")]
+    pub time_nanos: i64,
+    /// Collection duration in nanoseconds.
+    #[prost(int64, tag = "10")]
+    pub duration_nanos: i64,
+    /// What `period` measures.
+    #[prost(message, optional, tag = "11")]
+    pub period_type: Option<ValueType>,
+    /// The sampling period.
+    #[prost(int64, tag = "12")]
+    pub period: i64,
+    /// Free-form comments (string indices).
+    #[prost(int64, repeated, tag = "13")]
+    pub comment: Vec<i64>,
+    /// Index of the default sample type (string index).
+    #[prost(int64, tag = "14")]
+    pub default_sample_type: i64,
+}
+
+/// `ValueType`: a type and a unit, as string indices.
+#[derive(Clone, PartialEq, Message)]
+pub struct ValueType {
+    /// Type name (string index).
+    #[prost(int64, tag = "1")]
+    pub r#type: i64,
+    /// Unit (string index).
+    #[prost(int64, tag = "2")]
+    pub unit: i64,
+}
+
+/// `Sample`: a stack, its values and labels.
+#[derive(Clone, PartialEq, Message)]
+pub struct Sample {
+    /// Location ids, leaf first.
+    #[prost(uint64, repeated, tag = "1")]
+    pub location_id: Vec<u64>,
+    /// One value per sample type.
+    #[prost(int64, repeated, tag = "2")]
+    pub value: Vec<i64>,
+    /// Labels.
+    #[prost(message, repeated, tag = "3")]
+    pub label: Vec<Label>,
+}
+
+/// `Label`: a string or numeric label of a sample.
+#[derive(Clone, PartialEq, Message)]
+pub struct Label {
+    /// Key (string index).
+    #[prost(int64, tag = "1")]
+    pub key: i64,
+    /// String value (string index), or 0.
+    #[prost(int64, tag = "2")]
+    pub str: i64,
+    /// Numeric value.
+    #[prost(int64, tag = "3")]
+    pub num: i64,
+    /// Unit of `num` (string index).
+    #[prost(int64, tag = "4")]
+    pub num_unit: i64,
+}
+
+/// `Mapping`: a mapped binary.
+#[derive(Clone, PartialEq, Message)]
+pub struct Mapping {
+    /// Unique id.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// Start address.
+    #[prost(uint64, tag = "2")]
+    pub memory_start: u64,
+    /// End address.
+    #[prost(uint64, tag = "3")]
+    pub memory_limit: u64,
+    /// Offset in the file.
+    #[prost(uint64, tag = "4")]
+    pub file_offset: u64,
+    /// File name (string index).
+    #[prost(int64, tag = "5")]
+    pub filename: i64,
+    /// Build id (string index).
+    #[prost(int64, tag = "6")]
+    pub build_id: i64,
+    /// Locations in it carry function names.
+    #[prost(bool, tag = "7")]
+    pub has_functions: bool,
+    /// ... file names.
+    #[prost(bool, tag = "8")]
+    pub has_filenames: bool,
+    /// ... line numbers.
+    #[prost(bool, tag = "9")]
+    pub has_line_numbers: bool,
+    /// ... inlined frames.
+    #[prost(bool, tag = "10")]
+    pub has_inline_frames: bool,
+}
+
+/// `Location`: an address and the (possibly inlined) functions at it.
+#[derive(Clone, PartialEq, Message)]
+pub struct Location {
+    /// Unique id.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// Mapping id, or 0.
+    #[prost(uint64, tag = "2")]
+    pub mapping_id: u64,
+    /// The address.
+    #[prost(uint64, tag = "3")]
+    pub address: u64,
+    /// Innermost inlined function first; the last is the caller.
+    #[prost(message, repeated, tag = "4")]
+    pub line: Vec<Line>,
+    /// Folded location.
+    #[prost(bool, tag = "5")]
+    pub is_folded: bool,
+}
+
+/// `Line`: a function and a line number.
+#[derive(Clone, PartialEq, Message)]
+pub struct Line {
+    /// Function id.
+    #[prost(uint64, tag = "1")]
+    pub function_id: u64,
+    /// Line number.
+    #[prost(int64, tag = "2")]
+    pub line: i64,
+    /// Column.
+    #[prost(int64, tag = "3")]
+    pub column: i64,
+}
+
+/// `Function`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Function {
+    /// Unique id.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// Demangled name (string index).
+    #[prost(int64, tag = "2")]
+    pub name: i64,
+    /// Mangled name (string index).
+    #[prost(int64, tag = "3")]
+    pub system_name: i64,
+    /// Source file (string index).
+    #[prost(int64, tag = "4")]
+    pub filename: i64,
+    /// First line.
+    #[prost(int64, tag = "5")]
+    pub start_line: i64,
+}
+
+impl Profile {
+    /// The string at index `i` (empty if out of range).
+    pub fn string(&self, i: i64) -> &str {
+        self.string_table
+            .get(usize::try_from(i).unwrap_or(usize::MAX))
+            .map_or("", String::as_str)
+    }
+
+    /// The string labels of `sample` as `(key, value)` pairs.
+    pub fn labels<'a>(&'a self, sample: &'a Sample) -> impl Iterator<Item = (&'a str, &'a str)> {
+        sample
+            .label
+            .iter()
+            .filter(|l| l.str != 0)
+            .map(|l| (self.string(l.key), self.string(l.str)))
+    }
+
+    /// The function names of `sample`'s stack, leaf first, inlined frames included.
+    pub fn stack(&self, sample: &Sample) -> Vec<&str> {
+        let locs: HashMap<u64, &Location> = self.location.iter().map(|l| (l.id, l)).collect();
+        let funcs: HashMap<u64, &Function> = self.function.iter().map(|f| (f.id, f)).collect();
+        sample
+            .location_id
+            .iter()
+            .filter_map(|id| locs.get(id))
+            .flat_map(|l| l.line.iter())
+            .filter_map(|line| funcs.get(&line.function_id))
+            .map(|f| self.string(f.name))
+            .collect()
+    }
+
+    /// Gzips and writes the profile.
+    pub fn write_gzip(&self, w: impl Write) -> io::Result<()> {
+        let mut gz = GzEncoder::new(w, flate2::Compression::default());
+        gz.write_all(&self.encode_to_vec())?;
+        gz.finish()?;
+        Ok(())
+    }
+}
+
+/// Decodes a pprof profile, gzip'd or not.
+pub fn decode(bytes: &[u8]) -> io::Result<Profile> {
+    let raw;
+    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        GzDecoder::new(bytes).read_to_end(&mut out)?;
+        raw = out;
+        &raw[..]
+    } else {
+        bytes
+    };
+    Profile::decode(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Interns strings, functions and locations while a profile is assembled.
+#[derive(Debug)]
+pub(crate) struct Builder {
+    pub(crate) profile: Profile,
+    strings: HashMap<String, i64>,
+    functions: HashMap<(String, String), u64>,
+    locations: HashMap<(usize, bool), u64>,
+    mappings: Vec<(u64, u64, u64)>,
+}
+
+impl Builder {
+    /// A builder for a profile whose samples have `sample_types` (type, unit).
+    pub(crate) fn new(
+        sample_types: &[(&str, &str)],
+        period_type: (&str, &str),
+        period: i64,
+    ) -> Self {
+        let mut b = Builder {
+            profile: Profile::default(),
+            strings: HashMap::new(),
+            functions: HashMap::new(),
+            locations: HashMap::new(),
+            mappings: Vec::new(),
+        };
+        b.string("");
+        b.profile.sample_type = sample_types
+            .iter()
+            .map(|(t, u)| ValueType {
+                r#type: b.string(t),
+                unit: b.string(u),
+            })
+            .collect();
+        b.profile.period_type = Some(ValueType {
+            r#type: b.string(period_type.0),
+            unit: b.string(period_type.1),
+        });
+        b.profile.period = period;
+        for m in symbol::mappings() {
+            let id = b.profile.mapping.len() as u64 + 1;
+            let filename = b.string(&m.path);
+            b.profile.mapping.push(Mapping {
+                id,
+                memory_start: m.start as u64,
+                memory_limit: m.end as u64,
+                file_offset: m.offset as u64,
+                filename,
+                has_functions: true,
+                has_filenames: true,
+                has_line_numbers: true,
+                has_inline_frames: true,
+                ..Mapping::default()
+            });
+            b.mappings.push((m.start as u64, m.end as u64, id));
+        }
+        b
+    }
+
+    pub(crate) fn string(&mut self, s: &str) -> i64 {
+        if let Some(&i) = self.strings.get(s) {
+            return i;
+        }
+        let i = self.profile.string_table.len() as i64;
+        self.profile.string_table.push(s.to_owned());
+        self.strings.insert(s.to_owned(), i);
+        i
+    }
+
+    fn function(&mut self, name: &str, file: &str) -> u64 {
+        let key = (name.to_owned(), file.to_owned());
+        if let Some(&id) = self.functions.get(&key) {
+            return id;
+        }
+        let id = self.profile.function.len() as u64 + 1;
+        let (n, f) = (self.string(name), self.string(file));
+        self.profile.function.push(Function {
+            id,
+            name: n,
+            system_name: n,
+            filename: f,
+            start_line: 0,
+        });
+        self.functions.insert(key, id);
+        id
+    }
+
+    /// The location id of `addr`; `is_return` addresses (every frame but the leaf)
+    /// are symbolized at `addr - 1`, inside the call instruction.
+    pub(crate) fn location(&mut self, addr: usize, is_return: bool) -> u64 {
+        if let Some(&id) = self.locations.get(&(addr, is_return)) {
+            return id;
+        }
+        let frames = symbol::resolve(if is_return {
+            addr.saturating_sub(1)
+        } else {
+            addr
+        });
+        self.location_with(addr, is_return, &frames)
+    }
+
+    /// A location for `addr` with the given frames (innermost first).
+    pub(crate) fn location_with(&mut self, addr: usize, is_return: bool, frames: &[Frame]) -> u64 {
+        let id = self.profile.location.len() as u64 + 1;
+        let line = frames
+            .iter()
+            .map(|f| Line {
+                function_id: self.function(&f.function, f.file.as_deref().unwrap_or("")),
+                line: i64::from(f.line.unwrap_or(0)),
+                column: 0,
+            })
+            .collect();
+        let a = addr as u64;
+        let mapping_id = self
+            .mappings
+            .iter()
+            .find(|(s, e, _)| a >= *s && a < *e)
+            .map_or(0, |m| m.2);
+        self.profile.location.push(Location {
+            id,
+            mapping_id,
+            address: a,
+            line,
+            is_folded: false,
+        });
+        self.locations.insert((addr, is_return), id);
+        id
+    }
+
+    /// Adds a sample with string labels.
+    pub(crate) fn sample(&mut self, stack: &[usize], values: Vec<i64>, labels: &[(&str, &str)]) {
+        let location_id = stack
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| self.location(a, i > 0))
+            .collect();
+        let label = labels
+            .iter()
+            .map(|(k, v)| Label {
+                key: self.string(k),
+                str: self.string(v),
+                ..Label::default()
+            })
+            .collect();
+        self.profile.sample.push(Sample {
+            location_id,
+            value: values,
+            label,
+        });
+    }
+
+    pub(crate) fn comment(&mut self, text: &str) {
+        let i = self.string(text);
+        self.profile.comment.push(i);
+    }
+}

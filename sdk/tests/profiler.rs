@@ -1,0 +1,363 @@
+//! The CPU profiler, proven on real CPU work: accuracy against the threads' own CPU
+//! clocks, label fidelity for tokio tasks that share worker threads, safety under
+//! stress, and pprof output read back by our decoder and by `go tool pprof`.
+#![cfg(target_os = "linux")]
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tracewire::labels::{self, LabelSet};
+use tracewire::profile::{self, pprof, CustomProfile, Profiler, SpanIds};
+use tracewire::{Context, FutureExt, TracerProvider};
+
+/// One CPU profile at a time per process: the tests of this file take turns.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Spins for `cpu` of this thread's CPU time.
+#[inline(never)]
+fn burn_cpu(cpu: Duration) {
+    let start = profile::thread_cpu_time().unwrap();
+    let mut x = 0u64;
+    while profile::thread_cpu_time().unwrap() - start < cpu {
+        for i in 0..10_000u64 {
+            x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+        }
+    }
+    black_box(x);
+}
+
+fn shares(cpu: &BTreeMap<String, Duration>) -> BTreeMap<String, f64> {
+    let total: f64 = cpu.values().map(Duration::as_secs_f64).sum();
+    cpu.iter()
+        .map(|(k, v)| (k.clone(), v.as_secs_f64() / total * 100.0))
+        .collect()
+}
+
+#[test]
+fn label_shares_and_total_cpu_match_the_threads_own_cpu_clocks() {
+    let _serial = serial();
+    let profiler = Profiler::builder().frequency(100).start().unwrap();
+    let workers: Vec<_> = [("heavy", 900u64), ("light", 300)]
+        .into_iter()
+        .map(|(name, ms)| {
+            std::thread::spawn(move || {
+                profile::register_current_thread().unwrap();
+                let before = profile::thread_cpu_time().unwrap();
+                labels::with_labels(&LabelSet::new([("job", name)]), || {
+                    burn_cpu(Duration::from_millis(ms))
+                });
+                profile::thread_cpu_time().unwrap() - before
+            })
+        })
+        .collect();
+    let measured: Duration = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let p = profiler.stop();
+    let by_job = p.cpu_by_label("job");
+    let sampled: Duration = by_job.values().sum();
+    let s = shares(&by_job);
+    eprintln!("by job {by_job:?} shares {s:?} sampled {sampled:?} measured {measured:?}");
+    assert!((s["heavy"] - 75.0).abs() <= 3.0, "{s:?}");
+    assert!((s["light"] - 25.0).abs() <= 3.0, "{s:?}");
+    let captured = sampled.as_secs_f64() / measured.as_secs_f64();
+    assert!(
+        captured >= 0.95,
+        "captured {:.1}% of the CPU",
+        captured * 100.0
+    );
+    assert!(captured <= 1.05, "over-counted: {:.1}%", captured * 100.0);
+    assert_eq!(p.dropped_samples(), 0);
+}
+
+#[test]
+fn tokio_tasks_sharing_two_workers_keep_their_own_labels() {
+    let _serial = serial();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(|| profile::register_current_thread().unwrap())
+        .on_thread_stop(profile::unregister_current_thread)
+        .build()
+        .unwrap();
+    let profiler = Profiler::builder().frequency(250).start().unwrap();
+    // Task t burns (t+1) units; each poll burns a 2 ms slice and yields, so the
+    // tasks interleave on both workers. Each task measures the CPU it really used.
+    let measured: BTreeMap<String, Duration> = rt.block_on(async {
+        let tasks: Vec<_> = (0..4u32)
+            .map(|t| {
+                let name = format!("task-{t}");
+                let set = LabelSet::new([("task", name.clone())]);
+                tokio::spawn(
+                    async move {
+                        let mut used = Duration::ZERO;
+                        for _ in 0..(t + 1) * 60 {
+                            let before = profile::thread_cpu_time().unwrap();
+                            burn_cpu(Duration::from_millis(2));
+                            used += profile::thread_cpu_time().unwrap() - before;
+                            tokio::task::yield_now().await;
+                        }
+                        (name, used)
+                    }
+                    .with_labels(set),
+                )
+            })
+            .collect();
+        let mut out = BTreeMap::new();
+        for t in tasks {
+            let (name, used) = t.await.unwrap();
+            out.insert(name, used);
+        }
+        out
+    });
+    let p = profiler.stop();
+    let sampled = shares(&p.cpu_by_label("task"));
+    let expected = shares(&measured);
+    eprintln!("sampled {sampled:?} expected {expected:?}");
+    for (task, want) in &expected {
+        let got = sampled.get(task).copied().unwrap_or(0.0);
+        assert!((got - want).abs() <= 3.0, "{task}: {got:.1}% vs {want:.1}%");
+    }
+    // A labelled sample was taken inside that task's poll, never in the runtime's
+    // idle or scheduling code after the task gave the thread back.
+    for s in p
+        .samples()
+        .iter()
+        .filter(|s| s.labels.get("task").is_some())
+    {
+        let f = s.functions();
+        assert!(
+            f.iter().any(|f| f.contains("InContext")),
+            "labelled sample outside a labelled poll: {f:?}"
+        );
+    }
+    drop(rt);
+}
+
+#[test]
+fn samples_carry_the_local_root_span_and_its_name() {
+    let _serial = serial();
+    profile::register_current_thread().unwrap();
+    let provider = TracerProvider::builder().build();
+    let tracer = provider.tracer("t");
+    let profiler = Profiler::builder()
+        .frequency(250)
+        .span_ids(SpanIds::LocalRoot)
+        .start()
+        .unwrap();
+    let root = tracer.start("GET /user");
+    let root_sc = root.span_context().clone();
+    let ctx = Context::new().with_span(root);
+    {
+        let _g = ctx.attach();
+        tracer.in_span("db.query", |_| burn_cpu(Duration::from_millis(200)));
+    }
+    let p = profiler.stop();
+    let in_span: Vec<_> = p.samples().iter().filter(|s| s.span_id.is_some()).collect();
+    assert!(!in_span.is_empty());
+    for s in &in_span {
+        assert_eq!(
+            s.span_id,
+            Some(root_sc.span_id()),
+            "local root, not db.query"
+        );
+        assert_eq!(s.trace_id, Some(root_sc.trace_id()));
+        assert_eq!(s.span_name(), Some("GET /user"));
+    }
+    let pp = p.to_pprof();
+    let labelled = pp.sample.iter().find(|s| !s.label.is_empty()).unwrap();
+    let labels: BTreeMap<_, _> = pp.labels(labelled).collect();
+    assert_eq!(labels["span_id"], root_sc.span_id().to_string());
+    assert_eq!(labels["trace_id"], root_sc.trace_id().to_string());
+    assert_eq!(labels["span_name"], "GET /user");
+}
+
+#[test]
+fn a_second_profile_while_one_runs_is_refused() {
+    let _serial = serial();
+    let first = Profiler::builder().start().unwrap();
+    let second = Profiler::builder().start().unwrap_err();
+    assert!(second.is_busy(), "{second}");
+    drop(first);
+    Profiler::builder().start().unwrap().stop();
+}
+
+#[test]
+fn stress_at_1000_hz_allocating_unwinding_panicking_and_spawning() {
+    let _serial = serial();
+    let secs: u64 = std::env::var("TRACEWIRE_STRESS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let profiler = Profiler::builder()
+        .frequency(1000)
+        .span_ids(SpanIds::Every)
+        .start()
+        .unwrap();
+    let provider = TracerProvider::builder().build();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let tracer = provider.tracer("stress");
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let _ = profile::register_current_thread();
+                std::panic::set_hook(Box::new(|_| {}));
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    let set = LabelSet::new([("w", format!("{w}")), ("i", format!("{}", i % 7))]);
+                    labels::with_labels(&set, || {
+                        tracer.in_span(format!("op-{}", i % 5), |_| {
+                            let v: Vec<Vec<u8>> = (0..64).map(|n| vec![n as u8; 512]).collect();
+                            black_box(&v);
+                            if i % 50 == 0 {
+                                black_box(std::backtrace::Backtrace::force_capture().to_string());
+                            }
+                            if i % 20 == 0 {
+                                let _ = std::panic::catch_unwind(|| panic!("expected"));
+                            }
+                            if i % 100 == 0 {
+                                std::thread::spawn(|| {
+                                    let _ = profile::register_current_thread();
+                                    burn_cpu(Duration::from_millis(1));
+                                })
+                                .join()
+                                .unwrap();
+                            }
+                        });
+                    });
+                    i += 1;
+                }
+                done.fetch_add(i, std::sync::atomic::Ordering::Relaxed);
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let p = profiler.stop();
+    let total_ops = done.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "stress: {secs}s, {total_ops} iterations, {} distinct samples, {:?} CPU sampled, {} dropped",
+        p.samples().len(),
+        p.total_cpu(),
+        p.dropped_samples()
+    );
+    assert!(total_ops > 100);
+    assert!(p.total_cpu() > Duration::from_millis(500));
+    assert!(p.samples().iter().any(|s| s.labels.get("w").is_some()));
+    // Decodes cleanly.
+    let mut buf = Vec::new();
+    p.write_pprof(&mut buf).unwrap();
+    pprof::decode(&buf).unwrap();
+}
+
+#[test]
+fn pprof_output_decodes_with_types_period_mappings_and_labels() {
+    let _serial = serial();
+    profile::register_current_thread().unwrap();
+    let profiler = Profiler::builder().frequency(200).start().unwrap();
+    labels::with_labels(&LabelSet::new([("http-path", "/messages")]), || {
+        burn_cpu(Duration::from_millis(150))
+    });
+    let p = profiler.stop();
+    let mut buf = Vec::new();
+    p.write_pprof(&mut buf).unwrap();
+    assert_eq!(&buf[..2], &[0x1f, 0x8b], "gzip'd");
+    let d = pprof::decode(&buf).unwrap();
+    let types: Vec<_> = d
+        .sample_type
+        .iter()
+        .map(|t| (d.string(t.r#type), d.string(t.unit)))
+        .collect();
+    assert_eq!(types, vec![("samples", "count"), ("cpu", "nanoseconds")]);
+    assert_eq!(d.period, 5_000_000);
+    assert!(!d.mapping.is_empty());
+    let burn: i64 = d
+        .sample
+        .iter()
+        .filter(|s| d.labels(s).any(|l| l == ("http-path", "/messages")))
+        .filter(|s| d.stack(s).iter().any(|f| f.contains("burn_cpu")))
+        .map(|s| s.value[1])
+        .sum();
+    assert!(burn >= 100_000_000, "burn_cpu under /messages: {burn} ns");
+    if let Some(go) = go_tool() {
+        let path =
+            std::env::temp_dir().join(format!("tracewire-test-{}.pb.gz", std::process::id()));
+        std::fs::write(&path, &buf).unwrap();
+        let tags = run(&go, &["tool", "pprof", "-tags", path.to_str().unwrap()]);
+        assert!(
+            tags.contains("http-path") && tags.contains("/messages"),
+            "{tags}"
+        );
+        let top = run(
+            &go,
+            &[
+                "tool",
+                "pprof",
+                "-top",
+                "-tagfocus",
+                "http-path:/messages",
+                path.to_str().unwrap(),
+            ],
+        );
+        assert!(top.contains("burn_cpu"), "{top}");
+        std::fs::remove_file(&path).ok();
+    }
+}
+
+#[test]
+fn custom_profile_lists_live_entries_with_their_stacks() {
+    #[inline(never)]
+    fn open_blob(p: &CustomProfile, id: u32) {
+        p.add(&id, 0);
+    }
+    let p = CustomProfile::new("test.blobs").unwrap();
+    for id in 0..100 {
+        open_blob(&p, id);
+    }
+    for id in 0..30 {
+        p.remove(&id);
+    }
+    assert_eq!(p.count(), 70);
+    assert!(CustomProfile::new("test.blobs").is_err());
+    assert_eq!(CustomProfile::lookup("test.blobs").unwrap().count(), 70);
+    let d = p.to_pprof();
+    let total: i64 = d.sample.iter().map(|s| s.value[0]).sum();
+    assert_eq!(total, 70);
+    assert!(d
+        .sample
+        .iter()
+        .all(|s| d.stack(s).iter().any(|f| f.contains("open_blob"))));
+    assert_eq!(d.string(d.sample_type[0].r#type), "test.blobs");
+}
+
+/// `go`, if installed. Under CI (`CI=true`) it must be: the test fails without it.
+fn go_tool() -> Option<String> {
+    let found = std::process::Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some("go".into());
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but `go` is not installed"
+    );
+    eprintln!("go not installed: skipping the go tool pprof check");
+    None
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
