@@ -74,6 +74,52 @@ fn label_shares_and_total_cpu_match_the_threads_own_cpu_clocks() {
 }
 
 #[test]
+fn unregistered_threads_are_counted_once_and_idle_threads_not_at_all() {
+    let _serial = serial();
+    for hz in [100, 1000] {
+        let profiler = Profiler::builder().frequency(hz).start().unwrap();
+        let workers: Vec<_> = ["registered", "unregistered"]
+            .into_iter()
+            .map(|name| {
+                std::thread::spawn(move || {
+                    if name == "registered" {
+                        profile::register_current_thread().unwrap();
+                    }
+                    let before = profile::thread_cpu_time().unwrap();
+                    labels::with_labels(&LabelSet::new([("thread", name)]), || {
+                        burn_cpu(Duration::from_millis(800))
+                    });
+                    profile::thread_cpu_time().unwrap() - before
+                })
+            })
+            .collect();
+        // Meanwhile this thread (and the harness's main thread) sit idle in join:
+        // the process-wide timer's signals that land on them must not count.
+        let measured: Duration = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        let p = profiler.stop();
+        let by = p.cpu_by_label("thread");
+        let total = p.total_cpu().as_secs_f64() / measured.as_secs_f64();
+        eprintln!("{hz} Hz: {by:?}, total {:.1}% of measured", total * 100.0);
+        assert!(
+            (0.95..=1.03).contains(&total),
+            "{hz} Hz: total {:.1}%",
+            total * 100.0
+        );
+        let unreg = by["unregistered"].as_secs_f64() / 0.8;
+        assert!(
+            (0.90..=1.02).contains(&unreg),
+            "{hz} Hz: unregistered {unreg:.2}"
+        );
+        // Without stack bounds, an unregistered thread's samples hold the leaf only.
+        assert!(p
+            .samples()
+            .iter()
+            .filter(|s| s.labels.get("thread") == Some("unregistered"))
+            .all(|s| s.stack.len() == 1));
+    }
+}
+
+#[test]
 fn tokio_tasks_sharing_two_workers_keep_their_own_labels() {
     let _serial = serial();
     let rt = tokio::runtime::Builder::new_multi_thread()

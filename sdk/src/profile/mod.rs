@@ -5,8 +5,12 @@
 //! ([`register_current_thread`]; for tokio, in `on_thread_start`). While a
 //! [`Profiler`] runs, each registered thread has its own CPU-time timer
 //! (`timer_create` on the thread's CPU clock, signal delivered to that thread), so
-//! sampling does not saturate when many cores are busy; threads nobody registered
-//! are still counted through a process-wide timer, with leaf-only stacks. Each
+//! sampling does not saturate when many cores are busy. Threads nobody registered
+//! get a CPU timer too (the profiler finds them in `/proc/self/task` every 100 ms)
+//! and a process-wide timer covers the ones born in between; their samples have
+//! leaf-only stacks (their stack bounds are unknown, so their frames are not
+//! walked) and are weighed by the thread's own CPU clock, so nothing is counted
+//! twice. Each
 //! signal copies the thread's current [`Context`](crate::Context) labels and span
 //! ids, so a tokio task keeps its labels whichever worker runs it.
 //!
@@ -154,11 +158,45 @@ pub fn register_current_thread() -> Result<(), ProfileError> {
 pub fn thread_cpu_time() -> Option<Duration> {
     #[cfg(target_os = "linux")]
     {
-        Some(sampler::thread_cpu_time())
+        Some(sampler::cpu_time(false))
     }
     #[cfg(not(target_os = "linux"))]
     {
         None
+    }
+}
+
+/// CPU time the whole process has used (`CLOCK_PROCESS_CPUTIME_ID`); `None` where
+/// unsupported.
+pub fn process_cpu_time() -> Option<Duration> {
+    #[cfg(target_os = "linux")]
+    {
+        Some(sampler::cpu_time(true))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// Measures the sampler (for the benchmarks): returns the time the signal
+/// handler's body takes per sample, and the time the kernel takes to deliver one
+/// SIGPROF to the thread and return. Starts and stops a 1 Hz profile itself, so no
+/// other profile may be running.
+#[doc(hidden)]
+pub fn measure_sample_cost(iterations: u32) -> Result<(Duration, Duration), ProfileError> {
+    #[cfg(target_os = "linux")]
+    {
+        register_current_thread()?;
+        let profiler = Profiler::builder().frequency(1).start()?;
+        let cost = sampler::measure_handler(iterations);
+        drop(profiler);
+        Ok(cost)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = iterations;
+        Err(unsupported())
     }
 }
 
@@ -372,9 +410,17 @@ fn collect(stop: mpsc::Receiver<()>, span_ids: SpanIds, dropped_before: u64) -> 
             *agg.samples.entry(key).or_default() += u64::from(raw.weight);
         }
     };
+    let mut last_scan = Instant::now();
+    sampler::adopt_unknown_threads();
     loop {
         match stop.recv_timeout(Duration::from_millis(10)) {
-            Err(mpsc::RecvTimeoutError::Timeout) => drain(&mut agg),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                drain(&mut agg);
+                if last_scan.elapsed() >= Duration::from_millis(100) {
+                    sampler::adopt_unknown_threads();
+                    last_scan = Instant::now();
+                }
+            }
             _ => {
                 drain(&mut agg);
                 return agg;

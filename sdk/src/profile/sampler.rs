@@ -31,6 +31,8 @@ const RING_SLOTS: usize = 4096;
 const SI_TIMER: i32 = -2;
 /// `sigev_value` our timers carry, to tell their signals from anyone else's.
 const TIMER_MAGIC: usize = 0x7472_6163_6577_6972; // "tracewir"
+/// `sigev_value` of the timers given to threads nobody registered.
+const ADOPTED_MAGIC: usize = TIMER_MAGIC + 1;
 
 /// What a sample records of the context that was current when it was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -276,6 +278,8 @@ struct Registry {
     period: Option<Duration>,
     /// The SIGPROF action in place before the profile started.
     previous: Option<SigAction>,
+    /// Timers given to threads nobody registered, by tid.
+    adopted: Vec<(libc::pid_t, Timer)>,
 }
 
 struct SigAction(libc::sigaction);
@@ -291,14 +295,24 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     threads: Vec::new(),
     period: None,
     previous: None,
+    adopted: Vec::new(),
 });
 static RING: OnceLock<Ring> = OnceLock::new();
 static RING_PTR: AtomicPtr<Ring> = AtomicPtr::new(std::ptr::null_mut());
 static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// The sampling period of the running profile, in nanoseconds.
+static PERIOD_NS: AtomicU64 = AtomicU64::new(0);
+/// Incremented by every `start`, so per-thread fallback state of an earlier
+/// profile is not mistaken for this one's.
+static EPOCH: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     // Const-initialised, no destructor: a plain TLS load from the handler.
     static THREAD: AtomicPtr<ThreadInfo> = const { AtomicPtr::new(std::ptr::null_mut()) };
+    // For threads nobody registered: the profile epoch and the thread CPU time up to
+    // which the process-wide timer's samples have credited this thread.
+    static FALLBACK_EPOCH: AtomicU64 = const { AtomicU64::new(0) };
+    static FALLBACK_CREDITED: AtomicU64 = const { AtomicU64::new(0) };
     // Unregisters the thread when it exits.
     static REGISTRATION: std::cell::RefCell<Option<Registration>> = const { std::cell::RefCell::new(None) };
 }
@@ -385,14 +399,19 @@ pub(crate) fn unregister_current() {
     }
 }
 
-/// CPU time the calling thread has used.
-pub(crate) fn thread_cpu_time() -> Duration {
+/// CPU time the calling thread (`process == false`) or the whole process has used.
+pub(crate) fn cpu_time(process: bool) -> Duration {
+    let clock = if process {
+        libc::CLOCK_PROCESS_CPUTIME_ID
+    } else {
+        libc::CLOCK_THREAD_CPUTIME_ID
+    };
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: valid out-pointer; CLOCK_THREAD_CPUTIME_ID is always available.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    // SAFETY: valid out-pointer; both clocks always exist on Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
@@ -407,23 +426,34 @@ fn timespec(d: Duration) -> libc::timespec {
 /// of its CPU time, with the first expiry randomised within the period (so threads
 /// started together do not fire in lockstep).
 fn create_timer(info: &ThreadInfo, period: Duration) -> Result<Timer, OsError> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: the thread is registered, so its pthread_t is alive (it unregisters,
+    // under the registry lock our caller holds, before it exits).
+    if unsafe { libc::pthread_getcpuclockid(info.pthread, &mut clock) } != 0 {
+        return Err(os_error("pthread_getcpuclockid"));
+    }
+    create_timer_on(clock, info.tid, TIMER_MAGIC, period)
+}
+
+/// A timer on `clock` that sends SIGPROF, carrying `magic`, to thread `tid`.
+fn create_timer_on(
+    clock: libc::clockid_t,
+    tid: libc::pid_t,
+    magic: usize,
+    period: Duration,
+) -> Result<Timer, OsError> {
     let first = Duration::from_nanos(
         1 + crate::trace::SpanId::random().to_u64() % period.as_nanos().max(1) as u64,
     );
-    // SAFETY: the thread is registered, so its pthread_t is alive (it unregisters,
-    // under the registry lock we hold, before it exits); all pointers are to valid
-    // locals.
+    // SAFETY: all pointers are to valid locals; a timer aimed at a thread that has
+    // exited fails to be created or never fires.
     unsafe {
-        let mut clock: libc::clockid_t = 0;
-        if libc::pthread_getcpuclockid(info.pthread, &mut clock) != 0 {
-            return Err(os_error("pthread_getcpuclockid"));
-        }
         let mut sev: libc::sigevent = std::mem::zeroed();
         sev.sigev_notify = libc::SIGEV_THREAD_ID;
         sev.sigev_signo = libc::SIGPROF;
-        sev.sigev_notify_thread_id = info.tid;
+        sev.sigev_notify_thread_id = tid;
         sev.sigev_value = libc::sigval {
-            sival_ptr: TIMER_MAGIC as *mut libc::c_void,
+            sival_ptr: magic as *mut libc::c_void,
         };
         let mut timer: libc::timer_t = std::mem::zeroed();
         if libc::timer_create(clock, &mut sev, &mut timer) != 0 {
@@ -439,6 +469,47 @@ fn create_timer(info: &ThreadInfo, period: Duration) -> Result<Timer, OsError> {
             return Err(err);
         }
         Ok(Timer(timer))
+    }
+}
+
+/// The CPU clock of thread `tid` (what glibc's `pthread_getcpuclockid` computes,
+/// for a thread we only know by its tid).
+fn thread_clock(tid: libc::pid_t) -> libc::clockid_t {
+    const CPUCLOCK_SCHED: libc::clockid_t = 2;
+    const CPUCLOCK_PERTHREAD: libc::clockid_t = 4;
+    ((!tid) << 3) | CPUCLOCK_SCHED | CPUCLOCK_PERTHREAD
+}
+
+/// Gives every thread of the process that is neither registered nor adopted yet a
+/// CPU timer of its own (leaf-only samples, weighed by the thread's own CPU clock).
+/// Called by the collector while a profile runs.
+pub(crate) fn adopt_unknown_threads() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    let tids: Vec<libc::pid_t> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let mut reg = registry();
+    let Some(period) = reg.period else {
+        return;
+    };
+    // Forget timers of threads that exited.
+    let (live, dead): (Vec<_>, Vec<_>) = std::mem::take(&mut reg.adopted)
+        .into_iter()
+        .partition(|(tid, _)| tids.contains(tid));
+    reg.adopted = live;
+    for (_, t) in dead {
+        delete_timer(t);
+    }
+    for tid in tids {
+        let known = reg.threads.iter().any(|e| e.info.tid == tid)
+            || reg.adopted.iter().any(|(t, _)| *t == tid);
+        if !known {
+            if let Ok(t) = create_timer_on(thread_clock(tid), tid, ADOPTED_MAGIC, period) {
+                reg.adopted.push((tid, t));
+            }
+        }
     }
 }
 
@@ -492,6 +563,8 @@ pub(crate) fn start(period: Duration) -> Result<(), OsError> {
         }
         reg.previous = Some(SigAction(old));
     }
+    PERIOD_NS.store(period.as_nanos().max(1) as u64, Ordering::Relaxed);
+    EPOCH.fetch_add(1, Ordering::Relaxed);
     ACTIVE.store(true, Ordering::Release);
     reg.period = Some(period);
     let period_ok = period;
@@ -514,6 +587,9 @@ pub(crate) fn stop() {
             delete_timer(t);
         }
     }
+    for (_, t) in std::mem::take(&mut reg.adopted) {
+        delete_timer(t);
+    }
     ACTIVE.store(false, Ordering::Release);
     // Let signals already generated land (and be ignored) before the previous
     // action comes back.
@@ -532,6 +608,56 @@ pub(crate) fn pop() -> Option<RawSample> {
 /// Samples lost because the ring was full, since the process started.
 pub(crate) fn dropped() -> u64 {
     RING.get().map_or(0, |r| r.dropped.load(Ordering::Relaxed))
+}
+
+/// Measures the handler on the calling (registered) thread while a profile runs:
+/// the body's cost per sample (called directly with a real `getcontext` context and
+/// a timer-style siginfo), and the kernel's cost to deliver one SIGPROF and return
+/// (a signal the handler ignores). For the benchmarks.
+pub(crate) fn measure_handler(iterations: u32) -> (Duration, Duration) {
+    let info = TimerInfo {
+        si_signo: libc::SIGPROF,
+        si_errno: 0,
+        si_code: SI_TIMER,
+        _pad: 0,
+        si_tid: 0,
+        si_overrun: 0,
+        si_value: TIMER_MAGIC,
+    };
+    // SAFETY: zeroed ucontext filled by getcontext for the calling thread.
+    let mut uc: libc::ucontext_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::getcontext(&mut uc) };
+    let drain = || {
+        while let Some(s) = pop() {
+            // SAFETY: each popped sample's counts are released once.
+            unsafe { release(&s.slot) };
+        }
+    };
+    let mut body = Duration::ZERO;
+    let mut done = 0;
+    while done < iterations {
+        let chunk = (iterations - done).min(1024);
+        let start = std::time::Instant::now();
+        for _ in 0..chunk {
+            // SAFETY: a siginfo with the timer layout and a real ucontext of this
+            // thread, whose frames lie within its registered stack.
+            unsafe { sample(&info, (&mut uc as *mut libc::ucontext_t).cast()) };
+        }
+        body += start.elapsed();
+        done += chunk;
+        drain();
+    }
+    // SAFETY: pthread_self has no preconditions; signalling ourselves with SIGPROF
+    // runs our handler, which ignores a signal that does not come from our timer.
+    let me = unsafe { libc::pthread_self() };
+    let start = std::time::Instant::now();
+    for _ in 0..iterations {
+        // SAFETY: as above.
+        unsafe { libc::pthread_kill(me, libc::SIGPROF) };
+    }
+    let delivery = start.elapsed();
+    (body / iterations.max(1), delivery / iterations.max(1))
 }
 
 /// The fields of `siginfo_t` a POSIX timer fills in (Linux, 64-bit layout).
@@ -580,6 +706,41 @@ extern "C" fn on_sigprof(_sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *m
     unsafe { *libc::__errno_location() = errno };
 }
 
+/// The periods of CPU the calling (unregistered) thread used since the process
+/// timer last credited it; 0 if it used less than one (e.g. it was idle).
+#[inline(always)]
+fn fallback_weight() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime is async-signal-safe; valid out-pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    let now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    let period = PERIOD_NS.load(Ordering::Relaxed).max(1);
+    let epoch = EPOCH.load(Ordering::Relaxed);
+    let (Ok(seen_epoch), Ok(credited)) = (
+        FALLBACK_EPOCH.try_with(|e| e.load(Ordering::Relaxed)),
+        FALLBACK_CREDITED.try_with(|c| c.load(Ordering::Relaxed)),
+    ) else {
+        return 0;
+    };
+    if seen_epoch != epoch {
+        // First signal of this profile on this thread: start crediting from now.
+        let _ = FALLBACK_EPOCH.try_with(|e| e.store(epoch, Ordering::Relaxed));
+        let _ = FALLBACK_CREDITED.try_with(|c| c.store(now, Ordering::Relaxed));
+        return 0;
+    }
+    let periods = now.saturating_sub(credited) / period;
+    if periods > 0 {
+        let _ =
+            FALLBACK_CREDITED.try_with(|c| c.store(credited + periods * period, Ordering::Relaxed));
+    }
+    periods.min(u64::from(u32::MAX)) as u32
+}
+
 /// The body of the handler.
 ///
 /// # Safety
@@ -598,15 +759,30 @@ unsafe fn sample(info: *const TimerInfo, uctx: *mut libc::c_void) {
     let thread = THREAD
         .try_with(|t| t.load(Ordering::Acquire))
         .unwrap_or(std::ptr::null_mut());
-    let from_our_timer = info.si_code == SI_TIMER && info.si_value == TIMER_MAGIC;
-    let weight = match (from_our_timer, thread.is_null()) {
-        // A registered thread's own CPU timer.
-        (true, false) => 1 + info.si_overrun.max(0) as u32,
-        // The process-wide timer landed on a thread nobody registered.
-        (false, true) if info.si_code > 0 => 1,
-        // The process-wide timer on a registered thread (its own timer counts it),
-        // a timer of a thread that just unregistered, or someone else's signal.
-        _ => return,
+    let timer = if info.si_code == SI_TIMER {
+        info.si_value
+    } else {
+        0
+    };
+    let weight = if !thread.is_null() {
+        // A registered thread: only its own timer counts (the process-wide timer
+        // and an adoption timer would count its CPU twice).
+        if timer != TIMER_MAGIC {
+            return;
+        }
+        1 + info.si_overrun.max(0) as u32
+    } else if timer == ADOPTED_MAGIC || info.si_code > 0 {
+        // A thread nobody registered, signalled by its adoption timer or by the
+        // process-wide timer. The kernel sends the latter to an idle main thread
+        // as readily as to the thread that used the CPU, so credit a thread only
+        // with the CPU its own clock shows it used since its last sample.
+        match fallback_weight() {
+            0 => return,
+            w => w,
+        }
+    } else {
+        // A timer of a thread that just unregistered, or someone else's signal.
+        return;
     };
     // SAFETY: the ring is 'static once published.
     let ring = unsafe { &*ring };
