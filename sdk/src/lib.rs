@@ -72,8 +72,10 @@
 //! MSRV: 1.88.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code)]
 
+pub mod bridge;
 pub mod context;
 mod counter;
 pub mod export;
