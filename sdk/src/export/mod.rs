@@ -8,6 +8,7 @@
 mod batch;
 mod json;
 mod memory;
+mod retry;
 mod simple;
 
 use std::fmt;
@@ -19,6 +20,7 @@ use std::time::Duration;
 pub use batch::{BatchConfig, BatchProcessor};
 pub use json::JsonLinesExporter;
 pub use memory::InMemoryExporter;
+pub use retry::{Attempt, Backoff, ExportCounters, ExporterStats};
 pub use simple::SimpleProcessor;
 
 use crate::trace::{Resource, SpanData};
