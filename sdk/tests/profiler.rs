@@ -129,8 +129,10 @@ fn tokio_tasks_sharing_two_workers_keep_their_own_labels() {
         .build()
         .unwrap();
     let profiler = Profiler::builder().frequency(250).start().unwrap();
-    // Task t burns (t+1) units; each poll burns a 2 ms slice and yields, so the
+    // Task t burns (t+1) units; each poll burns a 20 ms slice and yields, so the
     // tasks interleave on both workers. Each task measures the CPU it really used.
+    // Slices are several kernel ticks (4 ms) long, so each gets a near-fixed number
+    // of samples; slices shorter than a tick would make the count a coin toss.
     let measured: BTreeMap<String, Duration> = rt.block_on(async {
         let tasks: Vec<_> = (0..4u32)
             .map(|t| {
@@ -139,9 +141,9 @@ fn tokio_tasks_sharing_two_workers_keep_their_own_labels() {
                 tokio::spawn(
                     async move {
                         let mut used = Duration::ZERO;
-                        for _ in 0..(t + 1) * 60 {
+                        for _ in 0..(t + 1) * 12 {
                             let before = profile::thread_cpu_time().unwrap();
-                            burn_cpu(Duration::from_millis(2));
+                            burn_cpu(Duration::from_millis(20));
                             used += profile::thread_cpu_time().unwrap() - before;
                             tokio::task::yield_now().await;
                         }

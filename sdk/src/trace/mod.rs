@@ -20,6 +20,38 @@ pub use state::{SpanContext, TraceFlags, TraceState, TraceStateError};
 pub(crate) use tracer::ProviderInner;
 pub use tracer::{Resource, SpanBuilder, Tracer, TracerProvider, TracerProviderBuilder};
 
+thread_local! {
+    /// Attribute vectors of exported spans, cleared, for the next spans of this
+    /// thread: a sampled span then allocates nothing for its attributes.
+    static ATTRIBUTE_POOL: std::cell::RefCell<Vec<Vec<KeyValue>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Frees an exported span on the calling thread, keeping its attribute vector.
+pub(crate) fn recycle(span: SpanData) {
+    let mut attributes = span.attributes;
+    attributes.clear();
+    if attributes.capacity() == 0 || attributes.capacity() > 64 {
+        return;
+    }
+    let _ = ATTRIBUTE_POOL.try_with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < 64 {
+            p.push(attributes);
+        }
+    });
+}
+
+/// An empty attribute vector, from the pool when one is available.
+#[inline]
+pub(crate) fn attribute_vec() -> Vec<KeyValue> {
+    ATTRIBUTE_POOL
+        .try_with(|p| p.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
 /// The role of a span in a trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum SpanKind {

@@ -61,6 +61,12 @@ impl SamplingResult {
 pub trait Sampler: Send + Sync + fmt::Debug {
     /// The decision for the span described by `params`.
     fn should_sample(&self, params: &SamplingParams<'_>) -> SamplingResult;
+
+    /// Whether this sampler drops every span whatever the parameters, so the tracer
+    /// can skip asking it (default `false`).
+    fn always_drops(&self) -> bool {
+        false
+    }
 }
 
 /// Samples every span.
@@ -80,6 +86,9 @@ impl Sampler for AlwaysOn {
 impl Sampler for AlwaysOff {
     fn should_sample(&self, _: &SamplingParams<'_>) -> SamplingResult {
         SamplingResult::new(SamplingDecision::Drop)
+    }
+    fn always_drops(&self) -> bool {
+        true
     }
 }
 
@@ -182,6 +191,18 @@ impl Sampler for ParentBased {
             },
         };
         s.should_sample(p)
+    }
+
+    fn always_drops(&self) -> bool {
+        [
+            &self.root,
+            &self.remote_sampled,
+            &self.remote_not_sampled,
+            &self.local_sampled,
+            &self.local_not_sampled,
+        ]
+        .iter()
+        .all(|s| s.always_drops())
     }
 }
 

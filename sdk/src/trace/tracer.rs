@@ -367,7 +367,7 @@ impl Tracer {
             name: name.into(),
             kind: SpanKind::Internal,
             parent: Parent::Current,
-            attributes: Vec::new(),
+            attributes: super::attribute_vec(),
             links: Vec::new(),
             start_time: None,
         }
@@ -397,6 +397,25 @@ impl Tracer {
             return Span::non_recording(parent);
         }
         let parent_valid = parent.is_valid();
+        if provider.sampler.always_drops() {
+            // Fast path: no sampler call, no result to build.
+            let (trace_id, flags, state) = if parent_valid {
+                (
+                    parent.trace_id(),
+                    parent.flags(),
+                    parent.trace_state().clone(),
+                )
+            } else {
+                (TraceId::random(), TraceFlags::RANDOM, TraceState::NONE)
+            };
+            return Span::non_recording(SpanContext::new(
+                trace_id,
+                SpanId::random(),
+                flags.with_sampled(false),
+                false,
+                state,
+            ));
+        }
         let (trace_id, flags) = if parent_valid {
             (parent.trace_id(), parent.flags())
         } else {

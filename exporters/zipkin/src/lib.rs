@@ -1,0 +1,379 @@
+//! # tracewire-zipkin
+//!
+//! Sends tracewire spans to a Zipkin v2 collector (`POST /api/v2/spans`), as JSON
+//! (default) or proto3, optionally gzip'd, through hyper's client. It plugs into
+//! tracewire's batch processor, so the application never waits for the collector:
+//!
+//! - retries with exponential backoff and jitter, bounded in time, only on
+//!   connection errors, 429 and 5xx; a timeout per request; everything else is
+//!   dropped and counted;
+//! - memory bounded by bytes as well as spans: a batch is cut into requests of at
+//!   most [`ZipkinExporterBuilder::max_request_bytes`]; a span larger than that on
+//!   its own is dropped and counted;
+//! - counters of exported, dropped, failed and retried spans through
+//!   [`ZipkinExporter::counters`].
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tracewire::TracerProvider;
+//! use tracewire_zipkin::ZipkinExporter;
+//!
+//! # #[tokio::main] async fn main() {
+//! let exporter = ZipkinExporter::builder()
+//!     .endpoint("http://127.0.0.1:9411/api/v2/spans")
+//!     .build()
+//!     .expect("valid endpoint");
+//! let counters = exporter.counters();
+//! let provider = TracerProvider::builder()
+//!     .with_service_name("frontend")
+//!     .with_batch_exporter(exporter)
+//!     .build();
+//! provider.tracer("app").start("GET /user").end();
+//! provider.shutdown(Duration::from_secs(5)).unwrap();
+//! println!("{:?}", counters.snapshot());
+//! # }
+//! ```
+//!
+//! Mapping (Zipkin model): 32-hex trace ids (16-hex when the upper 64 bits are
+//! zero, as B3's 64-bit ids), 16-hex span ids, `parentId` absent on roots, `kind`
+//! absent for internal spans, microsecond timestamps and durations (at least 1),
+//! `localEndpoint` from the service name (and the address given to the builder),
+//! `remoteEndpoint` from `peer.service` and the peer address/port attributes,
+//! attributes as `tags`, events as `annotations`, an error status as the `error`
+//! tag; empty fields are left out.
+
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+mod json;
+mod model;
+pub mod proto;
+
+use std::fmt;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use prost::Message;
+use tracewire::export::{Attempt, Backoff, ExportCounters, ExportError, SpanExporter};
+use tracewire::trace::{Resource, SpanData};
+
+pub use model::Endpoint;
+
+/// The wire encoding of request bodies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Encoding {
+    /// `application/json` (Zipkin's default).
+    #[default]
+    Json,
+    /// `application/x-protobuf` (`zipkin.proto3.ListOfSpans`).
+    Proto,
+}
+
+/// Why an exporter could not be built.
+#[derive(Debug)]
+pub struct Error(String);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Error {}
+
+/// Configures a [`ZipkinExporter`].
+#[derive(Debug, Clone)]
+pub struct ZipkinExporterBuilder {
+    endpoint: String,
+    encoding: Encoding,
+    gzip: bool,
+    local: Endpoint,
+    timeout: Duration,
+    backoff: Backoff,
+    max_request_bytes: usize,
+}
+
+impl Default for ZipkinExporterBuilder {
+    fn default() -> Self {
+        ZipkinExporterBuilder {
+            endpoint: "http://localhost:9411/api/v2/spans".into(),
+            encoding: Encoding::Json,
+            gzip: false,
+            local: Endpoint::default(),
+            timeout: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            max_request_bytes: 4 << 20,
+        }
+    }
+}
+
+impl ZipkinExporterBuilder {
+    /// The collector's URL (default `http://localhost:9411/api/v2/spans`). Plain
+    /// `http` only.
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = url.into();
+        self
+    }
+    /// The body encoding (default JSON).
+    pub fn encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+    /// Gzip request bodies (`Content-Encoding: gzip`; default off).
+    pub fn gzip(mut self, on: bool) -> Self {
+        self.gzip = on;
+        self
+    }
+    /// The address and port recorded in `localEndpoint` (default none).
+    pub fn local_address(mut self, ip: IpAddr, port: Option<u16>) -> Self {
+        self.local.ip = Some(ip);
+        self.local.port = port.filter(|p| *p != 0);
+        self
+    }
+    /// Timeout of one HTTP request (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+    /// Retry policy (default [`Backoff::default`]: 100 ms doubling to 5 s, 30 s in
+    /// all). Keep `max_elapsed` under the batch processor's export timeout.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+    /// Largest request body before compression (default 4 MiB).
+    pub fn max_request_bytes(mut self, n: usize) -> Self {
+        self.max_request_bytes = n.max(1);
+        self
+    }
+    /// Builds the exporter. Fails on an endpoint that is not an `http://` URL.
+    /// Connections are made lazily: a collector that is down now is not an error.
+    pub fn build(self) -> Result<ZipkinExporter, Error> {
+        let uri: http::Uri = self
+            .endpoint
+            .parse()
+            .map_err(|e| Error(format!("invalid Zipkin endpoint {:?}: {e}", self.endpoint)))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(Error(format!(
+                "Zipkin endpoint must be an http:// URL, got {:?}",
+                self.endpoint
+            )));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(self.timeout));
+        connector.set_nodelay(true);
+        Ok(ZipkinExporter {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            uri,
+            config: self,
+            counters: ExportCounters::new(),
+        })
+    }
+}
+
+/// Exports spans to a Zipkin v2 collector. See the [crate docs](crate).
+pub struct ZipkinExporter {
+    client: Client<HttpConnector, Full<Bytes>>,
+    uri: http::Uri,
+    config: ZipkinExporterBuilder,
+    counters: ExportCounters,
+}
+
+impl fmt::Debug for ZipkinExporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZipkinExporter")
+            .field("endpoint", &self.uri)
+            .field("encoding", &self.config.encoding)
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+/// One request body: how many spans it carries and its bytes (uncompressed).
+#[derive(Debug)]
+pub struct Request {
+    /// Spans in the body.
+    pub spans: usize,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl ZipkinExporter {
+    /// A builder with the defaults.
+    pub fn builder() -> ZipkinExporterBuilder {
+        ZipkinExporterBuilder::default()
+    }
+
+    /// The exporter's counters (exported, dropped, failed, retried). Take a clone
+    /// before handing the exporter to the pipeline.
+    pub fn counters(&self) -> ExportCounters {
+        self.counters.clone()
+    }
+
+    /// Encodes `batch` into request bodies of at most `max_request_bytes` each.
+    /// Spans too large for any request are dropped and counted.
+    pub fn encode(&self, batch: &[SpanData]) -> Vec<Request> {
+        let max = self.config.max_request_bytes;
+        let local = &self.config.local;
+        let mut out = Vec::new();
+        match self.config.encoding {
+            Encoding::Json => {
+                let mut body = String::with_capacity(batch.len().min(512) * 400);
+                let mut one = String::with_capacity(512);
+                let mut n = 0;
+                for span in batch {
+                    one.clear();
+                    json::span(&mut one, &model::ZSpan::new(span), local);
+                    if one.len() + 2 > max {
+                        self.counters.add_dropped(1);
+                        continue;
+                    }
+                    if n > 0 && body.len() + one.len() + 2 > max {
+                        body.push(']');
+                        out.push(Request {
+                            spans: n,
+                            body: std::mem::take(&mut body).into_bytes(),
+                        });
+                        n = 0;
+                    }
+                    body.push(if n == 0 { '[' } else { ',' });
+                    body.push_str(&one);
+                    n += 1;
+                }
+                if n > 0 {
+                    body.push(']');
+                    out.push(Request {
+                        spans: n,
+                        body: body.into_bytes(),
+                    });
+                }
+            }
+            Encoding::Proto => {
+                let mut list = proto::ListOfSpans::default();
+                let mut len = 0;
+                for span in batch {
+                    let p = proto::span(&model::ZSpan::new(span), local);
+                    let l = proto::encoded_len(&p);
+                    if l > max {
+                        self.counters.add_dropped(1);
+                        continue;
+                    }
+                    if !list.spans.is_empty() && len + l > max {
+                        let spans = list.spans.len();
+                        out.push(Request {
+                            spans,
+                            body: std::mem::take(&mut list).encode_to_vec(),
+                        });
+                        len = 0;
+                    }
+                    len += l;
+                    list.spans.push(p);
+                }
+                if !list.spans.is_empty() {
+                    out.push(Request {
+                        spans: list.spans.len(),
+                        body: list.encode_to_vec(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn http_request(&self, body: Bytes) -> Result<http::Request<Full<Bytes>>, ExportError> {
+        let content_type = match self.config.encoding {
+            Encoding::Json => "application/json",
+            Encoding::Proto => "application/x-protobuf",
+        };
+        let mut req = http::Request::post(self.uri.clone()).header("content-type", content_type);
+        if self.config.gzip {
+            req = req.header("content-encoding", "gzip");
+        }
+        req.body(Full::new(body)).map_err(ExportError::new)
+    }
+
+    async fn post(&self, body: Bytes) -> Result<(), Attempt> {
+        let req = self.http_request(body).map_err(Attempt::Fail)?;
+        let response = tokio::time::timeout(self.config.timeout, self.client.request(req)).await;
+        let response = match response {
+            Err(_) => {
+                return Err(Attempt::Retry(ExportError::new(format!(
+                    "Zipkin collector {} did not answer within {:?}",
+                    self.uri, self.config.timeout
+                ))))
+            }
+            Ok(Err(e)) => {
+                return Err(Attempt::Retry(ExportError::new(format!(
+                    "Zipkin collector {}: {e}",
+                    self.uri
+                ))))
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        // Read (and discard) the body so the connection can be reused.
+        let _ = tokio::time::timeout(self.config.timeout, response.into_body().collect()).await;
+        if status.is_success() {
+            return Ok(());
+        }
+        let err = ExportError::new(format!("Zipkin collector {} answered {status}", self.uri));
+        if status == http::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            Err(Attempt::Retry(err))
+        } else {
+            Err(Attempt::Fail(err))
+        }
+    }
+}
+
+fn gzip(body: &[u8]) -> Result<Vec<u8>, ExportError> {
+    let mut gz = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    gz.write_all(body).map_err(ExportError::new)?;
+    gz.finish().map_err(ExportError::new)
+}
+
+impl SpanExporter for ZipkinExporter {
+    async fn export(&mut self, batch: &[SpanData]) -> Result<(), ExportError> {
+        let mut result = Ok(());
+        for request in self.encode(batch) {
+            let body = if self.config.gzip {
+                match gzip(&request.body) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.counters.add_dropped(request.spans as u64);
+                        self.counters.add_failed();
+                        result = Err(e);
+                        continue;
+                    }
+                }
+            } else {
+                request.body
+            };
+            let body = Bytes::from(body);
+            let sent = self
+                .config
+                .backoff
+                .run(&self.counters, || self.post(body.clone()))
+                .await;
+            match sent {
+                Ok(()) => self.counters.add_exported(request.spans as u64),
+                Err(e) => {
+                    self.counters.add_dropped(request.spans as u64);
+                    self.counters.add_failed();
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.config.local.service_name = Some(resource.service_name.to_string());
+    }
+}

@@ -1,0 +1,588 @@
+//! The Zipkin exporter against a real HTTP collector on loopback: every JSON body is
+//! validated against the official `zipkin2-api.yaml`, fields are checked one by one,
+//! and the collector is made to be down, failing, hanging and slow.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prost::Message;
+use serde_json::Value as Json;
+use tokio::net::TcpListener;
+use tracewire::export::{Backoff, BatchConfig, SpanExporter};
+use tracewire::trace::{Link, Resource, SpanData};
+use tracewire::{Context, KeyValue, SpanKind, Status, TracerProvider};
+use tracewire_zipkin::{proto, Encoding, ZipkinExporter};
+
+#[derive(Clone, Copy, Debug)]
+enum Behaviour {
+    Status(u16),
+    Hang,
+}
+
+#[derive(Clone, Debug)]
+struct Received {
+    content_type: String,
+    content_encoding: Option<String>,
+    body: Vec<u8>,
+}
+
+/// A Zipkin-compatible collector: records requests, answers from a script (then 202).
+#[derive(Clone, Default)]
+struct Collector {
+    received: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<VecDeque<Behaviour>>>,
+    always: Arc<Mutex<Option<Behaviour>>>,
+}
+
+impl Collector {
+    async fn start(self, addr: SocketAddr) -> SocketAddr {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let local = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let this = this.clone();
+                        async move { Ok::<_, Infallible>(this.handle(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        local
+    }
+
+    async fn handle(
+        &self,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> hyper::Response<Full<Bytes>> {
+        let header = |n: &str| {
+            req.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = header("content-type").unwrap_or_default();
+        let content_encoding = header("content-encoding");
+        let body = req.into_body().collect().await.unwrap().to_bytes().to_vec();
+        let behaviour = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .or(*self.always.lock().unwrap())
+            .unwrap_or(Behaviour::Status(202));
+        match behaviour {
+            Behaviour::Hang => {
+                std::future::pending::<()>().await;
+                unreachable!()
+            }
+            Behaviour::Status(code) => {
+                if (200..300).contains(&code) {
+                    self.received.lock().unwrap().push(Received {
+                        content_type,
+                        content_encoding,
+                        body,
+                    });
+                }
+                hyper::Response::builder()
+                    .status(code)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap()
+            }
+        }
+    }
+
+    fn bodies(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Every JSON span received so far, each body checked against the schema.
+    fn json_spans(&self) -> Vec<Json> {
+        let mut out = Vec::new();
+        for r in self.bodies() {
+            let body = if r.content_encoding.as_deref() == Some("gzip") {
+                let mut s = Vec::new();
+                flate2::read::GzDecoder::new(&r.body[..])
+                    .read_to_end(&mut s)
+                    .unwrap();
+                s
+            } else {
+                r.body
+            };
+            assert_eq!(r.content_type, "application/json");
+            let v: Json = serde_json::from_slice(&body).unwrap();
+            validate(&v);
+            out.extend(v.as_array().unwrap().iter().cloned());
+        }
+        out
+    }
+}
+
+/// Validates a body against `ListOfSpans` from zipkin2-api.yaml, plus the exact id
+/// lengths the schema's min/max lengths leave open (16 or 32 for traceId).
+fn validate(body: &Json) {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let validator = SCHEMA.get_or_init(|| {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/specs/zipkin/zipkin2-api.yaml"
+        );
+        let yaml = std::fs::read_to_string(path).expect("shared/specs/zipkin/zipkin2-api.yaml");
+        let api: Json = serde_yaml::from_str(&yaml).unwrap();
+        let schema = serde_json::json!({
+            "definitions": api["definitions"],
+            "$ref": "#/definitions/ListOfSpans",
+        });
+        jsonschema::validator_for(&schema).unwrap()
+    });
+    let errors: Vec<String> = validator.iter_errors(body).map(|e| e.to_string()).collect();
+    assert!(
+        errors.is_empty(),
+        "body does not match zipkin2-api.yaml: {errors:?}\n{body}"
+    );
+    for span in body.as_array().unwrap() {
+        let len = span["traceId"].as_str().unwrap().len();
+        assert!(len == 16 || len == 32, "traceId of length {len}");
+        assert_eq!(span["id"].as_str().unwrap().len(), 16);
+        if let Some(p) = span.get("parentId") {
+            assert_eq!(p.as_str().unwrap().len(), 16);
+        }
+        assert!(span["duration"].as_u64().unwrap() >= 1);
+    }
+}
+
+fn exporter(addr: SocketAddr) -> tracewire_zipkin::ZipkinExporterBuilder {
+    ZipkinExporter::builder()
+        .endpoint(format!("http://{addr}/api/v2/spans"))
+        .timeout(Duration::from_millis(500))
+        .backoff(Backoff {
+            initial: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            max_elapsed: Duration::from_secs(2),
+        })
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A realistic server span with a child, an error, events, peer attributes and a link.
+fn realistic_spans(provider: &TracerProvider) -> (Vec<u8>, Vec<u8>) {
+    let tracer = provider.tracer("zipkin-test");
+    let server = tracer
+        .span_builder("GET /user")
+        .kind(SpanKind::Server)
+        .attribute(KeyValue::new("http.request.method", "GET"))
+        .attribute(KeyValue::new("http.route", "/user"))
+        .attribute(KeyValue::new("network.peer.address", "10.1.2.3"))
+        .attribute(KeyValue::new("network.peer.port", 40123))
+        .attribute(KeyValue::new("cache.hit", false))
+        .start();
+    let server_ids = (
+        server.span_context().trace_id().to_string(),
+        server.span_context().span_id().to_string(),
+    );
+    let ctx = Context::new().with_span(server);
+    let other = tracer.start("batch").span_context().clone();
+    let child = tracer
+        .span_builder("db \"query\"")
+        .kind(SpanKind::Client)
+        .parent(&ctx)
+        .attribute(KeyValue::new("peer.service", "postgres"))
+        .attribute(KeyValue::new("network.peer.address", "::1"))
+        .link(Link::new(other, vec![]))
+        .start();
+    child.add_event("retry", vec![KeyValue::new("attempt", 2)]);
+    child.set_status(Status::error("timeout\nafter 5s"));
+    child.end();
+    ctx.span().end();
+    (server_ids.0.into_bytes(), server_ids.1.into_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_bodies_match_the_schema_and_the_zipkin_model() {
+    let collector = Collector::default();
+    let addr = collector
+        .clone()
+        .start("127.0.0.1:0".parse().unwrap())
+        .await;
+    let exp = exporter(addr).build().unwrap();
+    let counters = exp.counters();
+    let provider = TracerProvider::builder()
+        .with_service_name("frontend")
+        .with_batch_exporter(exp)
+        .build();
+    let (trace_id, server_id) = realistic_spans(&provider);
+    tokio::task::spawn_blocking(move || provider.shutdown(Duration::from_secs(5)).unwrap())
+        .await
+        .unwrap();
+    let spans = collector.json_spans();
+    assert_eq!(spans.len(), 3);
+    let by = |name: &str| spans.iter().find(|s| s["name"] == name).unwrap().clone();
+    let (server, child, batch) = (by("GET /user"), by("db \"query\""), by("batch"));
+    assert_eq!(
+        server["traceId"].as_str().unwrap().as_bytes(),
+        &trace_id[..]
+    );
+    assert_eq!(server["id"].as_str().unwrap().as_bytes(), &server_id[..]);
+    assert!(server.get("parentId").is_none(), "absent on roots");
+    assert_eq!(server["kind"], "SERVER");
+    assert_eq!(
+        server["localEndpoint"],
+        serde_json::json!({"serviceName": "frontend"})
+    );
+    assert_eq!(
+        server["remoteEndpoint"],
+        serde_json::json!({"ipv4": "10.1.2.3", "port": 40123})
+    );
+    assert_eq!(server["tags"]["http.route"], "/user");
+    assert_eq!(server["tags"]["cache.hit"], "false");
+    assert!(server.get("annotations").is_none(), "empty fields left out");
+    assert!(server.get("debug").is_none() && server.get("shared").is_none());
+    assert!(
+        server["timestamp"].as_u64().unwrap() > 1_600_000_000_000_000,
+        "microseconds"
+    );
+    assert_eq!(child["parentId"], server["id"]);
+    assert_eq!(child["kind"], "CLIENT");
+    assert_eq!(
+        child["remoteEndpoint"],
+        serde_json::json!({"serviceName": "postgres", "ipv6": "::1"})
+    );
+    assert_eq!(child["tags"]["error"], "timeout\nafter 5s");
+    assert_eq!(child["annotations"][0]["value"], "retry attempt=2");
+    assert!(batch.get("kind").is_none(), "absent for internal spans");
+    let c = counters.snapshot();
+    assert_eq!((c.exported, c.dropped, c.failed), (3, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proto3_and_gzip_bodies_decode_to_the_same_spans() {
+    let collector = Collector::default();
+    let addr = collector
+        .clone()
+        .start("127.0.0.1:0".parse().unwrap())
+        .await;
+    let mut exp = exporter(addr)
+        .encoding(Encoding::Proto)
+        .gzip(true)
+        .build()
+        .unwrap();
+    exp.set_resource(&Resource::new("backend"));
+    let memory = tracewire::export::InMemoryExporter::new();
+    let provider = TracerProvider::builder()
+        .with_simple_exporter(memory.clone())
+        .build();
+    realistic_spans(&provider);
+    let spans: Vec<SpanData> = memory.spans();
+    exp.export(&spans).await.unwrap();
+    let r = &collector.bodies()[0];
+    assert_eq!(r.content_type, "application/x-protobuf");
+    assert_eq!(r.content_encoding.as_deref(), Some("gzip"));
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&r.body[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    let list = proto::ListOfSpans::decode(&raw[..]).unwrap();
+    assert_eq!(list.spans.len(), 3);
+    let server = list.spans.iter().find(|s| s.name == "GET /user").unwrap();
+    assert_eq!(server.trace_id.len(), 16);
+    assert_eq!(server.id.len(), 8);
+    assert!(server.parent_id.is_empty());
+    assert_eq!(server.kind, 2);
+    assert_eq!(
+        server.local_endpoint.as_ref().unwrap().service_name,
+        "backend"
+    );
+    assert_eq!(
+        server.remote_endpoint.as_ref().unwrap().ipv4,
+        vec![10, 1, 2, 3]
+    );
+    assert_eq!(server.tags["http.route"], "/user");
+    let child = list.spans.iter().find(|s| s.kind == 1).unwrap();
+    assert_eq!(child.parent_id, server.id);
+    assert_eq!(child.annotations[0].value, "retry attempt=2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_bit_trace_ids_are_written_with_sixteen_hex_digits() {
+    let collector = Collector::default();
+    let addr = collector
+        .clone()
+        .start("127.0.0.1:0".parse().unwrap())
+        .await;
+    let mut exp = exporter(addr).build().unwrap();
+    let memory = tracewire::export::InMemoryExporter::new();
+    let provider = TracerProvider::builder()
+        .with_simple_exporter(memory.clone())
+        .build();
+    let parent = tracewire::SpanContext::new(
+        tracewire::TraceId::from_u128(0x463a_c35c_9f64_13ad),
+        tracewire::SpanId::from_u64(0x4826_8a16_e0ca_3df3),
+        tracewire::TraceFlags::SAMPLED,
+        true,
+        Default::default(),
+    );
+    provider
+        .tracer("t")
+        .span_builder("b3")
+        .parent_span_context(parent)
+        .start()
+        .end();
+    exp.export(&memory.spans()).await.unwrap();
+    let spans = collector.json_spans();
+    assert_eq!(spans[0]["traceId"], "463ac35c9f6413ad");
+    assert_eq!(spans[0]["parentId"], "48268a16e0ca3df3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_are_split_and_an_oversized_span_is_dropped() {
+    let collector = Collector::default();
+    let addr = collector
+        .clone()
+        .start("127.0.0.1:0".parse().unwrap())
+        .await;
+    let mut exp = exporter(addr).max_request_bytes(4_000).build().unwrap();
+    let counters = exp.counters();
+    let memory = tracewire::export::InMemoryExporter::new();
+    let provider = TracerProvider::builder()
+        .with_simple_exporter(memory.clone())
+        .build();
+    let t = provider.tracer("t");
+    for i in 0..100 {
+        t.span_builder(format!("span-{i}"))
+            .attribute(KeyValue::new("k", "v".repeat(20)))
+            .start()
+            .end();
+    }
+    t.span_builder("huge")
+        .attribute(KeyValue::new("blob", "x".repeat(5_000)))
+        .start()
+        .end();
+    exp.export(&memory.spans()).await.unwrap();
+    let bodies = collector.bodies();
+    assert!(bodies.len() > 1, "split into {} requests", bodies.len());
+    assert!(bodies.iter().all(|b| b.body.len() <= 4_000));
+    assert_eq!(collector.json_spans().len(), 100);
+    let c = counters.snapshot();
+    assert_eq!((c.exported, c.dropped), (100, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_is_retried_until_the_collector_accepts() {
+    let collector = Collector::default();
+    collector
+        .script
+        .lock()
+        .unwrap()
+        .extend([Behaviour::Status(500), Behaviour::Status(503)]);
+    let addr = collector
+        .clone()
+        .start("127.0.0.1:0".parse().unwrap())
+        .await;
+    let mut exp = exporter(addr).build().unwrap();
+    let counters = exp.counters();
+    let memory = tracewire::export::InMemoryExporter::new();
+    let provider = TracerProvider::builder()
+        .with_simple_exporter(memory.clone())
+        .build();
+    provider.tracer("t").start("s").end();
+    exp.export(&memory.spans()).await.unwrap();
+    assert_eq!(collector.json_spans().len(), 1);
+    let c = counters.snapshot();
+    assert_eq!((c.exported, c.retried, c.failed), (1, 2, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_is_not_retried_and_the_spans_are_counted_as_dropped() {
+    let collector = Collector::default();
+    collector
+        .script
+        .lock()
+        .unwrap()
+        .push_back(Behaviour::Status(400));
+    let addr = collector
+        .clone()
+        .start("127.0.0.1:0".parse().unwrap())
+        .await;
+    let mut exp = exporter(addr).build().unwrap();
+    let counters = exp.counters();
+    let memory = tracewire::export::InMemoryExporter::new();
+    let provider = TracerProvider::builder()
+        .with_simple_exporter(memory.clone())
+        .build();
+    provider.tracer("t").start("s").end();
+    assert!(exp.export(&memory.spans()).await.is_err());
+    let c = counters.snapshot();
+    assert_eq!((c.exported, c.dropped, c.failed, c.retried), (0, 1, 1, 0));
+}
+
+#[test]
+fn collector_down_at_start_then_up_gets_what_the_queue_held() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = free_addr();
+    let exp = exporter(addr)
+        .backoff(Backoff {
+            initial: Duration::from_millis(50),
+            max_delay: Duration::from_millis(200),
+            max_elapsed: Duration::from_secs(10),
+        })
+        .build()
+        .unwrap();
+    let counters = exp.counters();
+    let provider = TracerProvider::builder()
+        .with_batch_exporter_config(
+            exp,
+            BatchConfig {
+                queue_capacity: 1000,
+                max_batch_size: 500,
+                scheduled_delay: Duration::from_millis(50),
+                export_timeout: Duration::from_secs(15),
+            },
+        )
+        .build();
+    let t = provider.tracer("t");
+    for _ in 0..5000 {
+        t.start("while-down").end();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let collector = Collector::default();
+    rt.block_on(collector.clone().start(addr));
+    provider.shutdown(Duration::from_secs(15)).unwrap();
+    let s = provider.stats();
+    let received = collector.json_spans().len() as u64;
+    eprintln!("{s:?} {:?} received {received}", counters.snapshot());
+    assert_eq!(s.ended, 5000);
+    assert_eq!(s.exported + s.dropped, s.ended, "nothing unaccounted");
+    assert_eq!(s.exported, received);
+    assert!(
+        received >= 500 && received <= 1000 + 500,
+        "the queue's worth: {received}"
+    );
+    assert!(counters.snapshot().retried > 0);
+}
+
+#[test]
+fn a_hanging_collector_times_out_and_never_slows_the_application() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let collector = Collector::default();
+    *collector.always.lock().unwrap() = Some(Behaviour::Hang);
+    let addr = rt.block_on(collector.clone().start("127.0.0.1:0".parse().unwrap()));
+    let exp = exporter(addr)
+        .timeout(Duration::from_millis(200))
+        .backoff(Backoff {
+            initial: Duration::from_millis(10),
+            max_delay: Duration::from_millis(20),
+            max_elapsed: Duration::from_millis(500),
+        })
+        .build()
+        .unwrap();
+    let counters = exp.counters();
+    let provider = TracerProvider::builder()
+        .with_batch_exporter_config(
+            exp,
+            BatchConfig {
+                scheduled_delay: Duration::from_millis(20),
+                ..BatchConfig::default()
+            },
+        )
+        .build();
+    let t = provider.tracer("t");
+    // Ending spans while the collector hangs costs what it always costs.
+    let mut worst = Duration::ZERO;
+    let start = Instant::now();
+    for i in 0..10_000 {
+        let one = Instant::now();
+        let s = t.start("request");
+        s.set_attribute(KeyValue::new("i", i));
+        s.end();
+        worst = worst.max(one.elapsed());
+        if i % 1000 == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let took = start.elapsed() - Duration::from_millis(200);
+    eprintln!("10k spans in {took:?}, worst {worst:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    std::thread::sleep(Duration::from_millis(800));
+    // Whatever is still queued is tried until the deadline, then counted.
+    let _ = provider.shutdown(Duration::from_secs(2));
+    let s = provider.stats();
+    assert_eq!(s.exported, 0);
+    assert_eq!(s.dropped, s.ended, "{s:?}");
+    assert!(
+        counters.snapshot().retried > 0,
+        "timeouts are retried: {:?}",
+        counters.snapshot()
+    );
+}
+
+#[test]
+fn shutdown_with_100k_pending_exports_or_counts_every_span() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let collector = Collector::default();
+    let addr = rt.block_on(collector.clone().start("127.0.0.1:0".parse().unwrap()));
+    let provider = TracerProvider::builder()
+        .with_batch_exporter_config(
+            exporter(addr).build().unwrap(),
+            BatchConfig {
+                queue_capacity: 100_000,
+                max_batch_size: 2048,
+                scheduled_delay: Duration::from_secs(3600),
+                ..BatchConfig::default()
+            },
+        )
+        .build();
+    let t = provider.tracer("t");
+    let start = SystemTime::now();
+    for i in 0..100_000 {
+        let s = t.start("pending");
+        s.set_attribute(KeyValue::new("i", i));
+        s.end();
+    }
+    let deadline = Instant::now();
+    let r = provider.shutdown(Duration::from_secs(20));
+    let took = deadline.elapsed();
+    let s = provider.stats();
+    eprintln!(
+        "shutdown {r:?} in {took:?}: {s:?} (spans made in {:?})",
+        start.elapsed().unwrap()
+    );
+    assert!(took < Duration::from_secs(21));
+    assert_eq!(s.ended, 100_000);
+    assert_eq!(
+        s.exported + s.dropped,
+        100_000,
+        "nothing unaccounted: {s:?}"
+    );
+    let received: usize = collector
+        .bodies()
+        .iter()
+        .map(|b| {
+            serde_json::from_slice::<Json>(&b.body)
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(received as u64, s.exported);
+}
