@@ -141,6 +141,26 @@ fn fastrace_span() {
     drop(span);
 }
 
+/// `fastrace::flush` hands the flush to a new thread and returns at once, so wait
+/// until the reporter's count has stopped moving (unchanged for 250 ms, at most
+/// 10 s). Spans still parked in the bench thread's unbounded pending queue are not
+/// delivered by a flush: they stay in the backlog.
+fn fastrace_flush_and_settle(count: &AtomicU64) -> u64 {
+    fastrace::flush();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = count.load(Ordering::Relaxed);
+    let mut stable_since = Instant::now();
+    while Instant::now() < deadline && stable_since.elapsed() < Duration::from_millis(250) {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = count.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        }
+    }
+    last
+}
+
 fn tracewire_provider() -> (tracewire::TracerProvider, CountingExporter) {
     let exporter = CountingExporter::default();
     let provider = tracewire::TracerProvider::builder()
@@ -242,8 +262,11 @@ fn span_lifecycle(c: &mut Criterion) {
             })
         });
         let at_end = count.load(Ordering::Relaxed);
-        fastrace::flush();
-        let after = count.load(Ordering::Relaxed);
+        let after = if installed {
+            fastrace_flush_and_settle(&count)
+        } else {
+            at_end
+        };
         report_delivery("span_lifecycle/fastrace", created, at_end, after, "");
     }
 

@@ -44,7 +44,10 @@ async fn main() {
         let worker = tracewire::spawn({
             let tracer = tracer.clone();
             async move {
-                let db = tracer.span_builder("db.query").kind(SpanKind::Client).start();
+                let db = tracer
+                    .span_builder("db.query")
+                    .kind(SpanKind::Client)
+                    .start();
                 let path = labels::current().get("http-path").map(str::to_owned);
                 db.set_attribute(KeyValue::new("labels.http-path", path.unwrap_or_default()));
                 tokio::time::sleep(Duration::from_millis(10)).await;

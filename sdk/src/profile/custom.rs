@@ -100,16 +100,9 @@ impl CustomProfile {
     /// first stack (Go panics instead).
     #[inline(never)]
     pub fn add(&self, key: &(impl Hash + ?Sized), skip: usize) {
-        let mut stack = Vec::new();
-        let mut frames_to_skip = skip + 1; // this function
-        backtrace::trace(|frame| {
-            if frames_to_skip > 0 {
-                frames_to_skip -= 1;
-            } else {
-                stack.push(frame.ip() as usize);
-            }
-            stack.len() < 64
-        });
+        // `capture` is called by this function: its frame, this one's and `skip`
+        // more are left out.
+        let stack = capture(skip + 1);
         self.entries().entry(key_of(key)).or_insert(stack);
     }
 
@@ -148,6 +141,31 @@ impl CustomProfile {
     pub fn write_pprof(&self, w: impl Write) -> io::Result<()> {
         self.to_pprof().write_gzip(w)
     }
+}
+
+/// The calling stack, from the caller of `capture` outwards, without `skip` more
+/// frames. Frames of the unwinder itself (which `backtrace::trace` reports above
+/// ours) are found by locating this function's own frame.
+#[inline(never)]
+fn capture(skip: usize) -> Vec<usize> {
+    let me = capture as *const () as usize;
+    let mut frames: Vec<(usize, usize)> = Vec::new();
+    backtrace::trace(|frame| {
+        frames.push((frame.symbol_address() as usize, frame.ip() as usize));
+        frames.len() < 64 + 16 + skip
+    });
+    // Start after our own frame; if the unwinder cannot name it, after as many
+    // frames as it usually reports above ours.
+    let start = frames
+        .iter()
+        .position(|(sym, _)| *sym == me)
+        .map_or(skip.min(frames.len()), |i| i + 1 + skip);
+    frames
+        .iter()
+        .skip(start)
+        .take(64)
+        .map(|(_, ip)| *ip)
+        .collect()
 }
 
 impl fmt::Debug for CustomProfile {

@@ -1,0 +1,189 @@
+//! An HTTP server whose handlers label their CPU with `http-path`, a background
+//! worker labelled `worker=purge`, and `/debug/pprof` to profile it all, as in
+//! Go's "profiler labels" article.
+//!
+//! ```text
+//! cargo run --release -p examples --bin http-labels -- --addr 127.0.0.1:8080
+//! # load it (each /messages costs about 10x a /user):
+//! while true; do curl -s localhost:8080/messages >/dev/null; curl -s localhost:8080/user >/dev/null; done
+//! # then, elsewhere:
+//! go tool pprof -tags http://127.0.0.1:8080/debug/pprof/profile?seconds=5
+//! go tool pprof -top -tagfocus http-path:/messages http://127.0.0.1:8080/debug/pprof/profile?seconds=5
+//! # or open http://127.0.0.1:8080/debug/pprof/flamegraph?seconds=5&tagfocus=http-path:/user
+//! ```
+//!
+//! It prints `listening on http://ADDR` once bound (`--addr 127.0.0.1:0` picks a free
+//! port) and stops on Ctrl-C, letting open requests finish.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tower_service::Service;
+use tracewire::labels::LabelSet;
+use tracewire::profile;
+use tracewire::FutureExt;
+use tracewire_http::debug::PprofService;
+
+/// Hash rounds of one `/user` request; `/messages` does ten times as many.
+const USER_ROUNDS: u64 = 200_000;
+
+fn main() {
+    let addr = match parse_addr(std::env::args().skip(1)) {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("{e}\nusage: http-labels [--addr HOST:PORT]   (default 127.0.0.1:8080)");
+            std::process::exit(2);
+        }
+    };
+    // Two workers, registered with the profiler so their samples have full stacks
+    // (the blocking pool's threads run these hooks too).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(|| {
+            let _ = profile::register_current_thread();
+        })
+        .on_thread_stop(profile::unregister_current_thread)
+        .build()
+        .expect("cannot start the tokio runtime");
+    if let Err(e) = runtime.block_on(serve(addr)) {
+        eprintln!("http-labels: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn parse_addr(mut args: impl Iterator<Item = String>) -> Result<SocketAddr, String> {
+    let mut addr = "127.0.0.1:8080".to_owned();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--addr" => addr = args.next().ok_or("--addr needs a value")?,
+            other => match other.strip_prefix("--addr=") {
+                Some(value) => addr = value.to_owned(),
+                None => return Err(format!("unknown argument {other:?}")),
+            },
+        }
+    }
+    addr.parse()
+        .map_err(|e| format!("bad --addr {addr:?}: {e}"))
+}
+
+async fn serve(addr: SocketAddr) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+
+    tokio::spawn(purge().with_labels(LabelSet::new([("worker", "purge")])));
+
+    let pprof = PprofService::new();
+    let server = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let pprof = pprof.clone();
+                let service = service_fn(move |request| route(request, pprof.clone()));
+                let connection = server.serve_connection(TokioIo::new(stream), service);
+                tokio::spawn(graceful.watch(connection.into_owned()));
+            }
+            _ = &mut ctrl_c => break,
+        }
+    }
+    eprintln!("http-labels: shutting down");
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(5)) => eprintln!("http-labels: gave up waiting for open connections"),
+    }
+    Ok(())
+}
+
+/// Sends `/debug/pprof/...` to the pprof service and the rest to the handlers, each
+/// labelled with its path, like Go's `pprof.Do(ctx, pprof.Labels("http-path", path), ...)`.
+async fn route(
+    request: Request<Incoming>,
+    mut pprof: PprofService,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = request.uri().path();
+    if path.starts_with("/debug/pprof") {
+        return pprof.call(request).await;
+    }
+    let (path, rounds): (&'static str, u64) = match path {
+        "/messages" => ("/messages", 10 * USER_ROUNDS),
+        "/user" => ("/user", USER_ROUNDS),
+        _ => {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"not found\n")));
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            return Ok(response);
+        }
+    };
+    Ok(handle(path, rounds)
+        .with_labels(LabelSet::new([("http-path", path)]))
+        .await)
+}
+
+async fn handle(path: &'static str, rounds: u64) -> Response<Full<Bytes>> {
+    let digest = if path == "/messages" {
+        render_messages(rounds)
+    } else {
+        lookup_user(rounds)
+    };
+    Response::new(Full::new(Bytes::from(format!("{path} {digest:016x}\n"))))
+}
+
+/// The expensive handler's work.
+#[inline(never)]
+fn render_messages(rounds: u64) -> u64 {
+    hash_rounds(0x6d65_7373_6167_6573, rounds)
+}
+
+/// The cheap handler's work.
+#[inline(never)]
+fn lookup_user(rounds: u64) -> u64 {
+    hash_rounds(0x7573_6572, rounds)
+}
+
+/// A deterministic hash loop: `rounds` dependent multiply-xorshift steps.
+#[inline(never)]
+fn hash_rounds(seed: u64, rounds: u64) -> u64 {
+    let mut x = seed;
+    for i in 0..rounds {
+        x = black_box(
+            (x ^ (x >> 29))
+                .wrapping_mul(0xbf58_476d_1ce4_e5b9)
+                .wrapping_add(i),
+        );
+    }
+    x
+}
+
+/// A background worker that burns about 5 ms of CPU every 25 ms, on the blocking
+/// pool (`tracewire::spawn_blocking` carries the task's labels there).
+async fn purge() {
+    loop {
+        let _ = tracewire::spawn_blocking(|| purge_expired(Duration::from_millis(5))).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[inline(never)]
+fn purge_expired(budget: Duration) -> u64 {
+    let start = Instant::now();
+    let mut x = 0x0070_7572_6765;
+    while start.elapsed() < budget {
+        x = hash_rounds(x, 10_000);
+    }
+    x
+}

@@ -1,0 +1,130 @@
+//! The response future of [`PprofService`](super::PprofService).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+use tokio::task::JoinHandle;
+use tokio::time::Sleep;
+use tracewire::profile::{CustomProfile, Profiler};
+
+use super::query::CpuRequest;
+use super::render;
+
+/// What a response is made of, once its profile is ready. Symbolizing and encoding
+/// take a while, so they run on tokio's blocking pool.
+#[derive(Debug)]
+pub(crate) enum Render {
+    /// Stop the CPU profile and answer gzip'd pprof.
+    Cpu(Profiler),
+    /// Stop the CPU profile and answer a flame graph of the samples the request
+    /// focuses on.
+    Flamegraph(Profiler, CpuRequest),
+    /// Answer the custom profile as gzip'd pprof.
+    Custom(CustomProfile),
+}
+
+impl Render {
+    fn run(self) -> Response<Full<Bytes>> {
+        match self {
+            Render::Cpu(profiler) => render::cpu(&profiler.stop()),
+            Render::Flamegraph(profiler, request) => render::flamegraph(&profiler.stop(), &request),
+            Render::Custom(profile) => render::custom(&profile),
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`PprofService`](super::PprofService): ready at once for
+    /// the index and errors; for a CPU profile, waits the requested seconds, then
+    /// encodes on tokio's blocking pool. Dropping it stops a running profile.
+    #[derive(Debug)]
+    pub struct ResponseFuture {
+        #[pin]
+        state: State,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    #[derive(Debug)]
+    enum State {
+        Ready { response: Option<Response<Full<Bytes>>> },
+        Profiling { #[pin] sleep: Sleep, render: Option<Render> },
+        Start { render: Option<Render> },
+        Rendering { handle: JoinHandle<Response<Full<Bytes>>> },
+    }
+}
+
+impl ResponseFuture {
+    pub(crate) fn ready(response: Response<Full<Bytes>>) -> Self {
+        ResponseFuture {
+            state: State::Ready {
+                response: Some(response),
+            },
+        }
+    }
+
+    pub(crate) fn render(render: Render) -> Self {
+        ResponseFuture {
+            state: State::Start {
+                render: Some(render),
+            },
+        }
+    }
+
+    /// Renders after `wait` (the profile runs meanwhile).
+    pub(crate) fn after(wait: Duration, render: Render) -> Self {
+        ResponseFuture {
+            state: State::Profiling {
+                sleep: tokio::time::sleep(wait),
+                render: Some(render),
+            },
+        }
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<Full<Bytes>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            match state.as_mut().project() {
+                StateProj::Ready { response } => match response.take() {
+                    Some(response) => return Poll::Ready(Ok(response)),
+                    None => panic!("ResponseFuture polled after completion"),
+                },
+                StateProj::Profiling { sleep, render } => {
+                    ready!(sleep.poll(cx));
+                    let render = render.take();
+                    state.set(State::Start { render });
+                }
+                StateProj::Start { render } => match render.take() {
+                    Some(render) => {
+                        let handle = tokio::task::spawn_blocking(move || render.run());
+                        state.set(State::Rendering { handle });
+                    }
+                    None => panic!("ResponseFuture polled after completion"),
+                },
+                StateProj::Rendering { handle } => {
+                    let response = match ready!(Pin::new(handle).poll(cx)) {
+                        Ok(response) => response,
+                        Err(e) => render::text(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("rendering the profile failed: {e}\n"),
+                        ),
+                    };
+                    state.set(State::Ready { response: None });
+                    return Poll::Ready(Ok(response));
+                }
+            }
+        }
+    }
+}

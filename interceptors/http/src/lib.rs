@@ -1,0 +1,50 @@
+//! # tracewire-http
+//!
+//! [tracewire] for HTTP servers and clients built on [`http`] types (hyper 1, axum,
+//! anything speaking [`http::Request`]).
+//!
+//! - [`debug`]: [`PprofService`](debug::PprofService), a tower service that answers
+//!   like Go's `net/http/pprof`, so `go tool pprof http://HOST/debug/pprof/profile`
+//!   profiles a running Rust server, with the labels of every sample
+//!   (`-tagfocus http-path:/user`). It also serves the process's
+//!   [custom profiles](tracewire::profile::CustomProfile) and a CPU flame graph
+//!   filtered by label.
+//!
+//! ## Example
+//!
+//! The service is a plain [`tower_service::Service`]; mount it in any server (see
+//! [`debug`] for hyper), or call it directly:
+//!
+//! ```
+//! use http::{Request, StatusCode};
+//! use http_body_util::BodyExt;
+//! use tower::ServiceExt;
+//! use tracewire::profile::CustomProfile;
+//! use tracewire_http::debug::PprofService;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let conns = CustomProfile::new("example.Conns").unwrap();
+//! conns.add(&7u32, 0);
+//!
+//! let pprof = PprofService::new(); // serves /debug/pprof/...
+//! let index = Request::get("/debug/pprof/").body(()).unwrap();
+//! let response = pprof.clone().oneshot(index).await.unwrap();
+//! assert_eq!(response.status(), StatusCode::OK);
+//! let html = response.into_body().collect().await.unwrap().to_bytes();
+//! assert!(String::from_utf8_lossy(&html).contains("example.Conns"));
+//!
+//! let unknown = Request::get("/debug/pprof/nope").body(()).unwrap();
+//! let response = pprof.oneshot(unknown).await.unwrap();
+//! assert_eq!(response.status(), StatusCode::NOT_FOUND);
+//! # }
+//! ```
+//!
+//! ## Platform
+//!
+//! CPU profiles need Linux (the tracewire profiler's platform); elsewhere the
+//! `/profile` and `/flamegraph` endpoints answer `500` with the reason.
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+pub mod debug;
