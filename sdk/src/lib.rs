@@ -83,6 +83,7 @@ pub mod global;
 pub mod labels;
 #[allow(unsafe_code)]
 pub mod profile;
+pub mod propagation;
 pub mod trace;
 
 pub use context::{spawn, spawn_blocking, spawn_thread, Context, ContextGuard, FutureExt};

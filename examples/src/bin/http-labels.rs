@@ -1,6 +1,10 @@
-//! An HTTP server whose handlers label their CPU with `http-path`, a background
-//! worker labelled `worker=purge`, and `/debug/pprof` to profile it all, as in
-//! Go's "profiler labels" article.
+//! An HTTP server whose requests are traced by `tracewire-http`'s `TraceLayer`,
+//! which also labels every CPU sample taken in a handler with `http-path` (the
+//! handlers do nothing for it), a background worker labelled `worker=purge`, and
+//! `/debug/pprof` to profile it all, as in Go's "profiler labels" article.
+//!
+//! Spans go to a Zipkin collector with `--zipkin http://HOST:9411/api/v2/spans`,
+//! or nowhere.
 //!
 //! ```text
 //! cargo run --release -p examples --bin http-labels -- --addr 127.0.0.1:8080
@@ -23,26 +27,32 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
+use hyper::service::service_fn as hyper_service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tower::{service_fn, ServiceBuilder};
 use tower_service::Service;
 use tracewire::labels::LabelSet;
 use tracewire::profile;
 use tracewire::FutureExt;
 use tracewire_http::debug::PprofService;
+use tracewire_http::trace::{ResponseBody, TraceLayer};
 
 /// Hash rounds of one `/user` request; `/messages` does ten times as many.
 const USER_ROUNDS: u64 = 200_000;
 
 fn main() {
-    let addr = match parse_addr(std::env::args().skip(1)) {
-        Ok(addr) => addr,
+    let (addr, zipkin) = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
         Err(e) => {
-            eprintln!("{e}\nusage: http-labels [--addr HOST:PORT]   (default 127.0.0.1:8080)");
+            eprintln!(
+                "{e}\nusage: http-labels [--addr HOST:PORT] [--zipkin URL]   (default 127.0.0.1:8080)"
+            );
             std::process::exit(2);
         }
     };
@@ -57,25 +67,49 @@ fn main() {
         .on_thread_stop(profile::unregister_current_thread)
         .build()
         .expect("cannot start the tokio runtime");
-    if let Err(e) = runtime.block_on(serve(addr)) {
+    // A binary installs the pipeline; the layer takes its tracer from it.
+    let mut builder = tracewire::TracerProvider::builder().with_service_name("http-labels");
+    if let Some(url) = zipkin {
+        match tracewire_zipkin::ZipkinExporter::builder()
+            .endpoint(url)
+            .build()
+        {
+            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+            Err(e) => {
+                eprintln!("http-labels: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    tracewire::global::set_tracer_provider(builder.build());
+    let result = runtime.block_on(serve(addr));
+    // Export what is pending before exiting.
+    let _ = tracewire::global::shutdown_tracer_provider(Duration::from_secs(5));
+    if let Err(e) = result {
         eprintln!("http-labels: {e}");
         std::process::exit(1);
     }
 }
 
-fn parse_addr(mut args: impl Iterator<Item = String>) -> Result<SocketAddr, String> {
+fn parse_args(
+    mut args: impl Iterator<Item = String>,
+) -> Result<(SocketAddr, Option<String>), String> {
     let mut addr = "127.0.0.1:8080".to_owned();
+    let mut zipkin = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.next().ok_or("--addr needs a value")?,
+            "--zipkin" => zipkin = Some(args.next().ok_or("--zipkin needs a URL")?),
             other => match other.strip_prefix("--addr=") {
                 Some(value) => addr = value.to_owned(),
                 None => return Err(format!("unknown argument {other:?}")),
             },
         }
     }
-    addr.parse()
-        .map_err(|e| format!("bad --addr {addr:?}: {e}"))
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("bad --addr {addr:?}: {e}"))?;
+    Ok((addr, zipkin))
 }
 
 async fn serve(addr: SocketAddr) -> std::io::Result<()> {
@@ -86,6 +120,9 @@ async fn serve(addr: SocketAddr) -> std::io::Result<()> {
     tokio::spawn(purge().with_labels(LabelSet::new([("worker", "purge")])));
 
     let pprof = PprofService::new();
+    let app = ServiceBuilder::new()
+        .layer(TraceLayer::new(tracewire::global::tracer("http-labels")))
+        .service(service_fn(app));
     let server = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
@@ -93,8 +130,8 @@ async fn serve(addr: SocketAddr) -> std::io::Result<()> {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let pprof = pprof.clone();
-                let service = service_fn(move |request| route(request, pprof.clone()));
+                let (pprof, app) = (pprof.clone(), app.clone());
+                let service = hyper_service_fn(move |request| route(request, pprof.clone(), app.clone()));
                 let connection = server.serve_connection(TokioIo::new(stream), service);
                 tokio::spawn(graceful.watch(connection.into_owned()));
             }
@@ -110,17 +147,31 @@ async fn serve(addr: SocketAddr) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Sends `/debug/pprof/...` to the pprof service and the rest to the handlers, each
-/// labelled with its path, like Go's `pprof.Do(ctx, pprof.Labels("http-path", path), ...)`.
-async fn route(
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Sends `/debug/pprof/...` to the pprof service and the rest to the traced app.
+async fn route<A>(
     request: Request<Incoming>,
     mut pprof: PprofService,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let path = request.uri().path();
-    if path.starts_with("/debug/pprof") {
-        return pprof.call(request).await;
+    mut app: A,
+) -> Result<Response<Body>, Infallible>
+where
+    A: Service<
+        Request<Incoming>,
+        Response = Response<ResponseBody<Full<Bytes>>>,
+        Error = Infallible,
+    >,
+{
+    if request.uri().path().starts_with("/debug/pprof") {
+        return Ok(pprof.call(request).await?.map(BodyExt::boxed_unsync));
     }
-    let (path, rounds): (&'static str, u64) = match path {
+    Ok(app.call(request).await?.map(BodyExt::boxed_unsync))
+}
+
+/// The application. The `TraceLayer` in front of it has already made the
+/// request's context (span and `http-path` label) current while this runs.
+async fn app(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (path, rounds): (&'static str, u64) = match request.uri().path() {
         "/messages" => ("/messages", 10 * USER_ROUNDS),
         "/user" => ("/user", USER_ROUNDS),
         _ => {
@@ -129,9 +180,7 @@ async fn route(
             return Ok(response);
         }
     };
-    Ok(handle(path, rounds)
-        .with_labels(LabelSet::new([("http-path", path)]))
-        .await)
+    Ok(handle(path, rounds).await)
 }
 
 async fn handle(path: &'static str, rounds: u64) -> Response<Full<Bytes>> {

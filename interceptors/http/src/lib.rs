@@ -3,6 +3,10 @@
 //! [tracewire] for HTTP servers and clients built on [`http`] types (hyper 1, axum,
 //! anything speaking [`http::Request`]).
 //!
+//! - [`trace`]: [`TraceLayer`](trace::TraceLayer) for servers and
+//!   [`ClientTraceLayer`](trace::ClientTraceLayer) for clients: context propagated
+//!   in and out (W3C, B3, `X-Cloud-Trace-Context`), server and client spans, and
+//!   the `http-path` profiler label on every CPU sample taken in a handler.
 //! - [`debug`]: [`PprofService`](debug::PprofService), a tower service that answers
 //!   like Go's `net/http/pprof`, so `go tool pprof http://HOST/debug/pprof/profile`
 //!   profiles a running Rust server, with the labels of every sample
@@ -48,3 +52,4 @@
 #![forbid(unsafe_code)]
 
 pub mod debug;
+pub mod trace;

@@ -1,0 +1,549 @@
+//! Tracing for HTTP servers and clients as tower layers.
+//!
+//! - [`TraceLayer`] (server): extracts the caller's context (W3C `traceparent`,
+//!   `tracestate`, `baggage` by default; B3 or `X-Cloud-Trace-Context` if
+//!   configured), starts a server span named `METHOD route`, and polls the handler
+//!   — and the response body — inside a context holding that span and the profiler
+//!   label `http-path=route`, on whichever thread polls them. It records the
+//!   OpenTelemetry HTTP attributes, marks 5xx as errors, and ends the span when
+//!   the response body has been sent.
+//! - [`ClientTraceLayer`]: a client span per request, the configured formats
+//!   injected into the request headers, the response status recorded.
+//!
+//! Bad input never fails a request: an invalid or hostile header starts a new trace
+//! (or is ignored), as the W3C processing model says.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tracewire::{labels, TracerProvider};
+//! use tracewire_http::trace::TraceLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let provider = TracerProvider::builder().build();
+//! let svc = ServiceBuilder::new()
+//!     .layer(TraceLayer::new(provider.tracer("frontend")))
+//!     .service(service_fn(|_req: Request<()>| async {
+//!         // CPU samples taken here carry http-path=/user.
+//!         let path = labels::current().get("http-path").map(str::to_owned);
+//!         Ok::<_, Infallible>(Response::new(http_body_util::Full::<bytes::Bytes>::from(
+//!             path.unwrap_or_default(),
+//!         )))
+//!     }));
+//! let req = Request::get("/user")
+//!     .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+//!     .body(())
+//!     .unwrap();
+//! let response = svc.oneshot(req).await.unwrap();
+//! # }
+//! ```
+
+mod body;
+mod future;
+mod route;
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use http::{HeaderMap, Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+use tracewire::labels::LabelSet;
+use tracewire::propagation::{
+    CompositePropagator, Propagator, RemoteParent, TraceContextPropagator, TrustPolicy,
+};
+use tracewire::trace::Str;
+use tracewire::{Context, FutureExt, KeyValue, Span, SpanKind, Status, Tracer};
+
+pub use body::ResponseBody;
+pub use future::ResponseFuture;
+
+/// The protocol a layer speaks: how spans are named, which label they set and
+/// where the outcome is read. `tracewire-grpc` builds on the gRPC variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// Plain HTTP: span `METHOD route`, label `http-path`, outcome from the status.
+    #[default]
+    Http,
+    /// gRPC over HTTP/2: span `/package.Service/Method`, label `grpc-method`,
+    /// outcome from `grpc-status` in the headers or trailers.
+    Grpc,
+}
+
+/// Which side of a call a layer instruments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Server,
+    Client,
+}
+
+/// gRPC codes that make a server span an error (OpenTelemetry RPC conventions);
+/// for a client span every code but OK does.
+const GRPC_SERVER_ERRORS: [i64; 6] = [2, 4, 12, 13, 14, 15];
+
+impl Protocol {
+    fn label_key(self) -> &'static str {
+        match self {
+            Protocol::Http => "http-path",
+            Protocol::Grpc => "grpc-method",
+        }
+    }
+
+    fn record_grpc_status(self, span: &Span, side: Side, headers: &HeaderMap) {
+        let Some(code) = headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<i64>().ok())
+        else {
+            return;
+        };
+        span.set_attribute(KeyValue::new("rpc.grpc.status_code", code));
+        let error = match side {
+            Side::Server => GRPC_SERVER_ERRORS.contains(&code),
+            Side::Client => code != 0,
+        };
+        if error {
+            let message = headers
+                .get("grpc-message")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            span.set_status(Status::error(if message.is_empty() {
+                format!("grpc-status {code}")
+            } else {
+                message
+            }));
+        }
+    }
+
+    pub(crate) fn record_response<B>(self, span: &Span, side: Side, response: &Response<B>) {
+        let status = response.status().as_u16();
+        match self {
+            Protocol::Http => {
+                span.set_attribute(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                ));
+                let error = match side {
+                    Side::Server => status >= 500,
+                    Side::Client => status >= 400,
+                };
+                if error {
+                    span.set_status(Status::error(format!("HTTP {status}")));
+                }
+            }
+            Protocol::Grpc => {
+                // Trailers-only responses carry grpc-status in the headers.
+                self.record_grpc_status(span, side, response.headers());
+            }
+        }
+    }
+
+    pub(crate) fn record_trailers(self, span: &Span, side: Side, trailers: &HeaderMap) {
+        if self == Protocol::Grpc {
+            self.record_grpc_status(span, side, trailers);
+        }
+    }
+}
+
+/// `host[:port]` (IPv6 literals in brackets) split into host and port.
+fn split_host_port(host: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some((h, tail)) = rest.split_once(']') {
+            return (h, tail.strip_prefix(':').and_then(|p| p.parse().ok()));
+        }
+        return (host, None);
+    }
+    match host.split_once(':') {
+        Some((h, p)) if !p.contains(':') => (h, p.parse().ok()),
+        _ => (host, None),
+    }
+}
+
+type RouteFn = dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync;
+
+struct Config {
+    tracer: Tracer,
+    propagator: Arc<dyn Propagator>,
+    trust: TrustPolicy,
+    route: Option<Arc<RouteFn>>,
+    guard: route::RouteGuard,
+    protocol: Protocol,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("tracer", &self.tracer)
+            .field("propagator", &self.propagator)
+            .field("trust", &self.trust)
+            .field("protocol", &self.protocol)
+            .finish()
+    }
+}
+
+fn default_propagator() -> Arc<dyn Propagator> {
+    Arc::new(CompositePropagator::default())
+}
+
+/// The server layer. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct TraceLayer {
+    config: Arc<Config>,
+}
+
+impl TraceLayer {
+    /// A layer recording server spans with `tracer`, extracting W3C trace context
+    /// and baggage, trusting the caller's context ([`TrustPolicy::Parent`]), and
+    /// naming routes by raw path (at most 200 distinct paths, then `other`).
+    pub fn new(tracer: Tracer) -> Self {
+        Self::build(
+            tracer,
+            Protocol::Http,
+            default_propagator(),
+            TrustPolicy::Parent,
+            None,
+            200,
+        )
+    }
+
+    /// The same for `protocol` (used by `tracewire-grpc`).
+    pub fn for_protocol(tracer: Tracer, protocol: Protocol) -> Self {
+        let propagator: Arc<dyn Propagator> = match protocol {
+            Protocol::Http => default_propagator(),
+            Protocol::Grpc => Arc::new(
+                CompositePropagator::new()
+                    .with(TraceContextPropagator::new())
+                    .with(tracewire::propagation::GrpcTraceBinPropagator::new())
+                    .with(tracewire::propagation::BaggagePropagator::new()),
+            ),
+        };
+        Self::build(tracer, protocol, propagator, TrustPolicy::Parent, None, 200)
+    }
+
+    fn build(
+        tracer: Tracer,
+        protocol: Protocol,
+        propagator: Arc<dyn Propagator>,
+        trust: TrustPolicy,
+        route: Option<Arc<RouteFn>>,
+        max_routes: usize,
+    ) -> Self {
+        TraceLayer {
+            config: Arc::new(Config {
+                tracer,
+                propagator,
+                trust,
+                route,
+                guard: route::RouteGuard::new(max_routes),
+                protocol,
+            }),
+        }
+    }
+
+    fn edit(self, f: impl FnOnce(&mut Config)) -> Self {
+        let c = &self.config;
+        let mut config = Config {
+            tracer: c.tracer.clone(),
+            propagator: c.propagator.clone(),
+            trust: c.trust,
+            route: c.route.clone(),
+            guard: route::RouteGuard::new(200),
+            protocol: c.protocol,
+        };
+        f(&mut config);
+        TraceLayer {
+            config: Arc::new(config),
+        }
+    }
+
+    /// Extracts (in order) and injects with `propagator`, e.g. a
+    /// [`CompositePropagator`] of W3C, B3 and `X-Cloud-Trace-Context`.
+    pub fn with_propagator(self, propagator: impl Propagator + 'static) -> Self {
+        self.edit(|c| c.propagator = Arc::new(propagator))
+    }
+
+    /// How far to trust incoming context; [`TrustPolicy::LinkOnly`] for public
+    /// endpoints (a new trace, linked to the caller's span).
+    pub fn with_trust(self, trust: TrustPolicy) -> Self {
+        self.edit(|c| c.trust = trust)
+    }
+
+    /// Names the route of a request (e.g. `/users/{id}`); `None` falls back to the
+    /// guarded raw path. With axum, read `axum::extract::MatchedPath` from
+    /// `parts.extensions`.
+    pub fn with_route(
+        self,
+        route: impl Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.edit(|c| c.route = Some(Arc::new(route)))
+    }
+
+    /// At most `n` distinct raw paths become span names and label values; later
+    /// ones are `other` (default 200).
+    pub fn with_max_routes(self, n: usize) -> Self {
+        self.edit(|c| c.guard = route::RouteGuard::new(n))
+    }
+}
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = Trace<S>;
+    fn layer(&self, inner: S) -> Trace<S> {
+        Trace {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The server service made by [`TraceLayer`].
+#[derive(Clone, Debug)]
+pub struct Trace<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> Trace<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl Config {
+    /// The server context for `parts`: extracted parent, server span, labels.
+    fn server_context(&self, parts: &http::request::Parts) -> Context {
+        let extracted = self.propagator.extract(&Context::new(), &parts.headers);
+        let remote = if extracted.has_span() {
+            extracted.span().span_context().clone()
+        } else {
+            tracewire::SpanContext::INVALID
+        };
+        let path = parts.uri.path();
+        let route: Str = match self.protocol {
+            Protocol::Grpc => self.guard.admit(path).to_string().into(),
+            Protocol::Http => match self.route.as_ref().and_then(|f| f(parts)) {
+                Some(r) => r.into(),
+                None => self.guard.admit(path).to_string().into(),
+            },
+        };
+        let name: Str = match self.protocol {
+            Protocol::Http => format!("{} {}", parts.method, route).into(),
+            Protocol::Grpc => route.clone(),
+        };
+        let mut b = self
+            .tracer
+            .span_builder(name)
+            .kind(SpanKind::Server)
+            .attributes(self.request_attributes(parts, &route, Side::Server));
+        b = match self.trust.apply(&remote) {
+            RemoteParent::NewRoot => b.root(),
+            RemoteParent::Parent(sc) => b.parent_span_context(sc),
+            RemoteParent::NewRootWithLink(link) => b.root().link(link),
+        };
+        let span = b.start();
+        extracted
+            .with_span(span)
+            .with_labels(LabelSet::new([(self.protocol.label_key(), route)]))
+    }
+
+    fn request_attributes(
+        &self,
+        parts: &http::request::Parts,
+        route: &str,
+        side: Side,
+    ) -> Vec<KeyValue> {
+        let mut attrs = Vec::with_capacity(8);
+        match self.protocol {
+            Protocol::Http => {
+                attrs.push(KeyValue::new(
+                    "http.request.method",
+                    parts.method.to_string(),
+                ));
+                match side {
+                    Side::Server => {
+                        attrs.push(KeyValue::new("url.path", parts.uri.path().to_owned()));
+                        attrs.push(KeyValue::new("http.route", route.to_owned()));
+                        if let Some(scheme) = parts.uri.scheme_str() {
+                            attrs.push(KeyValue::new("url.scheme", scheme.to_owned()));
+                        }
+                    }
+                    Side::Client => {
+                        attrs.push(KeyValue::new("url.full", parts.uri.to_string()));
+                    }
+                }
+                if let Some(ua) = header_str(&parts.headers, "user-agent") {
+                    attrs.push(KeyValue::new("user_agent.original", ua.to_owned()));
+                }
+            }
+            Protocol::Grpc => {
+                attrs.push(KeyValue::new("rpc.system", "grpc"));
+                let mut it = parts.uri.path().trim_start_matches('/').splitn(2, '/');
+                if let (Some(service), Some(method)) = (it.next(), it.next()) {
+                    attrs.push(KeyValue::new("rpc.service", service.to_owned()));
+                    attrs.push(KeyValue::new("rpc.method", method.to_owned()));
+                }
+            }
+        }
+        let (host, port) = match parts.uri.host() {
+            Some(h) => (Some(h), parts.uri.port_u16()),
+            None => match header_str(&parts.headers, "host") {
+                Some(h) => {
+                    let (h, p) = split_host_port(h);
+                    (Some(h), p)
+                }
+                None => (None, None),
+            },
+        };
+        if let Some(host) = host {
+            attrs.push(KeyValue::new("server.address", host.to_owned()));
+        }
+        if let Some(p) = port {
+            attrs.push(KeyValue::new("server.port", i64::from(p)));
+        }
+        if let Some(peer) = parts.extensions.get::<std::net::SocketAddr>() {
+            attrs.push(KeyValue::new("network.peer.address", peer.ip().to_string()));
+            attrs.push(KeyValue::new("network.peer.port", i64::from(peer.port())));
+        }
+        attrs
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for Trace<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: fmt::Display,
+{
+    type Response = Response<ResponseBody<RB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (parts, body) = req.into_parts();
+        let ctx = self.config.server_context(&parts);
+        let req = Request::from_parts(parts, body);
+        // Work done in `call` itself belongs to the request too.
+        let fut = {
+            let _guard = ctx.clone().attach();
+            self.inner.call(req)
+        };
+        ResponseFuture::new(
+            fut.in_context(ctx.clone()),
+            ctx,
+            self.config.protocol,
+            Side::Server,
+        )
+    }
+}
+
+/// The client layer: a client span per request and the trace context injected into
+/// its headers. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct ClientTraceLayer {
+    config: Arc<Config>,
+}
+
+impl ClientTraceLayer {
+    /// Client spans with `tracer`, injecting W3C `traceparent`/`tracestate` and
+    /// `baggage`.
+    pub fn new(tracer: Tracer) -> Self {
+        Self::for_protocol(tracer, Protocol::Http)
+    }
+
+    /// The same for `protocol` (gRPC also injects `grpc-trace-bin`).
+    pub fn for_protocol(tracer: Tracer, protocol: Protocol) -> Self {
+        let TraceLayer { config } = TraceLayer::for_protocol(tracer, protocol);
+        ClientTraceLayer { config }
+    }
+
+    /// Injects with `propagator` instead (every format it holds is written).
+    pub fn with_propagator(self, propagator: impl Propagator + 'static) -> Self {
+        let TraceLayer { config } = TraceLayer {
+            config: self.config,
+        }
+        .with_propagator(propagator);
+        ClientTraceLayer { config }
+    }
+}
+
+impl<S> Layer<S> for ClientTraceLayer {
+    type Service = ClientTrace<S>;
+    fn layer(&self, inner: S) -> ClientTrace<S> {
+        ClientTrace {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The client service made by [`ClientTraceLayer`].
+#[derive(Clone, Debug)]
+pub struct ClientTrace<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> ClientTrace<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for ClientTrace<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: fmt::Display,
+{
+    type Response = Response<ResponseBody<RB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let c = &self.config;
+        let (mut parts, body) = req.into_parts();
+        let name: Str = match c.protocol {
+            Protocol::Http => parts.method.to_string().into(),
+            Protocol::Grpc => parts.uri.path().to_owned().into(),
+        };
+        let span = c
+            .tracer
+            .span_builder(name)
+            .kind(SpanKind::Client)
+            .attributes(c.request_attributes(&parts, "", Side::Client))
+            .start();
+        let ctx = Context::current_with_span(span);
+        c.propagator.inject(&ctx, &mut parts.headers);
+        let req = Request::from_parts(parts, body);
+        let fut = self.inner.call(req);
+        ResponseFuture::new(fut.in_context(ctx.clone()), ctx, c.protocol, Side::Client)
+    }
+}

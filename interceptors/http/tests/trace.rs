@@ -1,0 +1,318 @@
+//! The HTTP layers on real hyper servers and clients on loopback.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tower::{service_fn, ServiceBuilder, ServiceExt};
+use tracewire::export::InMemoryExporter;
+use tracewire::propagation::{
+    B3Encoding, B3Propagator, CloudTraceContextPropagator, CompositePropagator,
+    TraceContextPropagator, TrustPolicy,
+};
+use tracewire::trace::SpanData;
+use tracewire::{labels, SpanKind, Status, TracerProvider, Value};
+use tracewire_http::trace::{ClientTraceLayer, TraceLayer};
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// A handler that answers with the `http-path` label it saw, and a few special paths.
+async fn handler(req: Request<hyper::body::Incoming>) -> Result<Response<BoxBody>, Infallible> {
+    let label = labels::current().get("http-path").unwrap_or("-").to_owned();
+    let (status, body): (StatusCode, BoxBody) = match req.uri().path() {
+        "/fail" => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Full::from("boom").boxed(),
+        ),
+        "/missing" => (StatusCode::NOT_FOUND, Full::from("no").boxed()),
+        "/stream" => {
+            let frames = futures_util::stream::unfold(0, |i| async move {
+                if i == 3 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Some((
+                    Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from("x"))),
+                    i + 1,
+                ))
+            });
+            (StatusCode::OK, StreamBody::new(frames).boxed())
+        }
+        _ => (StatusCode::OK, Full::from(label).boxed()),
+    };
+    Ok(Response::builder().status(status).body(body).unwrap())
+}
+
+async fn serve(layer: TraceLayer) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                return;
+            };
+            let svc = ServiceBuilder::new()
+                .map_request(move |mut req: Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer);
+                    req
+                })
+                .layer(layer.clone())
+                .service(service_fn(handler));
+            tokio::spawn(async move {
+                let svc = hyper_util::service::TowerToHyperService::new(svc);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn pipeline() -> (TracerProvider, InMemoryExporter) {
+    let exporter = InMemoryExporter::new();
+    let provider = TracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    (provider, exporter)
+}
+
+async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::get(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Full::default()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Waits until `n` spans are exported (the server span ends after its body).
+async fn spans(exporter: &InMemoryExporter, n: usize) -> Vec<SpanData> {
+    for _ in 0..200 {
+        if exporter.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    exporter.spans()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_and_server_spans_form_one_trace_and_the_handler_is_labelled() {
+    let (p, exporter) = pipeline();
+    let addr = serve(TraceLayer::new(p.tracer("server"))).await;
+    let client = ServiceBuilder::new()
+        .layer(ClientTraceLayer::new(p.tracer("client")))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+    let resp = client
+        .oneshot(
+            Request::get(format!("http://{addr}/user"))
+                .header("user-agent", "test/1")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"/user", "the handler ran with http-path=/user");
+    let spans = spans(&exporter, 2).await;
+    let server = spans.iter().find(|s| s.kind == SpanKind::Server).unwrap();
+    let client = spans.iter().find(|s| s.kind == SpanKind::Client).unwrap();
+    assert_eq!(server.name, "GET /user");
+    assert_eq!(client.name, "GET");
+    assert_eq!(
+        server.span_context.trace_id(),
+        client.span_context.trace_id()
+    );
+    assert_eq!(server.parent_span_id, client.span_context.span_id());
+    assert!(server.parent_is_remote);
+    assert_eq!(server.attribute("http.route"), Some(&Value::from("/user")));
+    assert_eq!(
+        server.attribute("http.response.status_code"),
+        Some(&Value::I64(200))
+    );
+    assert_eq!(
+        server.attribute("user_agent.original"),
+        Some(&Value::from("test/1"))
+    );
+    assert_eq!(
+        server.attribute("network.peer.address"),
+        Some(&Value::from("127.0.0.1"))
+    );
+    assert_eq!(
+        client.attribute("server.port"),
+        Some(&Value::I64(i64::from(addr.port())))
+    );
+    assert_eq!(server.status, Status::Unset);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_5xx_only_and_client_errors_4xx_too() {
+    let (p, exporter) = pipeline();
+    let addr = serve(TraceLayer::new(p.tracer("server"))).await;
+    assert_eq!(
+        get(addr, "/fail", &[]).await.0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(get(addr, "/missing", &[]).await.0, StatusCode::NOT_FOUND);
+    let spans = spans(&exporter, 2).await;
+    let fail = spans.iter().find(|s| s.name == "GET /fail").unwrap();
+    let missing = spans.iter().find(|s| s.name == "GET /missing").unwrap();
+    assert!(fail.status.is_error());
+    assert_eq!(missing.status, Status::Unset);
+    assert_eq!(
+        missing.attribute("http.response.status_code"),
+        Some(&Value::I64(404))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_span_ends_when_the_body_has_been_sent() {
+    let (p, exporter) = pipeline();
+    let addr = serve(TraceLayer::new(p.tracer("server"))).await;
+    let before = SystemTime::now();
+    let (_, body) = get(addr, "/stream", &[]).await;
+    assert_eq!(body, "xxx");
+    let spans = spans(&exporter, 1).await;
+    let s = &spans[0];
+    assert!(
+        s.end_time.duration_since(before).unwrap() >= Duration::from_millis(150),
+        "ended after the 3 streamed frames, not with the headers: {:?}",
+        s.duration()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_or_hostile_traceparent_starts_a_new_trace_and_is_served() {
+    let (p, exporter) = pipeline();
+    let addr = serve(TraceLayer::new(p.tracer("server"))).await;
+    let long = "a".repeat(10_000);
+    for bad in [
+        "00-0AF7651916CD43DD8448EB211C80319C-00f067aa0ba902b7-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "garbage",
+        long.as_str(),
+    ] {
+        let (status, _) = get(
+            addr,
+            "/user",
+            &[("traceparent", bad), ("tracestate", "x=1")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let spans = spans(&exporter, 5).await;
+    assert_eq!(spans.len(), 5);
+    assert!(
+        spans.iter().all(|s| s.is_root()),
+        "every bad header started a new trace"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b3_and_cloud_trace_headers_continue_the_trace() {
+    let (p, exporter) = pipeline();
+    let layer = TraceLayer::new(p.tracer("server")).with_propagator(
+        CompositePropagator::new()
+            .with(TraceContextPropagator::new())
+            .with(B3Propagator::new(B3Encoding::SingleAndMulti))
+            .with(CloudTraceContextPropagator::new()),
+    );
+    let addr = serve(layer).await;
+    get(
+        addr,
+        "/b3",
+        &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")],
+    )
+    .await;
+    get(
+        addr,
+        "/gcp",
+        &[(
+            "x-cloud-trace-context",
+            "105445aa7843bc8bf206b12000100000/1;o=1",
+        )],
+    )
+    .await;
+    let spans = spans(&exporter, 2).await;
+    let b3 = spans.iter().find(|s| s.name == "GET /b3").unwrap();
+    assert_eq!(
+        b3.span_context.trace_id().to_string(),
+        "80f198ee56343ba864fe8b2a57d3eff7"
+    );
+    assert_eq!(b3.parent_span_id.to_string(), "e457b5a2e4d86bd1");
+    let gcp = spans.iter().find(|s| s.name == "GET /gcp").unwrap();
+    assert_eq!(
+        gcp.span_context.trace_id().to_string(),
+        "105445aa7843bc8bf206b12000100000"
+    );
+    assert_eq!(gcp.parent_span_id.to_u64(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_endpoint_starts_a_new_trace_linked_to_the_caller() {
+    let (p, exporter) = pipeline();
+    let addr = serve(TraceLayer::new(p.tracer("server")).with_trust(TrustPolicy::LinkOnly)).await;
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    get(addr, "/public", &[("traceparent", tp)]).await;
+    let spans = spans(&exporter, 1).await;
+    let s = &spans[0];
+    assert!(s.is_root());
+    assert_ne!(
+        s.span_context.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(
+        s.links[0].span_context.span_id().to_string(),
+        "00f067aa0ba902b7"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_paths_are_capped_so_labels_stay_bounded() {
+    let (p, exporter) = pipeline();
+    let addr = serve(TraceLayer::new(p.tracer("server")).with_max_routes(3)).await;
+    for i in 0..6 {
+        let (_, label) = get(addr, &format!("/item/{i}"), &[]).await;
+        assert_eq!(
+            label,
+            if i < 3 {
+                format!("/item/{i}")
+            } else {
+                "other".into()
+            }
+        );
+    }
+    let spans = spans(&exporter, 6).await;
+    assert_eq!(spans.iter().filter(|s| s.name == "GET other").count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_function_names_spans_and_labels() {
+    let (p, exporter) = pipeline();
+    let layer = TraceLayer::new(p.tracer("server")).with_route(|parts| {
+        parts
+            .uri
+            .path()
+            .starts_with("/users/")
+            .then(|| "/users/{id}".to_owned())
+    });
+    let addr = serve(layer).await;
+    let (_, label) = get(addr, "/users/42", &[]).await;
+    assert_eq!(label, "/users/{id}");
+    let spans = spans(&exporter, 1).await;
+    assert_eq!(spans[0].name, "GET /users/{id}");
+}

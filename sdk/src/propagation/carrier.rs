@@ -1,0 +1,260 @@
+//! Carriers: the header maps propagators read from and write to.
+
+use std::collections::HashMap;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// Read access to request headers (or gRPC metadata) for [`Propagator::extract`].
+///
+/// [`Propagator::extract`]: super::Propagator::extract
+pub trait Extractor {
+    /// Every value of the header `name`, in the order received, with `name` matched
+    /// ASCII case-insensitively. Propagators always pass `name` in lowercase.
+    ///
+    /// Values are raw bytes: a value that is not ASCII reaches the format, which
+    /// decides what the spec says to do with it. A carrier of gRPC metadata passes
+    /// `-bin` values base64-decoded.
+    fn get_all(&self, name: &str) -> HeaderValues<'_>;
+
+    /// The header names present in the carrier.
+    fn keys(&self) -> Vec<&str>;
+}
+
+/// Write access to request headers (or gRPC metadata) for [`Propagator::inject`].
+///
+/// [`Propagator::inject`]: super::Propagator::inject
+pub trait Injector {
+    /// Sets the header `name` (lowercase) to `value`, replacing any earlier values.
+    fn set(&mut self, name: &str, value: String);
+}
+
+/// The values of one header, as returned by [`Extractor::get_all`]. Holds up to one
+/// value without allocating.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderValues<'a> {
+    first: Option<&'a [u8]>,
+    rest: Vec<&'a [u8]>,
+}
+
+impl<'a> HeaderValues<'a> {
+    /// No value: the header is absent.
+    pub const fn new() -> Self {
+        HeaderValues {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+
+    /// Appends a value.
+    pub fn push(&mut self, value: &'a [u8]) {
+        if self.first.is_none() {
+            self.first = Some(value);
+        } else {
+            self.rest.push(value);
+        }
+    }
+
+    /// The number of values.
+    pub fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    /// Whether the header is absent.
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// The first value, if any.
+    pub fn first(&self) -> Option<&'a [u8]> {
+        self.first
+    }
+
+    /// The value if the header appears exactly once.
+    pub fn single(&self) -> Option<&'a [u8]> {
+        if self.rest.is_empty() {
+            self.first
+        } else {
+            None
+        }
+    }
+
+    /// The values in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.first.into_iter().chain(self.rest.iter().copied())
+    }
+}
+
+impl<'a> FromIterator<&'a [u8]> for HeaderValues<'a> {
+    fn from_iter<I: IntoIterator<Item = &'a [u8]>>(iter: I) -> Self {
+        let mut values = HeaderValues::new();
+        for v in iter {
+            values.push(v);
+        }
+        values
+    }
+}
+
+impl Extractor for HeaderMap {
+    fn get_all(&self, name: &str) -> HeaderValues<'_> {
+        let values = match known_name(name) {
+            Some(known) => HeaderMap::get_all(self, known),
+            // `HeaderMap` lowercases names itself; an invalid name finds nothing.
+            None => HeaderMap::get_all(self, name),
+        };
+        let mut iter = values.iter();
+        HeaderValues {
+            first: iter.next().map(HeaderValue::as_bytes),
+            rest: iter.map(HeaderValue::as_bytes).collect(),
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        HeaderMap::keys(self).map(HeaderName::as_str).collect()
+    }
+}
+
+/// Header names the propagators write, as static `HeaderName`s (no allocation).
+static KNOWN_NAMES: [HeaderName; 12] = [
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
+    HeaderName::from_static("baggage"),
+    HeaderName::from_static("b3"),
+    HeaderName::from_static("x-b3-traceid"),
+    HeaderName::from_static("x-b3-spanid"),
+    HeaderName::from_static("x-b3-sampled"),
+    HeaderName::from_static("x-b3-flags"),
+    HeaderName::from_static("x-b3-parentspanid"),
+    HeaderName::from_static("x-cloud-trace-context"),
+    HeaderName::from_static("grpc-trace-bin"),
+    HeaderName::from_static("traceresponse"),
+];
+
+/// The static `HeaderName` for `name`, if it is one the propagators use.
+#[inline]
+fn known_name(name: &str) -> Option<&'static HeaderName> {
+    let i = match name {
+        "traceparent" => 0,
+        "tracestate" => 1,
+        "baggage" => 2,
+        "b3" => 3,
+        "x-b3-traceid" => 4,
+        "x-b3-spanid" => 5,
+        "x-b3-sampled" => 6,
+        "x-b3-flags" => 7,
+        "x-b3-parentspanid" => 8,
+        "x-cloud-trace-context" => 9,
+        "grpc-trace-bin" => 10,
+        "traceresponse" => 11,
+        _ => return None,
+    };
+    KNOWN_NAMES.get(i)
+}
+
+impl Injector for HeaderMap {
+    /// Sets the header; a name or value that is not a valid HTTP header is skipped.
+    fn set(&mut self, name: &str, value: String) {
+        let name = match known_name(name) {
+            Some(n) => n.clone(),
+            None => match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(n) => n,
+                Err(_) => return,
+            },
+        };
+        if let Ok(value) = HeaderValue::try_from(value) {
+            self.insert(name, value);
+        }
+    }
+}
+
+impl<S: std::hash::BuildHasher> Extractor for HashMap<String, String, S> {
+    /// Looks at every key, so that `Traceparent` and `traceparent` both count.
+    fn get_all(&self, name: &str) -> HeaderValues<'_> {
+        self.iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_bytes())
+            .collect()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        HashMap::keys(self).map(String::as_str).collect()
+    }
+}
+
+impl<S: std::hash::BuildHasher> Injector for HashMap<String, String, S> {
+    /// Inserts under `name` as given (lowercase), after removing keys that differ
+    /// from it only in case.
+    fn set(&mut self, name: &str, value: String) {
+        if self
+            .keys()
+            .any(|k| k != name && k.eq_ignore_ascii_case(name))
+        {
+            self.retain(|k, _| !k.eq_ignore_ascii_case(name));
+        }
+        self.insert(name.to_owned(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_map_lookup_ignores_case_and_keeps_order() {
+        let mut h = HeaderMap::new();
+        h.append("TraceState", HeaderValue::from_static("a=1"));
+        h.append("tracestate", HeaderValue::from_static("b=2"));
+        let values = Extractor::get_all(&h, "tracestate");
+        assert_eq!(values.len(), 2);
+        assert_eq!(values.iter().collect::<Vec<_>>(), [&b"a=1"[..], b"b=2"]);
+        assert_eq!(values.single(), None);
+        assert_eq!(values.first(), Some(&b"a=1"[..]));
+        assert_eq!(Extractor::keys(&h), ["tracestate"]);
+    }
+
+    #[test]
+    fn header_map_returns_non_ascii_values_as_bytes() {
+        let mut h = HeaderMap::new();
+        h.insert("b3", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        assert_eq!(Extractor::get_all(&h, "b3").single(), Some(&b"caf\xe9"[..]));
+        assert!(Extractor::get_all(&h, "not a header name").is_empty());
+    }
+
+    #[test]
+    fn known_names_map_to_their_static_header_names() {
+        for name in &KNOWN_NAMES {
+            assert_eq!(known_name(name.as_str()), Some(name));
+        }
+        assert_eq!(known_name("x-other"), None);
+    }
+
+    #[test]
+    fn header_map_set_replaces_and_skips_invalid_values() {
+        let mut h = HeaderMap::new();
+        h.append("traceparent", HeaderValue::from_static("x"));
+        h.append("traceparent", HeaderValue::from_static("y"));
+        Injector::set(&mut h, "traceparent", "z".into());
+        assert_eq!(h.get_all("traceparent").iter().count(), 1);
+        assert_eq!(h["traceparent"], "z");
+        Injector::set(&mut h, "x-custom", "v".into());
+        assert_eq!(h["x-custom"], "v");
+        Injector::set(&mut h, "x-bad", "a\nb".into());
+        Injector::set(&mut h, "bad name", "v".into());
+        assert!(h.get("x-bad").is_none());
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn hash_map_lookup_ignores_case_and_set_replaces_other_cases() {
+        let mut m: HashMap<String, String> = HashMap::new();
+        m.insert("TraceParent".into(), "x".into());
+        assert_eq!(
+            Extractor::get_all(&m, "traceparent").single(),
+            Some(&b"x"[..])
+        );
+        m.insert("traceparent".into(), "y".into());
+        assert_eq!(Extractor::get_all(&m, "traceparent").len(), 2);
+        Injector::set(&mut m, "traceparent", "z".into());
+        assert_eq!(m.len(), 1);
+        assert_eq!(m["traceparent"], "z");
+    }
+}

@@ -1,0 +1,259 @@
+//! A propagator made of several formats.
+
+use crate::context::Context;
+use crate::trace::{Span, SpanContext};
+
+use super::{BaggagePropagator, Extractor, Injector, Propagator, TraceContextPropagator};
+
+/// Several formats used together, for example W3C Trace Context plus B3 plus
+/// baggage during a migration.
+///
+/// - Extraction tries the span-context formats in the configured order and uses
+///   the first valid span context found; formats that carry other values (like
+///   baggage) are all applied.
+/// - Injection writes every format.
+///
+/// The default is W3C Trace Context plus W3C Baggage (OpenCensus's default
+/// format is Trace Context).
+///
+/// ```
+/// use tracewire::propagation::{
+///     B3Encoding, B3Propagator, BaggagePropagator, CompositePropagator, Propagator,
+///     TraceContextPropagator,
+/// };
+///
+/// let propagator = CompositePropagator::new()
+///     .with(TraceContextPropagator::new())
+///     .with(B3Propagator::new(B3Encoding::Single))
+///     .with(BaggagePropagator::new());
+/// assert_eq!(propagator.fields()[..2], ["traceparent", "tracestate"]);
+/// ```
+#[derive(Debug)]
+pub struct CompositePropagator {
+    members: Vec<Box<dyn Propagator>>,
+    fields: Vec<&'static str>,
+}
+
+impl CompositePropagator {
+    /// A composite of no format (it extracts and injects nothing); add formats
+    /// with [`with`](CompositePropagator::with).
+    pub fn new() -> Self {
+        CompositePropagator {
+            members: Vec::new(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// This composite with `propagator` added after the others.
+    pub fn with(mut self, propagator: impl Propagator + 'static) -> Self {
+        self.push(Box::new(propagator));
+        self
+    }
+
+    /// Adds `propagator` after the others.
+    pub fn push(&mut self, propagator: Box<dyn Propagator>) {
+        for &f in propagator.fields() {
+            if !self.fields.contains(&f) {
+                self.fields.push(f);
+            }
+        }
+        self.members.push(propagator);
+    }
+}
+
+impl Default for CompositePropagator {
+    fn default() -> Self {
+        CompositePropagator::new()
+            .with(TraceContextPropagator::new())
+            .with(BaggagePropagator::new())
+    }
+}
+
+impl FromIterator<Box<dyn Propagator>> for CompositePropagator {
+    fn from_iter<I: IntoIterator<Item = Box<dyn Propagator>>>(iter: I) -> Self {
+        let mut c = CompositePropagator::new();
+        for p in iter {
+            c.push(p);
+        }
+        c
+    }
+}
+
+impl Propagator for CompositePropagator {
+    /// The first valid span context, trying the members in order.
+    fn extract_span_context(&self, carrier: &dyn Extractor) -> Option<SpanContext> {
+        self.members
+            .iter()
+            .find_map(|p| p.extract_span_context(carrier))
+    }
+
+    fn extract(&self, cx: &Context, carrier: &dyn Extractor) -> Context {
+        let mut out = cx.clone();
+        let mut found = false;
+        for p in &self.members {
+            if found {
+                // Only formats that carry no span context still matter. A span
+                // format's `extract` would replace the span: ask first.
+                if p.extract_span_context(carrier).is_none() {
+                    out = p.extract(&out, carrier);
+                }
+            } else if let Some(sc) = p.extract_span_context(carrier) {
+                out = out.with_span(Span::non_recording(sc));
+                found = true;
+            } else {
+                out = p.extract(&out, carrier);
+            }
+        }
+        out
+    }
+
+    fn inject(&self, cx: &Context, carrier: &mut dyn Injector) {
+        for p in &self.members {
+            p.inject(cx, carrier);
+        }
+    }
+
+    fn fields(&self) -> &[&'static str] {
+        &self.fields
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::propagation::{
+        testing, B3Encoding, B3Propagator, BaggageExt, CloudTraceContextPropagator,
+        GrpcTraceBinPropagator,
+    };
+
+    const W3C: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const B3: &str = "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1";
+
+    fn all() -> CompositePropagator {
+        CompositePropagator::new()
+            .with(TraceContextPropagator::new())
+            .with(B3Propagator::new(B3Encoding::SingleAndMulti))
+            .with(BaggagePropagator::new())
+            .with(CloudTraceContextPropagator::new())
+            .with(GrpcTraceBinPropagator::new())
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn first_configured_valid_format_wins() {
+        let carrier = map(&[("traceparent", W3C), ("b3", B3)]);
+        let w3c_first = all().extract(&Context::new(), &carrier);
+        assert_eq!(
+            w3c_first.span().span_context().trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let b3_first = CompositePropagator::new()
+            .with(B3Propagator::default())
+            .with(TraceContextPropagator::new())
+            .extract(&Context::new(), &carrier);
+        assert_eq!(
+            b3_first.span().span_context().trace_id().to_string(),
+            "80f198ee56343ba864fe8b2a57d3eff7"
+        );
+    }
+
+    #[test]
+    fn invalid_first_format_falls_through_to_the_next() {
+        let carrier = map(&[("traceparent", "garbage"), ("b3", B3)]);
+        let sc = all().extract_span_context(&carrier).unwrap();
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "80f198ee56343ba864fe8b2a57d3eff7"
+        );
+    }
+
+    #[test]
+    fn baggage_is_extracted_alongside_the_span_context() {
+        let carrier = map(&[("b3", B3), ("baggage", "userId=alice")]);
+        let cx = all().extract(&Context::new(), &carrier);
+        assert!(cx.span().span_context().is_remote());
+        assert_eq!(cx.baggage().get("userId"), Some("alice"));
+    }
+
+    #[test]
+    fn nothing_valid_leaves_the_context_unchanged() {
+        let carrier = map(&[("traceparent", "garbage"), ("X-B3-Sampled", "1")]);
+        let cx = all().extract(&Context::new(), &carrier);
+        assert!(!cx.has_span());
+    }
+
+    #[test]
+    fn inject_writes_every_format_and_fields_lists_them_once() {
+        let p = all();
+        let cx = p.extract(&Context::new(), &map(&[("traceparent", W3C)]));
+        let mut out = HashMap::new();
+        p.inject(&cx, &mut out);
+        let mut keys: Vec<_> = out.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "b3",
+                "grpc-trace-bin",
+                "traceparent",
+                "x-b3-sampled",
+                "x-b3-spanid",
+                "x-b3-traceid",
+                "x-cloud-trace-context"
+            ]
+        );
+        assert!(keys.iter().all(|k| p.fields().contains(k)));
+        let mut fields = p.fields().to_vec();
+        fields.dedup();
+        assert_eq!(fields.len(), p.fields().len());
+    }
+
+    #[test]
+    fn default_is_trace_context_and_baggage() {
+        assert_eq!(
+            CompositePropagator::default().fields(),
+            ["traceparent", "tracestate", "baggage"]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn inject_then_extract_round_trips(
+            trace_id in testing::trace_id(),
+            span_id in testing::span_id(),
+            flags in testing::flags(),
+            state in testing::trace_state(),
+        ) {
+            let sc = SpanContext::new(trace_id, span_id, flags, false, state.clone());
+            let cx = Context::new().with_span(Span::non_recording(sc));
+            let p = all();
+            let mut out = HashMap::new();
+            p.inject(&cx, &mut out);
+            let back = p.extract_span_context(&out);
+            let expected = SpanContext::new(trace_id, span_id, flags, true, state);
+            prop_assert_eq!(back, Some(expected));
+            // Every format alone finds the same ids.
+            for member in [
+                Box::new(TraceContextPropagator::new()) as Box<dyn Propagator>,
+                Box::new(B3Propagator::default()),
+                Box::new(CloudTraceContextPropagator::new()),
+                Box::new(GrpcTraceBinPropagator::new()),
+            ] {
+                let sc = member.extract_span_context(&out);
+                prop_assert_eq!(sc.as_ref().map(SpanContext::trace_id), Some(trace_id));
+                prop_assert_eq!(sc.as_ref().map(SpanContext::span_id), Some(span_id));
+                prop_assert_eq!(sc.map(|sc| sc.is_sampled()), Some(flags.is_sampled()));
+            }
+        }
+    }
+}
