@@ -1,0 +1,259 @@
+//! # tracewire-grpc
+//!
+//! [tracewire] for [tonic] gRPC services and clients:
+//!
+//! - [`GrpcTraceLayer`] (server): extracts `traceparent`/`tracestate`,
+//!   `grpc-trace-bin` and `baggage`, starts a server span named
+//!   `/package.Service/Method` with the `rpc.*` attributes, polls the handler —
+//!   and, for streaming RPCs, the whole response stream — inside a context with
+//!   that span and the profiler label `grpc-method`, reads the outcome from
+//!   `grpc-status` in the headers or the trailers, and ends the span when the
+//!   stream is done. A layer rather than a tonic interceptor, because an
+//!   interceptor cannot see the response.
+//! - [`GrpcClientLayer`]: a client span per call, the context injected
+//!   (`traceparent` and `grpc-trace-bin`), the status recorded.
+//! - [`TraceInterceptor`]: for clients built with an interceptor: injects the
+//!   current context (no span of its own; use the layer to record client spans).
+//!
+//! ```no_run
+//! use tonic::transport::{Channel, Server};
+//! use tower::ServiceBuilder;
+//! use tracewire::TracerProvider;
+//! use tracewire_grpc::{GrpcClientLayer, GrpcTraceLayer};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let provider = TracerProvider::builder().build();
+//! let (_, health) = tonic_health::server::health_reporter();
+//! // Server: every RPC traced and labelled.
+//! let server = Server::builder()
+//!     .layer(GrpcTraceLayer::new(provider.tracer("backend")))
+//!     .add_service(health)
+//!     .serve("127.0.0.1:50051".parse()?);
+//! // Client: spans and propagation around a channel.
+//! let channel = Channel::from_static("http://127.0.0.1:50051").connect_lazy();
+//! let channel = ServiceBuilder::new()
+//!     .layer(GrpcClientLayer::new(provider.tracer("frontend")))
+//!     .service(channel);
+//! let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+//! # drop(server); Ok(()) }
+//! ```
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+use std::task::{Context as TaskContext, Poll};
+
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tower_layer::Layer;
+use tower_service::Service;
+use tracewire::propagation::{
+    CompositePropagator, GrpcTraceBinPropagator, Injector, Propagator, TraceContextPropagator,
+    TrustPolicy,
+};
+use tracewire::{Context, Tracer};
+use tracewire_http::trace::{ClientTrace, ClientTraceLayer, Protocol, Trace, TraceLayer};
+
+pub use tracewire_http::trace::{ResponseBody, ResponseFuture};
+
+/// The server layer. See the [crate docs](crate).
+#[derive(Clone, Debug)]
+pub struct GrpcTraceLayer {
+    inner: TraceLayer,
+}
+
+impl GrpcTraceLayer {
+    /// Server spans with `tracer`, trusting the caller's context.
+    pub fn new(tracer: Tracer) -> Self {
+        GrpcTraceLayer {
+            inner: TraceLayer::for_protocol(tracer, Protocol::Grpc),
+        }
+    }
+    /// Extracts with `propagator` instead of W3C + `grpc-trace-bin` + baggage.
+    pub fn with_propagator(self, propagator: impl Propagator + 'static) -> Self {
+        GrpcTraceLayer {
+            inner: self.inner.with_propagator(propagator),
+        }
+    }
+    /// How far to trust incoming context ([`TrustPolicy::LinkOnly`] for public
+    /// endpoints).
+    pub fn with_trust(self, trust: TrustPolicy) -> Self {
+        GrpcTraceLayer {
+            inner: self.inner.with_trust(trust),
+        }
+    }
+}
+
+impl<S> Layer<S> for GrpcTraceLayer {
+    type Service = GrpcTrace<S>;
+    fn layer(&self, inner: S) -> GrpcTrace<S> {
+        GrpcTrace {
+            inner: self.inner.layer(inner),
+        }
+    }
+}
+
+/// The server service made by [`GrpcTraceLayer`]; forwards tonic's `NamedService`.
+#[derive(Clone, Debug)]
+pub struct GrpcTrace<S> {
+    inner: Trace<S>,
+}
+
+impl<S> GrpcTrace<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner.into_inner()
+    }
+}
+
+impl<S, B, RB> Service<http::Request<B>> for GrpcTrace<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Error: std::fmt::Display,
+{
+    type Response = http::Response<ResponseBody<RB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        self.inner.call(req)
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for GrpcTrace<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+/// The client layer: a client span per call and the context injected. Wrap a
+/// `tonic::transport::Channel` with it and build the generated client on top.
+#[derive(Clone, Debug)]
+pub struct GrpcClientLayer {
+    inner: ClientTraceLayer,
+}
+
+impl GrpcClientLayer {
+    /// Client spans with `tracer`; injects `traceparent`, `grpc-trace-bin` and
+    /// `baggage`.
+    pub fn new(tracer: Tracer) -> Self {
+        GrpcClientLayer {
+            inner: ClientTraceLayer::for_protocol(tracer, Protocol::Grpc),
+        }
+    }
+}
+
+impl<S> Layer<S> for GrpcClientLayer {
+    type Service = ClientTrace<S>;
+    fn layer(&self, inner: S) -> ClientTrace<S> {
+        self.inner.layer(inner)
+    }
+}
+
+/// Writes headers into tonic metadata: `-bin` keys get the decoded bytes (tonic
+/// base64-encodes binary metadata itself).
+struct MetadataInjector<'a>(&'a mut MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, name: &str, value: String) {
+        if name.ends_with("-bin") {
+            let Some(bytes) = decode_base64(value.as_bytes()) else {
+                return;
+            };
+            if let Ok(key) = MetadataKey::from_bytes(name.as_bytes()) {
+                self.0.insert_bin(key, MetadataValue::from_bytes(&bytes));
+            }
+        } else if let (Ok(key), Ok(value)) = (
+            MetadataKey::from_bytes(name.as_bytes()),
+            MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let text: Vec<u8> = text.iter().copied().filter(|c| *c != b'=').collect();
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for chunk in text.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= val(c)? << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
+}
+
+/// A tonic interceptor that injects the current context (`traceparent`,
+/// `grpc-trace-bin`, `baggage`) into every outgoing request. It records no span:
+/// combine with [`GrpcClientLayer`] for client spans with the call's status.
+#[derive(Clone, Debug)]
+pub struct TraceInterceptor {
+    propagator: std::sync::Arc<dyn Propagator>,
+}
+
+impl Default for TraceInterceptor {
+    fn default() -> Self {
+        TraceInterceptor {
+            propagator: std::sync::Arc::new(
+                CompositePropagator::new()
+                    .with(TraceContextPropagator::new())
+                    .with(GrpcTraceBinPropagator::new())
+                    .with(tracewire::propagation::BaggagePropagator::new()),
+            ),
+        }
+    }
+}
+
+impl TraceInterceptor {
+    /// Injects W3C, `grpc-trace-bin` and baggage.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Injects with `propagator` instead.
+    pub fn with_propagator(propagator: impl Propagator + 'static) -> Self {
+        TraceInterceptor {
+            propagator: std::sync::Arc::new(propagator),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for TraceInterceptor {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        let ctx = Context::current();
+        self.propagator
+            .inject(&ctx, &mut MetadataInjector(request.metadata_mut()));
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_decodes_padded_and_unpadded() {
+        assert_eq!(decode_base64(b"AAEC").unwrap(), vec![0, 1, 2]);
+        assert_eq!(decode_base64(b"AAE").unwrap(), vec![0, 1]);
+        assert_eq!(decode_base64(b"AAE=").unwrap(), vec![0, 1]);
+        assert!(decode_base64(b"A*E").is_none());
+    }
+}

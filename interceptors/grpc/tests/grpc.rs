@@ -1,0 +1,193 @@
+//! The gRPC layers on a real tonic server and client on loopback, serving the
+//! standard health service.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Server};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::ServingStatus;
+use tower::ServiceBuilder;
+use tracewire::export::InMemoryExporter;
+use tracewire::trace::SpanData;
+use tracewire::{labels, Context, FutureExt, SpanKind, TracerProvider, Value};
+use tracewire_grpc::{GrpcClientLayer, GrpcTraceLayer, TraceInterceptor};
+
+/// Records the labels current when the inner service is called (inside the layer).
+#[derive(Clone, Default)]
+struct SeenLabels(Arc<Mutex<Vec<String>>>);
+
+async fn serve(provider: &TracerProvider, seen: SeenLabels) -> SocketAddr {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("backend", ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let layer = ServiceBuilder::new()
+        .layer(GrpcTraceLayer::new(provider.tracer("server")))
+        .map_request(move |req: http::Request<tonic::body::Body>| {
+            let label = labels::current()
+                .get("grpc-method")
+                .unwrap_or("-")
+                .to_owned();
+            seen.0.lock().unwrap().push(label);
+            req
+        })
+        .into_inner();
+    tokio::spawn(async move {
+        // Keep the reporter alive so watch streams stay open.
+        let _reporter = reporter;
+        Server::builder()
+            .layer(layer)
+            .add_service(health)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    addr
+}
+
+fn pipeline() -> (TracerProvider, InMemoryExporter) {
+    let exporter = InMemoryExporter::new();
+    let provider = TracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    (provider, exporter)
+}
+
+async fn spans(exporter: &InMemoryExporter, n: usize) -> Vec<SpanData> {
+    for _ in 0..300 {
+        if exporter.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    exporter.spans()
+}
+
+fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_call_makes_one_trace_with_rpc_attributes_and_the_grpc_method_label() {
+    let (p, exporter) = pipeline();
+    let seen = SeenLabels::default();
+    let addr = serve(&p, seen.clone()).await;
+    let svc = ServiceBuilder::new()
+        .layer(GrpcClientLayer::new(p.tracer("client")))
+        .service(channel(addr));
+    let mut client = HealthClient::new(svc);
+    let reply = client
+        .check(HealthCheckRequest {
+            service: "backend".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.into_inner().status, 1);
+    let spans = spans(&exporter, 2).await;
+    let server = spans.iter().find(|s| s.kind == SpanKind::Server).unwrap();
+    let client = spans.iter().find(|s| s.kind == SpanKind::Client).unwrap();
+    assert_eq!(server.name, "/grpc.health.v1.Health/Check");
+    assert_eq!(client.name, "/grpc.health.v1.Health/Check");
+    assert_eq!(
+        server.span_context.trace_id(),
+        client.span_context.trace_id()
+    );
+    assert_eq!(server.parent_span_id, client.span_context.span_id());
+    assert_eq!(server.attribute("rpc.system"), Some(&Value::from("grpc")));
+    assert_eq!(
+        server.attribute("rpc.service"),
+        Some(&Value::from("grpc.health.v1.Health"))
+    );
+    assert_eq!(server.attribute("rpc.method"), Some(&Value::from("Check")));
+    assert_eq!(
+        server.attribute("rpc.grpc.status_code"),
+        Some(&Value::I64(0))
+    );
+    assert!(!server.status.is_error());
+    assert_eq!(
+        seen.0.lock().unwrap().as_slice(),
+        ["/grpc.health.v1.Health/Check"],
+        "the service ran with the grpc-method label"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_is_an_error_for_the_client_only() {
+    let (p, exporter) = pipeline();
+    let addr = serve(&p, SeenLabels::default()).await;
+    let svc = ServiceBuilder::new()
+        .layer(GrpcClientLayer::new(p.tracer("client")))
+        .service(channel(addr));
+    let status = HealthClient::new(svc)
+        .check(HealthCheckRequest {
+            service: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    let spans = spans(&exporter, 2).await;
+    let server = spans.iter().find(|s| s.kind == SpanKind::Server).unwrap();
+    let client = spans.iter().find(|s| s.kind == SpanKind::Client).unwrap();
+    assert_eq!(
+        server.attribute("rpc.grpc.status_code"),
+        Some(&Value::I64(5))
+    );
+    assert!(!server.status.is_error(), "NOT_FOUND is not a server error");
+    assert!(client.status.is_error());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stream_is_traced_until_it_ends() {
+    let (p, exporter) = pipeline();
+    let addr = serve(&p, SeenLabels::default()).await;
+    let mut client = HealthClient::new(channel(addr));
+    let mut stream = client
+        .watch(HealthCheckRequest {
+            service: "backend".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.status, 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        exporter.is_empty(),
+        "the stream is still open, so is its span"
+    );
+    drop(stream);
+    drop(client);
+    let spans = spans(&exporter, 1).await;
+    assert_eq!(spans[0].name, "/grpc.health.v1.Health/Watch");
+    assert!(spans[0].duration() >= Duration::from_millis(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_interceptor_injects_the_current_context_including_grpc_trace_bin() {
+    let (p, exporter) = pipeline();
+    let addr = serve(&p, SeenLabels::default()).await;
+    // Only grpc-trace-bin: the server must continue the trace from it alone.
+    let bin_only =
+        TraceInterceptor::with_propagator(tracewire::propagation::GrpcTraceBinPropagator::new());
+    let mut client = HealthClient::with_interceptor(channel(addr), bin_only);
+    let caller = p.tracer("caller").start("caller");
+    let caller_sc = caller.span_context().clone();
+    let ctx = Context::new().with_span(caller);
+    let request = HealthCheckRequest {
+        service: "backend".into(),
+    };
+    // The generated client is async: the interceptor runs when the call is first
+    // polled, so the call is polled inside the caller's context.
+    client.check(request).in_context(ctx).await.unwrap();
+    let spans = spans(&exporter, 1).await;
+    let server = spans.iter().find(|s| s.kind == SpanKind::Server).unwrap();
+    assert_eq!(server.span_context.trace_id(), caller_sc.trace_id());
+    assert_eq!(server.parent_span_id, caller_sc.span_id());
+}
