@@ -97,68 +97,6 @@ fn traceparent_roundtrip(c: &mut Criterion) {
         })
     });
     g.finish();
-    let mut g = c.benchmark_group("breakdown");
-    let mut only_parent = HeaderMap::new();
-    only_parent.insert("traceparent", HeaderValue::from_static(TRACEPARENT));
-    g.bench_function("no_tracestate_tracewire", |bench| {
-        let mut out = HeaderMap::new();
-        bench.iter(|| {
-            tracewire_roundtrip(&tw, black_box(&only_parent), &mut out);
-            black_box(&out);
-        })
-    });
-    g.bench_function("no_tracestate_otel", |bench| {
-        let mut out = HeaderMap::new();
-        bench.iter(|| {
-            otel_roundtrip(&otel, black_box(&only_parent), &mut out);
-            black_box(&out);
-        })
-    });
-    g.bench_function("get_all_x2", |bench| {
-        bench.iter(|| {
-            use tracewire::propagation::Extractor;
-            let a = Extractor::get_all(black_box(&incoming), "traceparent");
-            let b = Extractor::get_all(black_box(&incoming), "tracestate");
-            black_box((a, b));
-        })
-    });
-    g.bench_function("tracestate_parse", |bench| {
-        bench.iter(|| black_box(tracewire::TraceState::from_headers([black_box(TRACESTATE)])))
-    });
-    g.bench_function("extract_span_context", |bench| {
-        bench.iter(|| black_box(tw.extract_span_context(black_box(&incoming))))
-    });
-    g.bench_function("extract", |bench| {
-        bench.iter(|| black_box(tw.extract(&Context::new(), black_box(&incoming))))
-    });
-    let cx = tw.extract(&Context::new(), &incoming);
-    g.bench_function("inject", |bench| {
-        let mut out = HeaderMap::new();
-        bench.iter(|| {
-            out.clear();
-            tw.inject(black_box(&cx), &mut out);
-            black_box(&out);
-        })
-    });
-    g.bench_function("header_string", |bench| {
-        bench.iter(|| black_box(cx.span().span_context().trace_state().header()))
-    });
-    g.bench_function("clear_insert2_static", |bench| {
-        let mut out = HeaderMap::new();
-        bench.iter(|| {
-            out.clear();
-            out.insert(
-                HeaderName::from_static("traceparent"),
-                HeaderValue::from_static(TRACEPARENT),
-            );
-            out.insert(
-                HeaderName::from_static("tracestate"),
-                HeaderValue::from_static(TRACESTATE),
-            );
-            black_box(&out);
-        })
-    });
-    g.finish();
 }
 
 criterion_group!(benches, traceparent_roundtrip);
