@@ -141,25 +141,12 @@ fn traceparent(sc: &SpanContext) -> String {
 /// asks: whole entries only, entries over 128 characters first, then from the
 /// right. `None` if nothing is left.
 fn tracestate(state: &TraceState) -> Option<String> {
-    let len = state
-        .iter()
-        .map(|(k, v)| k.len() + v.len() + 2)
-        .sum::<usize>()
-        .saturating_sub(1);
-    if len > MAX_TRACESTATE_LEN {
+    // The stored form is the validated header value already.
+    let header = state.as_str();
+    if header.len() > MAX_TRACESTATE_LEN {
         return truncate_tracestate(state);
     }
-    // Exactly `len` bytes, so that a `HeaderValue` takes the buffer over as is.
-    let mut out = String::with_capacity(len);
-    for (k, v) in state.iter() {
-        if !out.is_empty() {
-            out.push(',');
-        }
-        out.push_str(k);
-        out.push('=');
-        out.push_str(v);
-    }
-    Some(out)
+    Some(header.to_owned())
 }
 
 #[cold]

@@ -91,8 +91,12 @@ impl std::error::Error for TraceStateError {}
 /// Cloning is one reference-count increment (or nothing, for the empty state).
 /// "Mutations" return a new `TraceState`; an updated or inserted key moves to the
 /// front, as the W3C processing model requires.
+///
+/// It is stored as its validated header value (`k1=v1,k2=v2`): one allocation.
+/// Since neither keys nor values may contain `,` or `=`, entries are found by
+/// splitting that string.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct TraceState(Option<Arc<[(Box<str>, Box<str>)]>>);
+pub struct TraceState(Option<Arc<str>>);
 
 impl TraceState {
     /// The most list members a `tracestate` may hold.
@@ -101,14 +105,31 @@ impl TraceState {
     /// The empty trace state.
     pub const NONE: TraceState = TraceState(None);
 
+    fn from_members<'a>(members: impl Iterator<Item = (&'a str, &'a str)>) -> TraceState {
+        let mut out = String::new();
+        for (k, v) in members {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(k);
+            out.push('=');
+            out.push_str(v);
+        }
+        if out.is_empty() {
+            TraceState::NONE
+        } else {
+            TraceState(Some(out.into()))
+        }
+    }
+
     /// Whether the list has no member.
     pub fn is_empty(&self) -> bool {
-        self.0.as_ref().is_none_or(|m| m.is_empty())
+        self.0.is_none()
     }
 
     /// Number of list members.
     pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |m| m.len())
+        self.iter().count()
     }
 
     /// The value for `key`, if present.
@@ -119,8 +140,10 @@ impl TraceState {
     /// The members in order, leftmost first.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0
-            .iter()
-            .flat_map(|m| m.iter().map(|(k, v)| (&**k, &**v)))
+            .as_deref()
+            .into_iter()
+            .flat_map(|h| h.split(','))
+            .filter_map(|m| m.split_once('='))
     }
 
     /// A new state with `key=value` at the front (replacing an earlier entry for
@@ -132,29 +155,17 @@ impl TraceState {
         if !valid_value(value) {
             return Err(TraceStateError::InvalidValue);
         }
-        let mut members: Vec<(Box<str>, Box<str>)> = Vec::with_capacity(self.len() + 1);
-        members.push((key.into(), value.into()));
-        members.extend(
-            self.iter()
-                .filter(|(k, _)| *k != key)
-                .map(|(k, v)| (k.into(), v.into())),
-        );
-        members.truncate(Self::MAX_MEMBERS);
-        Ok(TraceState(Some(members.into())))
+        let rest = self.iter().filter(|(k, _)| *k != key);
+        Ok(Self::from_members(
+            std::iter::once((key, value))
+                .chain(rest)
+                .take(Self::MAX_MEMBERS),
+        ))
     }
 
     /// A new state without `key`.
     pub fn remove(&self, key: &str) -> TraceState {
-        let members: Vec<_> = self
-            .iter()
-            .filter(|(k, _)| *k != key)
-            .map(|(k, v)| (Box::<str>::from(k), Box::<str>::from(v)))
-            .collect();
-        if members.is_empty() {
-            TraceState::NONE
-        } else {
-            TraceState(Some(members.into()))
-        }
+        Self::from_members(self.iter().filter(|(k, _)| *k != key))
     }
 
     /// Parses one or more `tracestate` header values, combined in order (several
@@ -165,50 +176,77 @@ impl TraceState {
     where
         I: IntoIterator<Item = &'a str>,
     {
-        let mut members: Vec<(Box<str>, Box<str>)> = Vec::new();
-        for value in values {
-            for member in value.split(',') {
-                let member = member.trim_matches(|c| c == ' ' || c == '\t');
-                if member.is_empty() {
-                    continue;
-                }
-                let (k, v) = member
-                    .split_once('=')
-                    .ok_or(TraceStateError::InvalidMember)?;
-                if !valid_key(k) {
-                    return Err(TraceStateError::InvalidKey);
-                }
-                if !valid_value(v) {
-                    return Err(TraceStateError::InvalidValue);
-                }
-                if members.len() == Self::MAX_MEMBERS {
-                    return Err(TraceStateError::TooManyMembers);
-                }
-                if members.iter().any(|(ek, _)| **ek == *k) {
-                    return Err(TraceStateError::DuplicateKey);
-                }
-                members.push((k.into(), v.into()));
+        let mut it = values.into_iter();
+        match (it.next(), it.next()) {
+            (None, _) => Ok(TraceState::NONE),
+            (Some(one), None) => Self::parse(&[one]),
+            (Some(a), Some(b)) => {
+                let all: Vec<&str> = [a, b].into_iter().chain(it).collect();
+                Self::parse(&all)
             }
         }
-        if members.is_empty() {
-            Ok(TraceState::NONE)
-        } else {
-            Ok(TraceState(Some(members.into())))
+    }
+
+    fn parse(values: &[&str]) -> Result<TraceState, TraceStateError> {
+        // Validate first, on the headers as received.
+        let members = || {
+            values
+                .iter()
+                .flat_map(|v| v.split(','))
+                .map(|m| (m, m.trim_matches(|c| c == ' ' || c == '\t')))
+        };
+        let mut n = 0;
+        let mut normalized = true;
+        for (i, (raw, member)) in members().enumerate() {
+            if member.is_empty() {
+                normalized = false;
+                continue;
+            }
+            normalized &= raw.len() == member.len();
+            let (k, v) = member
+                .split_once('=')
+                .ok_or(TraceStateError::InvalidMember)?;
+            if !valid_key(k) {
+                return Err(TraceStateError::InvalidKey);
+            }
+            if !valid_value(v) {
+                return Err(TraceStateError::InvalidValue);
+            }
+            if n == Self::MAX_MEMBERS {
+                return Err(TraceStateError::TooManyMembers);
+            }
+            let duplicate = members()
+                .take(i)
+                .filter_map(|(_, m)| m.split_once('='))
+                .any(|(ek, _)| ek == k);
+            if duplicate {
+                return Err(TraceStateError::DuplicateKey);
+            }
+            n += 1;
         }
+        if n == 0 {
+            return Ok(TraceState::NONE);
+        }
+        if let ([only], true) = (values, normalized) {
+            // The usual case: one header, already in normal form. One allocation.
+            return Ok(TraceState(Some(Arc::from(*only))));
+        }
+        Ok(Self::from_members(
+            members()
+                .map(|(_, m)| m)
+                .filter(|m| !m.is_empty())
+                .filter_map(|m| m.split_once('=')),
+        ))
     }
 
     /// The header value: members joined with `,`.
     pub fn header(&self) -> String {
-        let mut out = String::new();
-        for (i, (k, v)) in self.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(k);
-            out.push('=');
-            out.push_str(v);
-        }
-        out
+        self.0.as_deref().unwrap_or("").to_owned()
+    }
+
+    /// The header value, borrowed.
+    pub fn as_str(&self) -> &str {
+        self.0.as_deref().unwrap_or("")
     }
 }
 
