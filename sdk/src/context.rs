@@ -89,6 +89,18 @@ impl Context {
         })
     }
 
+    /// `self.with_span(span).with_labels(labels)` in one step (one allocation):
+    /// what a server layer makes for each request.
+    pub fn with_span_and_labels(&self, span: Span, labels: LabelSet) -> Context {
+        self.derive(|i| {
+            i.span_name = crate::profile::span_name_for(&span, i.span_name.take());
+            i.span = Some(span);
+            if !labels.is_empty() {
+                i.labels = i.labels.merge(&labels);
+            }
+        })
+    }
+
     /// The current context with `span` as its span (OpenTelemetry's
     /// `Context::current_with_span`).
     pub fn current_with_span(span: Span) -> Context {

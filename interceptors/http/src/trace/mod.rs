@@ -51,7 +51,6 @@ use std::task::{Context as TaskContext, Poll};
 use http::{HeaderMap, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
-use tracewire::labels::LabelSet;
 use tracewire::propagation::{
     CompositePropagator, Propagator, RemoteParent, TraceContextPropagator, TrustPolicy,
 };
@@ -239,7 +238,7 @@ impl TraceLayer {
                 propagator,
                 trust,
                 route,
-                guard: route::RouteGuard::new(max_routes),
+                guard: route::RouteGuard::new(max_routes, protocol.label_key()),
                 protocol,
             }),
         }
@@ -252,7 +251,7 @@ impl TraceLayer {
             propagator: c.propagator.clone(),
             trust: c.trust,
             route: c.route.clone(),
-            guard: route::RouteGuard::new(200),
+            guard: route::RouteGuard::new(200, c.protocol.label_key()),
             protocol: c.protocol,
         };
         f(&mut config);
@@ -286,7 +285,7 @@ impl TraceLayer {
     /// At most `n` distinct raw paths become span names and label values; later
     /// ones are `other` (default 200).
     pub fn with_max_routes(self, n: usize) -> Self {
-        self.edit(|c| c.guard = route::RouteGuard::new(n))
+        self.edit(|c| c.guard = route::RouteGuard::new(n, c.protocol.label_key()))
     }
 }
 
@@ -336,37 +335,34 @@ impl Config {
             tracewire::SpanContext::INVALID
         };
         let path = parts.uri.path();
-        let route: Str = match self.protocol {
-            Protocol::Grpc => self.guard.admit(path).to_string().into(),
-            Protocol::Http => match self.route.as_ref().and_then(|f| f(parts)) {
-                Some(r) => r.into(),
-                None => self.guard.admit(path).to_string().into(),
+        let route = match (self.protocol, self.route.as_ref()) {
+            (Protocol::Http, Some(f)) => match f(parts) {
+                Some(r) => self.guard.admit(&r),
+                None => self.guard.admit(path),
             },
+            _ => self.guard.admit(path),
         };
         let name: Str = match self.protocol {
-            Protocol::Http => format!("{} {}", parts.method, route).into(),
-            Protocol::Grpc => route.clone(),
+            Protocol::Http => Str::Borrowed(route.span_name(&parts.method)),
+            Protocol::Grpc => Str::Borrowed(route.name),
         };
         let mut b = self
             .tracer
             .span_builder(name)
             .kind(SpanKind::Server)
-            .attributes(self.request_attributes(parts, &route, Side::Server));
+            .attributes(self.request_attributes(parts, route.name, Side::Server));
         b = match self.trust.apply(&remote) {
             RemoteParent::NewRoot => b.root(),
             RemoteParent::Parent(sc) => b.parent_span_context(sc),
             RemoteParent::NewRootWithLink(link) => b.root().link(link),
         };
-        let span = b.start();
-        extracted
-            .with_span(span)
-            .with_labels(LabelSet::new([(self.protocol.label_key(), route)]))
+        extracted.with_span_and_labels(b.start(), route.labels.clone())
     }
 
     fn request_attributes(
         &self,
         parts: &http::request::Parts,
-        route: &str,
+        route: &'static str,
         side: Side,
     ) -> Vec<KeyValue> {
         let mut attrs = Vec::with_capacity(8);
@@ -379,9 +375,11 @@ impl Config {
                 match side {
                     Side::Server => {
                         attrs.push(KeyValue::new("url.path", parts.uri.path().to_owned()));
-                        attrs.push(KeyValue::new("http.route", route.to_owned()));
-                        if let Some(scheme) = parts.uri.scheme_str() {
-                            attrs.push(KeyValue::new("url.scheme", scheme.to_owned()));
+                        attrs.push(KeyValue::new("http.route", route));
+                        match parts.uri.scheme_str() {
+                            Some("http") => attrs.push(KeyValue::new("url.scheme", "http")),
+                            Some("https") => attrs.push(KeyValue::new("url.scheme", "https")),
+                            _ => {}
                         }
                     }
                     Side::Client => {
@@ -531,7 +529,7 @@ where
         let c = &self.config;
         let (mut parts, body) = req.into_parts();
         let name: Str = match c.protocol {
-            Protocol::Http => parts.method.to_string().into(),
+            Protocol::Http => Str::Borrowed(route::method_str(&parts.method)),
             Protocol::Grpc => parts.uri.path().to_owned().into(),
         };
         let span = c

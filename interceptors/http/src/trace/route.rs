@@ -1,49 +1,123 @@
 //! Route names for spans and the `http-path` label, guarded against cardinality
-//! blow-up.
+//! blow-up and interned, so a request costs no allocation for them.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
-/// Keeps at most `max` distinct raw paths; every path after that is `other`, so a
+use http::Method;
+use tracewire::labels::LabelSet;
+
+/// What a route needs per request, made once per distinct route.
+#[derive(Debug)]
+pub(crate) struct Route {
+    /// The route (`/users/{id}`, a raw path, or `other`).
+    pub(crate) name: &'static str,
+    /// `{label_key}={name}`.
+    pub(crate) labels: LabelSet,
+    /// `METHOD route` for the standard methods, then `_OTHER route`.
+    span_names: [&'static str; METHODS.len() + 1],
+}
+
+const METHODS: [Method; 9] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::PATCH,
+    Method::CONNECT,
+    Method::TRACE,
+];
+
+const METHOD_NAMES: [&str; 9] = [
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+];
+
+/// The method as a static string; methods outside the standard set are `_OTHER`
+/// (as the OpenTelemetry HTTP conventions say), so they cannot grow cardinality.
+pub(crate) fn method_str(m: &Method) -> &'static str {
+    METHODS
+        .iter()
+        .position(|k| k == m)
+        .map_or("_OTHER", |i| METHOD_NAMES[i])
+}
+
+impl Route {
+    /// The span name for `method`.
+    pub(crate) fn span_name(&self, method: &Method) -> &'static str {
+        let i = METHODS
+            .iter()
+            .position(|k| k == method)
+            .unwrap_or(METHODS.len());
+        self.span_names[i]
+    }
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// Keeps at most `max` distinct routes; every route after that is `other`, so a
 /// client requesting random URLs cannot grow the profiler's label values (or a
-/// metrics backend's series) without bound.
+/// metrics backend's series) without bound. Admitted routes are interned for the
+/// life of the process: their number is bounded by `max`.
 pub(crate) struct RouteGuard {
     max: usize,
-    seen: RwLock<HashSet<Arc<str>>>,
+    label_key: &'static str,
+    seen: RwLock<HashMap<Box<str>, &'static Route>>,
+    other: &'static Route,
 }
 
 /// The value used once the guard is full.
 pub(crate) const OTHER: &str = "other";
 
+fn intern(name: &str, label_key: &'static str) -> &'static Route {
+    let name = leak(name.to_owned());
+    let mut span_names = [""; METHODS.len() + 1];
+    for (i, m) in METHOD_NAMES.iter().enumerate() {
+        span_names[i] = leak(format!("{m} {name}"));
+    }
+    span_names[METHODS.len()] = leak(format!("_OTHER {name}"));
+    Box::leak(Box::new(Route {
+        name,
+        labels: LabelSet::new([(label_key, name)]),
+        span_names,
+    }))
+}
+
 impl RouteGuard {
-    pub(crate) fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize, label_key: &'static str) -> Self {
         RouteGuard {
             max,
-            seen: RwLock::new(HashSet::new()),
+            label_key,
+            seen: RwLock::new(HashMap::new()),
+            other: intern(OTHER, label_key),
         }
     }
 
-    /// `path` if it is one of the first `max` distinct paths seen, else `other`.
-    pub(crate) fn admit(&self, path: &str) -> Arc<str> {
-        if let Some(p) = self
+    /// The interned route for `path` if it is one of the first `max` distinct
+    /// routes seen, else `other`.
+    pub(crate) fn admit(&self, path: &str) -> &'static Route {
+        if let Some(r) = self
             .seen
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(path)
         {
-            return p.clone();
+            return r;
         }
         let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = seen.get(path) {
-            return p.clone();
+        if let Some(r) = seen.get(path) {
+            return r;
         }
         if seen.len() >= self.max {
-            return Arc::from(OTHER);
+            return self.other;
         }
-        let p: Arc<str> = Arc::from(path);
-        seen.insert(p.clone());
-        p
+        let r = intern(path, self.label_key);
+        seen.insert(path.into(), r);
+        r
     }
 }
 
@@ -61,10 +135,21 @@ mod tests {
 
     #[test]
     fn paths_beyond_the_limit_become_other() {
-        let g = RouteGuard::new(2);
-        assert_eq!(&*g.admit("/a"), "/a");
-        assert_eq!(&*g.admit("/b"), "/b");
-        assert_eq!(&*g.admit("/c"), OTHER);
-        assert_eq!(&*g.admit("/a"), "/a", "known paths stay");
+        let g = RouteGuard::new(2, "http-path");
+        assert_eq!(g.admit("/a").name, "/a");
+        assert_eq!(g.admit("/b").name, "/b");
+        assert_eq!(g.admit("/c").name, OTHER);
+        assert_eq!(g.admit("/a").name, "/a", "known paths stay");
+        assert_eq!(g.admit("/a").labels.get("http-path"), Some("/a"));
+    }
+
+    #[test]
+    fn span_names_use_static_methods_and_other() {
+        let g = RouteGuard::new(2, "http-path");
+        let r = g.admit("/u");
+        assert_eq!(r.span_name(&Method::POST), "POST /u");
+        let custom = Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(r.span_name(&custom), "_OTHER /u");
+        assert_eq!(method_str(&custom), "_OTHER");
     }
 }
