@@ -79,6 +79,16 @@ use tracewire::profile::{CustomProfile, Profiler};
 
 pub use future::ResponseFuture;
 
+/// Draws a CPU flame graph (SVG) of the samples of `profile` that carry every
+/// `(key, value)` label of `tagfocus` (all samples if empty), as the
+/// `/flamegraph` endpoint does. Returns the SVG and the number of samples in it.
+pub fn flamegraph_svg(
+    profile: &tracewire::profile::Profile,
+    tagfocus: &[(String, String)],
+) -> Result<(Vec<u8>, u64), String> {
+    render::flamegraph_svg(profile, tagfocus, render::flamegraph_title(tagfocus))
+}
+
 use future::Render;
 
 /// The `seconds` a CPU profile runs when the request does not say.

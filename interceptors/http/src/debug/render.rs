@@ -196,24 +196,19 @@ pub(crate) fn collapse(profile: &Profile, tagfocus: &[(String, String)]) -> (Vec
     (lines, total)
 }
 
-/// A flame graph (SVG) of the samples the request focuses on.
-pub(crate) fn flamegraph(profile: &Profile, request: &CpuRequest) -> Response<Full<Bytes>> {
-    let (lines, samples) = collapse(profile, &request.tagfocus);
+/// A flame graph (SVG) of the samples of `profile` that carry every `tagfocus`
+/// label, titled `title`, and how many samples it holds.
+pub(crate) fn flamegraph_svg(
+    profile: &Profile,
+    tagfocus: &[(String, String)],
+    title: String,
+) -> Result<(Vec<u8>, u64), String> {
+    let (lines, samples) = collapse(profile, tagfocus);
     let mut options = inferno::flamegraph::Options::default();
-    options.title = if request.tagfocus.is_empty() {
-        "CPU flame graph".to_owned()
-    } else {
-        let focus: Vec<String> = request
-            .tagfocus
-            .iter()
-            .map(|(k, v)| format!("{k}:{v}"))
-            .collect();
-        format!("CPU flame graph, tagfocus {}", focus.join(" "))
-    };
+    options.title = title;
     options.subtitle = Some(format!(
-        "{} s at {} Hz: {samples} samples ({:.2} s of CPU){}",
-        request.seconds,
-        request.hz,
+        "{samples} samples at {:.0} Hz ({:.2} s of CPU){}",
+        1.0 / profile.period().as_secs_f64(),
         profile.period().as_secs_f64() * samples as f64,
         match profile.dropped_samples() {
             0 => String::new(),
@@ -222,20 +217,31 @@ pub(crate) fn flamegraph(profile: &Profile, request: &CpuRequest) -> Response<Fu
     ));
     options.count_name = "samples".to_owned();
     let mut svg = Vec::new();
-    let result =
-        inferno::flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut svg);
-    match result {
-        Ok(()) => {}
+    match inferno::flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut svg)
+    {
+        Ok(()) => Ok((svg, samples)),
         // No sample matched: inferno still wrote an SVG that says so.
-        Err(_) if samples == 0 && !svg.is_empty() => {}
-        Err(e) => {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot draw the flame graph: {e}\n"),
-            )
-        }
+        Err(_) if samples == 0 && !svg.is_empty() => Ok((svg, 0)),
+        Err(e) => Err(format!("cannot draw the flame graph: {e}")),
     }
-    response(StatusCode::OK, "image/svg+xml", svg)
+}
+
+/// The title of a flame graph focused on `tagfocus`.
+pub(crate) fn flamegraph_title(tagfocus: &[(String, String)]) -> String {
+    if tagfocus.is_empty() {
+        return "CPU flame graph".to_owned();
+    }
+    let focus: Vec<String> = tagfocus.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    format!("CPU flame graph, tagfocus {}", focus.join(" "))
+}
+
+/// A flame graph (SVG) of the samples the request focuses on.
+pub(crate) fn flamegraph(profile: &Profile, request: &CpuRequest) -> Response<Full<Bytes>> {
+    let title = flamegraph_title(&request.tagfocus);
+    match flamegraph_svg(profile, &request.tagfocus, title) {
+        Ok((svg, _)) => response(StatusCode::OK, "image/svg+xml", svg),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
 }
 
 #[cfg(test)]
