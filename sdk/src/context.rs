@@ -66,7 +66,7 @@ impl Context {
     pub(crate) fn map_current<R>(f: impl FnOnce(&Context) -> R) -> R {
         let mut f = Some(f);
         let mut call = |ctx: &Context| (f.take().expect("called once"))(ctx);
-        match STACK.try_with(|s| s.borrow().top().map(|ctx| call(ctx))) {
+        match STACK.try_with(|s| s.borrow().top().map(&mut call)) {
             Ok(Some(r)) => r,
             // No context attached, or the thread is exiting.
             _ => call(&EMPTY),

@@ -261,13 +261,13 @@ fn stress_at_1000_hz_allocating_unwinding_panicking_and_spawning() {
                         tracer.in_span(format!("op-{}", i % 5), |_| {
                             let v: Vec<Vec<u8>> = (0..64).map(|n| vec![n as u8; 512]).collect();
                             black_box(&v);
-                            if i % 50 == 0 {
+                            if i.is_multiple_of(50) {
                                 black_box(std::backtrace::Backtrace::force_capture().to_string());
                             }
-                            if i % 20 == 0 {
+                            if i.is_multiple_of(20) {
                                 let _ = std::panic::catch_unwind(|| panic!("expected"));
                             }
-                            if i % 100 == 0 {
+                            if i.is_multiple_of(100) {
                                 std::thread::spawn(|| {
                                     let _ = profile::register_current_thread();
                                     burn_cpu(Duration::from_millis(1));

@@ -87,13 +87,16 @@ async fn get(addr: SocketAddr, path: &str) -> Reply {
 }
 
 /// Threads burning CPU until dropped, each under its own labels.
+/// A burning thread: label key, label value, the work loop.
+type Burner = (&'static str, &'static str, fn(&AtomicBool));
+
 struct Burners {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Burners {
-    fn start(work: &[(&'static str, &'static str, fn(&AtomicBool))]) -> Burners {
+    fn start(work: &[Burner]) -> Burners {
         let stop = Arc::new(AtomicBool::new(false));
         let threads = work
             .iter()

@@ -221,9 +221,10 @@ impl BatchProcessor {
         locals.len() - 1
     }
 
-    /// Queues `span` in the calling thread's ring. Returns it back if it does not fit.
+    /// Queues `span` in the calling thread's ring; `false` if it did not fit (it
+    /// is then dropped).
     #[inline]
-    fn push(&self, span: SpanData) -> Result<(), Option<SpanData>> {
+    fn push(&self, span: SpanData) -> bool {
         let sh = &*self.shared;
         LOCAL
             .try_with(|locals| {
@@ -248,22 +249,22 @@ impl BatchProcessor {
                         if cap - producer.slots() == sh.config.max_batch_size.min(cap) {
                             sh.wake.notify_one();
                         }
-                        Ok(())
+                        true
                     }
-                    Err(PushError::Full(span)) => {
+                    Err(PushError::Full(_dropped)) => {
                         sh.wake.notify_one();
-                        Err(Some(span))
+                        false
                     }
                 }
             })
             // The thread is exiting and its ring is gone.
-            .unwrap_or(Err(None))
+            .unwrap_or(false)
     }
 }
 
 impl SpanProcessor for BatchProcessor {
     fn on_end(&self, span: SpanData) {
-        if self.shared.closed.load(Ordering::Acquire) || self.push(span).is_err() {
+        if self.shared.closed.load(Ordering::Acquire) || !self.push(span) {
             self.shared.queue_dropped.add(1);
         }
     }

@@ -917,7 +917,7 @@ mod tests {
             compiler_fence(Ordering::SeqCst);
             CURRENT.store(k + 1, Ordering::Relaxed);
             // Nest a second switch half of the time, to exercise out-of-order paths.
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 let j = (k + 1) % 4;
                 INTENT.store(j + 1, Ordering::Relaxed);
                 compiler_fence(Ordering::SeqCst);
