@@ -55,7 +55,7 @@ impl Blob {
 }
 
 fn main() {
-    let addr = match parse_addr(std::env::args().skip(1)) {
+    let addr = match examples::parse_addr(std::env::args().skip(1), "127.0.0.1:8080") {
         Ok(addr) => addr,
         Err(e) => {
             eprintln!("{e}\nusage: blobstore [--addr HOST:PORT]   (default 127.0.0.1:8080)");
@@ -79,21 +79,6 @@ fn main() {
         std::process::exit(1);
     }
     drop(blobs);
-}
-
-fn parse_addr(mut args: impl Iterator<Item = String>) -> Result<SocketAddr, String> {
-    let mut addr = "127.0.0.1:8080".to_owned();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--addr" => addr = args.next().ok_or("--addr needs a value")?,
-            other => match other.strip_prefix("--addr=") {
-                Some(value) => addr = value.to_owned(),
-                None => return Err(format!("unknown argument {other:?}")),
-            },
-        }
-    }
-    addr.parse()
-        .map_err(|e| format!("bad --addr {addr:?}: {e}"))
 }
 
 /// Serves `/debug/pprof` until Ctrl-C.

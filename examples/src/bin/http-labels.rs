@@ -4,7 +4,8 @@
 //! `/debug/pprof` to profile it all, as in Go's "profiler labels" article.
 //!
 //! Spans go to a Zipkin collector with `--zipkin http://HOST:9411/api/v2/spans`,
-//! or nowhere.
+//! to Google Cloud Trace with `--stackdriver-project P` (and, for an emulator,
+//! `--stackdriver-endpoint URL`), or nowhere.
 //!
 //! ```text
 //! cargo run --release -p examples --bin http-labels -- --addr 127.0.0.1:8080
@@ -26,6 +27,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use examples::Flags;
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
@@ -47,11 +49,11 @@ use tracewire_http::trace::{ResponseBody, TraceLayer};
 const USER_ROUNDS: u64 = 200_000;
 
 fn main() {
-    let (addr, zipkin) = match parse_args(std::env::args().skip(1)) {
+    let (addr, flags) = match parse_args(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(e) => {
             eprintln!(
-                "{e}\nusage: http-labels [--addr HOST:PORT] [--zipkin URL]   (default 127.0.0.1:8080)"
+                "{e}\nusage: http-labels [--addr HOST:PORT] [--zipkin URL | --stackdriver-project P [--stackdriver-endpoint URL]]   (default 127.0.0.1:8080)"
             );
             std::process::exit(2);
         }
@@ -68,20 +70,17 @@ fn main() {
         .build()
         .expect("cannot start the tokio runtime");
     // A binary installs the pipeline; the layer takes its tracer from it.
-    let mut builder = tracewire::TracerProvider::builder().with_service_name("http-labels");
-    if let Some(url) = zipkin {
-        match tracewire_zipkin::ZipkinExporter::builder()
-            .endpoint(url)
-            .build()
-        {
-            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
-            Err(e) => {
-                eprintln!("http-labels: {e}");
-                std::process::exit(2);
-            }
+    // Spans go where the exporter flags say, or nowhere.
+    let builder = tracewire::TracerProvider::builder().with_service_name("http-labels");
+    match flags.pipeline.add_exporters(builder) {
+        Ok(builder) => {
+            tracewire::global::set_tracer_provider(builder.build());
+        }
+        Err(e) => {
+            eprintln!("http-labels: {e}");
+            std::process::exit(2);
         }
     }
-    tracewire::global::set_tracer_provider(builder.build());
     let result = runtime.block_on(serve(addr));
     // Export what is pending before exiting.
     let _ = tracewire::global::shutdown_tracer_provider(Duration::from_secs(5));
@@ -91,25 +90,9 @@ fn main() {
     }
 }
 
-fn parse_args(
-    mut args: impl Iterator<Item = String>,
-) -> Result<(SocketAddr, Option<String>), String> {
-    let mut addr = "127.0.0.1:8080".to_owned();
-    let mut zipkin = None;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--addr" => addr = args.next().ok_or("--addr needs a value")?,
-            "--zipkin" => zipkin = Some(args.next().ok_or("--zipkin needs a URL")?),
-            other => match other.strip_prefix("--addr=") {
-                Some(value) => addr = value.to_owned(),
-                None => return Err(format!("unknown argument {other:?}")),
-            },
-        }
-    }
-    let addr = addr
-        .parse()
-        .map_err(|e| format!("bad --addr {addr:?}: {e}"))?;
-    Ok((addr, zipkin))
+fn parse_args(args: impl Iterator<Item = String>) -> Result<(SocketAddr, Flags), String> {
+    let flags = Flags::parse(args, "127.0.0.1:8080")?;
+    Ok((flags.socket_addr()?, flags))
 }
 
 async fn serve(addr: SocketAddr) -> std::io::Result<()> {

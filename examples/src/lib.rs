@@ -1,0 +1,276 @@
+//! What the example programs share: the `helloworld.Greeter` gRPC types, the
+//! command-line flags every example reads (`--addr` and the exporter flags), and
+//! [`install_pipeline`], which turns the exporter flags into a global
+//! [`TracerProvider`].
+//!
+//! Exporter flags:
+//!
+//! | flag | spans go to |
+//! |---|---|
+//! | `--zipkin URL` | a Zipkin v2 collector, e.g. `http://127.0.0.1:9411/api/v2/spans` |
+//! | `--stackdriver-project P` | Google Cloud Trace, project `P`, with Application Default Credentials |
+//! | `--stackdriver-project P --stackdriver-endpoint URL` | a Cloud Trace stand-in at `URL` (emulator, test server), no credentials |
+//!
+//! Both `--flag VALUE` and `--flag=VALUE` are accepted.
+
+#![warn(missing_docs, missing_debug_implementations)]
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+
+use tracewire::trace::{Str, TracerProviderBuilder};
+use tracewire::TracerProvider;
+
+pub mod helloworld {
+    //! The standard gRPC `helloworld.Greeter` service (`SayHello`), generated from
+    //! `proto/helloworld.proto` at build time.
+    #![allow(missing_docs, missing_debug_implementations, clippy::all)]
+    tonic::include_proto!("helloworld");
+}
+
+/// If `arg` is `--name` or `--name=VALUE`, its value (taken from `rest` in the
+/// first form); `None` if `arg` is another flag.
+pub fn flag_value<I>(arg: &str, name: &str, rest: &mut I) -> Result<Option<String>, String>
+where
+    I: Iterator<Item = String> + ?Sized,
+{
+    match arg.strip_prefix(name) {
+        Some("") => rest
+            .next()
+            .map(Some)
+            .ok_or_else(|| format!("{name} needs a value")),
+        Some(tail) => Ok(tail.strip_prefix('=').map(str::to_owned)),
+        None => Ok(None),
+    }
+}
+
+/// Parses a `HOST:PORT` socket address given to `--addr`.
+pub fn parse_socket_addr(addr: &str) -> Result<SocketAddr, String> {
+    addr.parse()
+        .map_err(|e| format!("bad --addr {addr:?}: {e}"))
+}
+
+/// Parses arguments that may only be `--addr HOST:PORT` (default `default`).
+pub fn parse_addr(
+    args: impl IntoIterator<Item = String>,
+    default: &str,
+) -> Result<SocketAddr, String> {
+    let flags = Flags::parse_with(args, default, |_, _| Ok(false), false)?;
+    parse_socket_addr(&flags.addr)
+}
+
+/// Where spans go: the exporter flags (see the [crate docs](crate)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PipelineFlags {
+    /// `--zipkin URL`: a Zipkin v2 collector endpoint.
+    pub zipkin: Option<String>,
+    /// `--stackdriver-project P`: export to Google Cloud Trace in project `P`.
+    pub stackdriver_project: Option<String>,
+    /// `--stackdriver-endpoint URL`: a Cloud Trace stand-in, without credentials.
+    pub stackdriver_endpoint: Option<String>,
+}
+
+impl PipelineFlags {
+    /// Consumes `arg` (and its value from `rest`) if it is an exporter flag;
+    /// `Ok(false)` if it is not one.
+    pub fn parse_one<I>(&mut self, arg: &str, rest: &mut I) -> Result<bool, String>
+    where
+        I: Iterator<Item = String> + ?Sized,
+    {
+        if let Some(url) = flag_value(arg, "--zipkin", rest)? {
+            self.zipkin = Some(url);
+        } else if let Some(project) = flag_value(arg, "--stackdriver-project", rest)? {
+            self.stackdriver_project = Some(project);
+        } else if let Some(url) = flag_value(arg, "--stackdriver-endpoint", rest)? {
+            self.stackdriver_endpoint = Some(url);
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// How many exporters the flags ask for (0, 1 or 2).
+    pub fn exporter_count(&self) -> usize {
+        usize::from(self.zipkin.is_some()) + usize::from(self.stackdriver_project.is_some())
+    }
+
+    /// Adds a batch exporter for each exporter flag given (none if there is none).
+    /// Fails on a URL an exporter rejects, or on `--stackdriver-endpoint` without
+    /// `--stackdriver-project`.
+    pub fn add_exporters(
+        &self,
+        mut builder: TracerProviderBuilder,
+    ) -> Result<TracerProviderBuilder, String> {
+        if let Some(url) = &self.zipkin {
+            let exporter = tracewire_zipkin::ZipkinExporter::builder()
+                .endpoint(url.clone())
+                .build()
+                .map_err(|e| format!("--zipkin: {e}"))?;
+            builder = builder.with_batch_exporter(exporter);
+        }
+        match (&self.stackdriver_project, &self.stackdriver_endpoint) {
+            (Some(project), endpoint) => {
+                let mut exporter =
+                    tracewire_stackdriver::StackdriverExporter::builder().project_id(project);
+                if let Some(url) = endpoint {
+                    // An emulator or test server: no credentials are sent.
+                    exporter = exporter.endpoint(url.clone());
+                }
+                let exporter = exporter
+                    .build()
+                    .map_err(|e| format!("--stackdriver-project: {e}"))?;
+                builder = builder.with_batch_exporter(exporter);
+            }
+            (None, Some(_)) => {
+                return Err("--stackdriver-endpoint needs --stackdriver-project".to_owned())
+            }
+            (None, None) => {}
+        }
+        Ok(builder)
+    }
+}
+
+/// The flags of a server or client example: `--addr` plus the exporter flags.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// `--addr`, as given (a `HOST:PORT` for servers, a URL for clients).
+    pub addr: String,
+    /// The exporter flags.
+    pub pipeline: PipelineFlags,
+}
+
+impl Flags {
+    /// Parses `--addr` (default `default_addr`) and the exporter flags; anything
+    /// else is an error.
+    pub fn parse(
+        args: impl IntoIterator<Item = String>,
+        default_addr: &str,
+    ) -> Result<Flags, String> {
+        Self::parse_with(args, default_addr, |_, _| Ok(false), true)
+    }
+
+    /// Like [`parse`](Self::parse), handing every other argument to `extra`, which
+    /// returns whether it took it (reading its value from the iterator).
+    pub fn parse_with_extra<F>(
+        args: impl IntoIterator<Item = String>,
+        default_addr: &str,
+        extra: F,
+    ) -> Result<Flags, String>
+    where
+        F: FnMut(&str, &mut dyn Iterator<Item = String>) -> Result<bool, String>,
+    {
+        Self::parse_with(args, default_addr, extra, true)
+    }
+
+    fn parse_with<F>(
+        args: impl IntoIterator<Item = String>,
+        default_addr: &str,
+        mut extra: F,
+        exporters: bool,
+    ) -> Result<Flags, String>
+    where
+        F: FnMut(&str, &mut dyn Iterator<Item = String>) -> Result<bool, String>,
+    {
+        let mut flags = Flags {
+            addr: default_addr.to_owned(),
+            pipeline: PipelineFlags::default(),
+        };
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            if let Some(addr) = flag_value(&arg, "--addr", &mut args)? {
+                flags.addr = addr;
+                continue;
+            }
+            let taken = (exporters && flags.pipeline.parse_one(&arg, &mut args)?)
+                || extra(&arg, &mut args)?;
+            if !taken {
+                return Err(format!("unknown argument {arg:?}"));
+            }
+        }
+        Ok(flags)
+    }
+
+    /// `--addr` as a socket address.
+    pub fn socket_addr(&self) -> Result<SocketAddr, String> {
+        parse_socket_addr(&self.addr)
+    }
+}
+
+/// Builds a provider for `service_name` with a batch exporter chosen by `flags`
+/// (Zipkin with `--zipkin`, Cloud Trace with `--stackdriver-project`, both if
+/// both are given, and JSON lines on standard output if neither is), and installs
+/// it as the global provider with [`tracewire::global::set_tracer_provider`].
+/// Binaries call [`tracewire::global::shutdown_tracer_provider`] before exiting to
+/// export what is still queued.
+pub fn install_pipeline(
+    service_name: impl Into<Str>,
+    flags: &PipelineFlags,
+) -> Result<TracerProvider, String> {
+    let mut builder = TracerProvider::builder().with_service_name(service_name);
+    builder = flags.add_exporters(builder)?;
+    if flags.exporter_count() == 0 {
+        builder = builder.with_batch_exporter(tracewire::export::JsonLinesExporter::stdout());
+    }
+    let provider = builder.build();
+    tracewire::global::set_tracer_provider(provider.clone());
+    Ok(provider)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn flags_take_values_after_a_space_or_an_equals_sign() {
+        let flags = Flags::parse(
+            args("--addr=127.0.0.1:1 --zipkin http://z/api/v2/spans --stackdriver-project=p"),
+            "127.0.0.1:8080",
+        )
+        .unwrap();
+        assert_eq!(flags.addr, "127.0.0.1:1");
+        assert_eq!(
+            flags.pipeline.zipkin.as_deref(),
+            Some("http://z/api/v2/spans")
+        );
+        assert_eq!(flags.pipeline.stackdriver_project.as_deref(), Some("p"));
+        assert_eq!(flags.pipeline.exporter_count(), 2);
+    }
+
+    #[test]
+    fn missing_values_and_unknown_flags_are_errors() {
+        assert!(Flags::parse(args("--zipkin"), "a").is_err());
+        assert!(Flags::parse(args("--zip http://z"), "a").is_err());
+        assert!(Flags::parse(args("--addrx 1"), "a").is_err());
+        assert!(parse_addr(args("--zipkin http://z"), "127.0.0.1:1").is_err());
+        assert!(parse_addr(args("--addr nope"), "127.0.0.1:1").is_err());
+    }
+
+    #[test]
+    fn extra_flags_are_handed_to_the_caller() {
+        let mut name = None;
+        let flags = Flags::parse_with_extra(args("--name bob --addr x"), "d", |arg, rest| {
+            Ok(match flag_value(arg, "--name", rest)? {
+                Some(v) => {
+                    name = Some(v);
+                    true
+                }
+                None => false,
+            })
+        })
+        .unwrap();
+        assert_eq!((flags.addr.as_str(), name.as_deref()), ("x", Some("bob")));
+    }
+
+    #[test]
+    fn a_stackdriver_endpoint_needs_a_project() {
+        let flags = PipelineFlags {
+            stackdriver_endpoint: Some("http://127.0.0.1:1".into()),
+            ..PipelineFlags::default()
+        };
+        assert!(flags.add_exporters(TracerProvider::builder()).is_err());
+    }
+}

@@ -1,0 +1,209 @@
+//! Helpers for the end-to-end tests: the example binaries as child processes, a
+//! Zipkin-compatible collector, and `go tool pprof`.
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+/// The path of the example binary `name`, built (once) with the profile of the
+/// running test.
+pub fn example_bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        // target/<profile>/deps/<test> -> target/<profile>
+        let exe = std::env::current_exe().expect("test executable path");
+        let dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target/<profile>")
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "examples", "--bins"]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build -p examples --bins failed");
+        dir
+    });
+    dir.join(name)
+}
+
+/// A child process killed (SIGKILL) when dropped, unless it already exited.
+pub struct Proc {
+    pub child: Child,
+    pub stdout: BufReader<ChildStdout>,
+    pub name: String,
+}
+
+impl Proc {
+    /// Starts example `name` with `args`; stdout is captured, stderr inherited.
+    pub fn start(name: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(example_bin(name))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        Proc {
+            child,
+            stdout,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Reads stdout until a line contains `needle`; returns that line.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.stdout.read_line(&mut line).expect("read stdout");
+            assert!(n > 0, "{} exited before printing {needle:?}", self.name);
+            if line.contains(needle) {
+                return line.trim_end().to_owned();
+            }
+        }
+    }
+
+    /// The address printed as `... http://ADDR` on the first line containing
+    /// `needle`.
+    pub fn wait_for_addr(&mut self, needle: &str) -> SocketAddr {
+        let line = self.wait_for_line(needle);
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"));
+        url.trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
+    }
+
+    /// Sends `signal` (e.g. "TERM", "INT") and waits for a clean exit.
+    pub fn stop(mut self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{signal} {pid}");
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "{} exited with {status}", self.name);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Zipkin-compatible collector on loopback: stores every JSON span POSTed to it.
+#[derive(Clone, Default)]
+pub struct Zipkin {
+    spans: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Zipkin {
+    /// Starts it on a free loopback port; returns its `/api/v2/spans` URL.
+    pub async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let spans = self.spans.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let spans = spans.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let spans = spans.clone();
+                            async move {
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let status =
+                                    match serde_json::from_slice::<serde_json::Value>(&body) {
+                                        Ok(serde_json::Value::Array(list)) => {
+                                            spans.lock().expect("lock").extend(list);
+                                            202
+                                        }
+                                        _ => 400,
+                                    };
+                                Ok::<_, Infallible>(
+                                    http::Response::builder()
+                                        .status(status)
+                                        .body(Full::new(Bytes::new()))
+                                        .expect("response"),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        format!("http://{addr}/api/v2/spans")
+    }
+
+    /// The spans received so far.
+    pub fn spans(&self) -> Vec<serde_json::Value> {
+        self.spans.lock().expect("lock").clone()
+    }
+}
+
+/// GETs `url`, returning status and body.
+pub async fn get(url: &str) -> (u16, Bytes) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let uri: http::Uri = url.parse().expect("uri");
+    let r = client.get(uri).await.expect("request");
+    let status = r.status().as_u16();
+    (
+        status,
+        r.into_body().collect().await.expect("body").to_bytes(),
+    )
+}
+
+/// Runs `go` with `args`; `None` (with a note) if go is missing, except under
+/// `CI=true`, where a missing go fails the test.
+pub fn go(args: &[&str]) -> Option<String> {
+    let found = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but `go` is not installed"
+        );
+        eprintln!("go not installed: skipping the go tool pprof part");
+        return None;
+    }
+    let out = Command::new("go").args(args).output().expect("run go");
+    assert!(
+        out.status.success(),
+        "go {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
