@@ -84,6 +84,16 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<(Flags, String), Str
             None => false,
         })
     })?;
+    let uri: http::Uri = flags
+        .addr
+        .parse()
+        .map_err(|e| format!("bad --addr {:?}: {e}", flags.addr))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(format!(
+            "--addr must be an http://HOST:PORT URL, got {:?}",
+            flags.addr
+        ));
+    }
     Ok((flags, name))
 }
 
