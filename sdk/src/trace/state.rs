@@ -267,13 +267,23 @@ fn is_keychar(c: u8) -> bool {
     matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/' | b'@')
 }
 
-/// W3C key: `(lcalpha / DIGIT) 0*255(keychar)`.
+/// W3C key: a simple key `(lcalpha / DIGIT) 0*255(keychar)`, or a multi-tenant
+/// key `tenant@system` with exactly one `@`, the tenant `(lcalpha / DIGIT)
+/// 0*240(keychar)` and the system `lcalpha 0*13(keychar)` (what the W3C test
+/// suite checks at strict level 2).
 fn valid_key(k: &str) -> bool {
-    let b = k.as_bytes();
-    !b.is_empty()
-        && b.len() <= 256
-        && matches!(b[0], b'a'..=b'z' | b'0'..=b'9')
-        && b.iter().all(|&c| is_keychar(c))
+    let part = |p: &[u8], max: usize, first_digit_ok: bool| {
+        !p.is_empty()
+            && p.len() <= max
+            && (p[0].is_ascii_lowercase() || (first_digit_ok && p[0].is_ascii_digit()))
+            && p.iter().all(|&c| c != b'@' && is_keychar(c))
+    };
+    match k.split_once('@') {
+        None => part(k.as_bytes(), 256, true),
+        Some((tenant, system)) => {
+            part(tenant.as_bytes(), 241, true) && part(system.as_bytes(), 14, false)
+        }
+    }
 }
 
 /// W3C value: `0*255(chr) nblk-chr`, chr = SP / nblk-chr; nblk-chr excludes `,` and `=`.
@@ -385,6 +395,11 @@ mod tests {
     #[test]
     fn tracestate_rejects_bad_grammar_duplicates_and_33_members() {
         for bad in [
+            "foo@=1",
+            "@foo=1",
+            "foo@@bar=1",
+            "foo@bar@baz=1",
+            "t@vvvvvvvvvvvvvvv=1",
             "A=1",
             "a=",
             "a",
