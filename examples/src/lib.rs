@@ -216,6 +216,22 @@ pub fn install_pipeline(
     Ok(provider)
 }
 
+/// A tokio runtime with 2 worker threads for example `name`; if it cannot start,
+/// the process exits with a message (status 1).
+pub fn runtime_or_exit(name: &str) -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{name}: cannot start the tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

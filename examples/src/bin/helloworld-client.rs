@@ -45,17 +45,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("helloworld-client: cannot start the tokio runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let runtime = examples::runtime_or_exit("helloworld-client");
     if let Err(e) = install_pipeline("helloworld-client", &flags.pipeline) {
         eprintln!("helloworld-client: {e}");
         std::process::exit(2);

@@ -47,17 +47,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("helloworld-server: cannot start the tokio runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let runtime = examples::runtime_or_exit("helloworld-server");
     if let Err(e) = install_pipeline("helloworld-server", &flags.pipeline) {
         eprintln!("helloworld-server: {e}");
         std::process::exit(2);

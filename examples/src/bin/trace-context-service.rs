@@ -98,17 +98,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("trace-context-service: {e}");
-            std::process::exit(1);
-        }
-    };
+    let runtime = examples::runtime_or_exit("trace-context-service");
     if let Err(e) = runtime.block_on(serve(flags)) {
         eprintln!("trace-context-service: {e}");
         std::process::exit(1);
