@@ -10,21 +10,13 @@ use std::time::{Duration, Instant};
 
 use tracewire::profile::{self, Profiler, SpanIds};
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::burn_cpu;
+
 const ROUNDS: usize = 3;
 const OVERHEAD_ROUNDS: usize = 5;
 const BURN: Duration = Duration::from_millis(1500);
-
-#[inline(never)]
-fn burn_cpu(cpu: Duration) {
-    let start = profile::thread_cpu_time().unwrap();
-    let mut x = 0u64;
-    while profile::thread_cpu_time().unwrap() - start < cpu {
-        for i in 0..10_000u64 {
-            x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
-        }
-    }
-    black_box(x);
-}
 
 /// A fixed amount of work: the wall time it takes is the overhead probe.
 #[inline(never)]
@@ -57,7 +49,7 @@ fn under_profiler(which: Which, hz: u32, f: fn()) -> (Duration, Duration, Durati
                 .start()
                 .unwrap();
             let measured = run_threads(f);
-            (measured, p.stop().total_cpu())
+            (measured, p.stop().unwrap().total_cpu())
         }
         Which::PprofRs => {
             let guard = pprof::ProfilerGuardBuilder::default()

@@ -3,33 +3,18 @@
 //! stress, and pprof output read back by our decoder and by `go tool pprof`.
 #![cfg(target_os = "linux")]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use support::{burn_cpu, serial};
 
 use tracewire::labels::{self, LabelSet};
 use tracewire::profile::{self, pprof, CustomProfile, Profiler, SpanIds};
 use tracewire::{Context, FutureExt, TracerProvider};
-
-/// One CPU profile at a time per process: the tests of this file take turns.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Spins for `cpu` of this thread's CPU time.
-#[inline(never)]
-fn burn_cpu(cpu: Duration) {
-    let start = profile::thread_cpu_time().unwrap();
-    let mut x = 0u64;
-    while profile::thread_cpu_time().unwrap() - start < cpu {
-        for i in 0..10_000u64 {
-            x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
-        }
-    }
-    black_box(x);
-}
 
 fn shares(cpu: &BTreeMap<String, Duration>) -> BTreeMap<String, f64> {
     let total: f64 = cpu.values().map(Duration::as_secs_f64).sum();
@@ -56,7 +41,7 @@ fn label_shares_and_total_cpu_match_the_threads_own_cpu_clocks() {
         })
         .collect();
     let measured: Duration = workers.into_iter().map(|w| w.join().unwrap()).sum();
-    let p = profiler.stop();
+    let p = profiler.stop().unwrap();
     let by_job = p.cpu_by_label("job");
     let sampled: Duration = by_job.values().sum();
     let s = shares(&by_job);
@@ -96,7 +81,7 @@ fn unregistered_threads_are_counted_once_and_idle_threads_not_at_all() {
         // Meanwhile this thread (and the harness's main thread) sit idle in join:
         // the process-wide timer's signals that land on them must not count.
         let measured: Duration = workers.into_iter().map(|w| w.join().unwrap()).sum();
-        let p = profiler.stop();
+        let p = profiler.stop().unwrap();
         let by = p.cpu_by_label("thread");
         let total = p.total_cpu().as_secs_f64() / measured.as_secs_f64();
         eprintln!("{hz} Hz: {by:?}, total {:.1}% of measured", total * 100.0);
@@ -160,7 +145,7 @@ fn tokio_tasks_sharing_two_workers_keep_their_own_labels() {
         }
         out
     });
-    let p = profiler.stop();
+    let p = profiler.stop().unwrap();
     let sampled = shares(&p.cpu_by_label("task"));
     let expected = shares(&measured);
     eprintln!("sampled {sampled:?} expected {expected:?}");
@@ -202,7 +187,7 @@ fn samples_carry_the_local_root_span_and_its_name() {
         let _g = ctx.attach();
         tracer.in_span("db.query", |_| burn_cpu(Duration::from_millis(200)));
     }
-    let p = profiler.stop();
+    let p = profiler.stop().unwrap();
     let in_span: Vec<_> = p.samples().iter().filter(|s| s.span_id.is_some()).collect();
     assert!(!in_span.is_empty());
     for s in &in_span {
@@ -229,7 +214,7 @@ fn a_second_profile_while_one_runs_is_refused() {
     let second = Profiler::builder().start().unwrap_err();
     assert!(second.is_busy(), "{second}");
     drop(first);
-    Profiler::builder().start().unwrap().stop();
+    Profiler::builder().start().unwrap().stop().unwrap();
 }
 
 #[test]
@@ -286,7 +271,7 @@ fn stress_at_1000_hz_allocating_unwinding_panicking_and_spawning() {
     for w in workers {
         w.join().unwrap();
     }
-    let p = profiler.stop();
+    let p = profiler.stop().unwrap();
     let total_ops = done.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!(
         "stress: {secs}s, {total_ops} iterations, {} distinct samples, {:?} CPU sampled, {} dropped",
@@ -311,7 +296,7 @@ fn pprof_output_decodes_with_types_period_mappings_and_labels() {
     labels::with_labels(&LabelSet::new([("http-path", "/messages")]), || {
         burn_cpu(Duration::from_millis(150))
     });
-    let p = profiler.stop();
+    let p = profiler.stop().unwrap();
     let mut buf = Vec::new();
     p.write_pprof(&mut buf).unwrap();
     assert_eq!(&buf[..2], &[0x1f, 0x8b], "gzip'd");

@@ -425,7 +425,7 @@ fn run(flags: Flags) -> Result<(), String> {
             .start()
             .map_err(|e| e.to_string())?;
         let (done, failed) = drive_load(frontend_addr, flags.seconds).await;
-        let cpu = profiler.stop();
+        let cpu = profiler.stop().map_err(|e| e.to_string())?;
         println!("  {done} requests served, {failed} failed\n");
 
         // Everything that ended is exported before it is printed.

@@ -26,7 +26,7 @@
 //! labels::with_labels(&LabelSet::new([("worker", "purge")]), || {
 //!     // ... burn CPU ...
 //! });
-//! let profile = profiler.stop();
+//! let profile = profiler.stop().unwrap();
 //! let mut out = std::fs::File::create("cpu.pb.gz").unwrap();
 //! profile.write_pprof(&mut out).unwrap();
 //! // go tool pprof -tagfocus worker=purge cpu.pb.gz
@@ -251,6 +251,10 @@ impl ProfilerBuilder {
 
 /// A running CPU profile. [`stop`](Profiler::stop) it to get the [`Profile`];
 /// dropping it stops it too.
+///
+/// One profile runs at a time per process. A profile does not survive `fork`: a
+/// forked child can start its own, and must `std::mem::forget` a `Profiler` it
+/// inherited (dropping it there only reports an error).
 pub struct Profiler {
     config: ProfilerBuilder,
     period: Duration,
@@ -258,6 +262,24 @@ pub struct Profiler {
     started_at: Instant,
     stop: Option<mpsc::Sender<()>>,
     collector: Option<JoinHandle<Aggregate>>,
+    #[cfg(target_os = "linux")]
+    counters: sampler::Started,
+    pid: u32,
+}
+
+/// What a profile recorded and what it could not, so that no gap is silent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProfileStats {
+    /// Sampling periods the signal handler recorded (each sample weighs 1 + the
+    /// timer expirations the kernel folded into its signal).
+    pub recorded_samples: u64,
+    /// Sampling periods lost because the sample buffer was full.
+    pub dropped_samples: u64,
+    /// Registered threads whose CPU timer could not be created (e.g. `timer_create`
+    /// failing with EAGAIN under `RLIMIT_SIGPENDING`): they were not sampled.
+    pub unsampled_threads: u64,
+    /// CPU time those threads used while not sampled.
+    pub unsampled_cpu: Duration,
 }
 
 impl fmt::Debug for Profiler {
@@ -281,7 +303,6 @@ struct Key {
 #[derive(Default)]
 struct Aggregate {
     samples: HashMap<Key, u64>,
-    dropped_before: u64,
 }
 
 impl Profiler {
@@ -298,13 +319,8 @@ impl Profiler {
     #[cfg(target_os = "linux")]
     fn start(config: ProfilerBuilder) -> Result<Profiler, ProfileError> {
         let period = Duration::from_nanos(1_000_000_000 / u64::from(config.frequency));
-        // Drain leftovers of an earlier profile before this one starts.
-        while let Some(s) = sampler::pop() {
-            // SAFETY: each popped sample's counts are released once.
-            unsafe { sampler::release(&s.slot) };
-        }
-        let dropped_before = sampler::dropped();
-        sampler::start(period)?;
+        // Claims the sampler first: a refused start touches nothing.
+        let counters = sampler::start(period)?;
         SPAN_NAMES.store(
             match config.span_ids {
                 SpanIds::None => 0,
@@ -315,11 +331,14 @@ impl Profiler {
         );
         let (tx, rx) = mpsc::channel::<()>();
         let span_ids = config.span_ids;
+        let epoch = counters.epoch as u32;
         let collector = std::thread::Builder::new()
             .name("tracewire-profiler".into())
-            .spawn(move || collect(rx, span_ids, dropped_before))
+            .spawn(move || collect(rx, span_ids, epoch))
             .map_err(|e| {
+                SPAN_NAMES.store(0, Ordering::Relaxed);
                 sampler::stop();
+                sampler::release_claim();
                 ProfileError::new("cannot start the profiler thread", Some(e))
             })?;
         Ok(Profiler {
@@ -329,28 +348,70 @@ impl Profiler {
             started_at: Instant::now(),
             stop: Some(tx),
             collector: Some(collector),
+            counters,
+            pid: std::process::id(),
         })
     }
 
-    /// Stops profiling and returns what was sampled.
-    pub fn stop(mut self) -> Profile {
+    /// What the running profile has recorded so far, and what it could not.
+    pub fn stats(&self) -> ProfileStats {
+        #[cfg(target_os = "linux")]
+        {
+            stats_of(&sampler::counts(&self.counters))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            ProfileStats::default()
+        }
+    }
+
+    /// Stops profiling and returns what was sampled. Fails only if the profiler's
+    /// collector thread panicked (its samples are then released, not leaked) or in
+    /// a forked child that inherited this profile.
+    pub fn stop(mut self) -> Result<Profile, ProfileError> {
         self.finish()
     }
 
-    fn finish(&mut self) -> Profile {
-        #[cfg(target_os = "linux")]
-        sampler::stop();
+    #[cfg(not(target_os = "linux"))]
+    fn finish(&mut self) -> Result<Profile, ProfileError> {
+        Err(unsupported())
+    }
+
+    #[cfg(target_os = "linux")]
+    fn finish(&mut self) -> Result<Profile, ProfileError> {
+        let collector = self.collector.take();
+        if self.pid != std::process::id() {
+            // A copy inherited through fork: its collector thread is not in this
+            // process, and the sampler here is not ours.
+            std::mem::forget(collector);
+            return Err(ProfileError::new(
+                "this CPU profile was started by the parent process (before fork)",
+                None,
+            ));
+        }
         SPAN_NAMES.store(0, Ordering::Relaxed);
+        // Every sample of this profile is in the ring once `stop` returns; the
+        // collector's last drain takes them all. The sampler stays claimed until
+        // then, so no other profile can start and consume them.
+        sampler::stop();
         drop(self.stop.take());
-        let agg = self
-            .collector
-            .take()
-            .and_then(|c| c.join().ok())
-            .unwrap_or_default();
-        #[cfg(target_os = "linux")]
-        let dropped = sampler::dropped() - agg.dropped_before;
-        #[cfg(not(target_os = "linux"))]
-        let dropped = 0;
+        let joined = collector.map(JoinHandle::join);
+        let counts = sampler::counts(&self.counters);
+        let agg = match joined {
+            Some(Ok(agg)) => agg,
+            _ => {
+                // SAFETY: each popped sample's counts are released once.
+                sampler::drain(|s| unsafe { sampler::release(&s.slot) });
+                sampler::release_claim();
+                return Err(ProfileError::new(
+                    "the profiler's collector thread panicked",
+                    None,
+                ));
+            }
+        };
+        sampler::release_claim();
+        let stats = stats_of(&counts);
+        let failure = counts.first_failure.map(|e| e.to_string());
         let period = self.period;
         let samples = agg
             .samples
@@ -365,50 +426,68 @@ impl Profiler {
                 cpu: period * count as u32,
             })
             .collect();
-        Profile {
+        Ok(Profile {
             samples,
             period,
             start: self.started,
             duration: self.started_at.elapsed(),
-            dropped_samples: dropped,
-        }
+            stats,
+            timer_failure: failure,
+        })
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn stats_of(c: &sampler::Counts) -> ProfileStats {
+    ProfileStats {
+        recorded_samples: c.written,
+        dropped_samples: c.dropped,
+        unsampled_threads: c.timer_failures,
+        unsampled_cpu: c.unsampled_cpu,
     }
 }
 
 impl Drop for Profiler {
     fn drop(&mut self) {
         if self.collector.is_some() {
-            self.finish();
+            let _ = self.finish();
         }
     }
 }
 
 /// The collector thread: drains the sample ring every few milliseconds and
-/// aggregates identical samples, off the signal path.
+/// aggregates identical samples of profile `epoch`, off the signal path. It is
+/// the ring's only consumer while the profile runs.
 #[cfg(target_os = "linux")]
-fn collect(stop: mpsc::Receiver<()>, span_ids: SpanIds, dropped_before: u64) -> Aggregate {
+fn collect(stop: mpsc::Receiver<()>, span_ids: SpanIds, epoch: u32) -> Aggregate {
     let mut agg = Aggregate {
         samples: HashMap::new(),
-        dropped_before,
     };
     let drain = |agg: &mut Aggregate| {
-        while let Some(raw) = sampler::pop() {
+        #[cfg(test)]
+        if tests::PANIC_IN_COLLECTOR.load(Ordering::Relaxed) {
+            panic!("collector panic (test)");
+        }
+        sampler::drain(|raw| {
             // SAFETY: each popped sample's counts are taken over exactly once.
             let (labels, name) = unsafe { sampler::take(&raw.slot) };
+            if raw.epoch != epoch {
+                return; // another profile's: released just above
+            }
             let (trace_id, span_id, span_name) = match span_ids {
                 SpanIds::None => (0, 0, None),
                 SpanIds::LocalRoot => (raw.slot.trace_id, raw.slot.local_root_span_id, name),
                 SpanIds::Every => (raw.slot.trace_id, raw.slot.span_id, name),
             };
             let key = Key {
-                stack: raw.pcs[..raw.depth as usize].to_vec(),
+                stack: raw.stack().to_vec(),
                 labels,
                 trace_id,
                 span_id,
                 span_name,
             };
             *agg.samples.entry(key).or_default() += u64::from(raw.weight);
-        }
+        });
     };
     let mut last_scan = Instant::now();
     sampler::adopt_unknown_threads();
@@ -427,11 +506,6 @@ fn collect(stop: mpsc::Receiver<()>, span_ids: SpanIds, dropped_before: u64) -> 
             }
         }
     }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn collect(_stop: mpsc::Receiver<()>, _span_ids: SpanIds, _dropped_before: u64) -> Aggregate {
-    Aggregate::default()
 }
 
 /// Identical samples, aggregated.
@@ -481,7 +555,9 @@ pub struct Profile {
     period: Duration,
     start: SystemTime,
     duration: Duration,
-    dropped_samples: u64,
+    stats: ProfileStats,
+    /// Why the first unsampled thread's timer could not be made.
+    timer_failure: Option<String>,
 }
 
 impl Profile {
@@ -500,7 +576,12 @@ impl Profile {
     /// Samples lost because the sample buffer was full (also written into the pprof
     /// output, as a comment and as a `[tracewire: dropped samples]` sample).
     pub fn dropped_samples(&self) -> u64 {
-        self.dropped_samples
+        self.stats.dropped_samples
+    }
+    /// What the profile recorded and what it could not: dropped samples, threads
+    /// not sampled and their CPU (all also written into the pprof output).
+    pub fn stats(&self) -> ProfileStats {
+        self.stats
     }
     /// Total CPU time sampled.
     pub fn total_cpu(&self) -> Duration {
@@ -540,25 +621,23 @@ impl Profile {
             }
             b.sample(&s.stack, vec![s.count as i64, nanos(s.cpu)], &labels);
         }
-        if self.dropped_samples > 0 {
+        let dropped = self.stats.dropped_samples;
+        if dropped > 0 {
             b.comment(&format!(
-                "tracewire: {} samples dropped (sample buffer full)",
-                self.dropped_samples
+                "tracewire: {dropped} samples dropped (sample buffer full)"
             ));
-            let frame = Frame {
-                function: "[tracewire: dropped samples]".into(),
-                file: None,
-                line: None,
-            };
-            let loc = b.location_with(0, false, &[frame]);
-            b.profile.sample.push(pprof::Sample {
-                location_id: vec![loc],
-                value: vec![
-                    self.dropped_samples as i64,
-                    nanos(self.period) * self.dropped_samples as i64,
-                ],
-                label: Vec::new(),
-            });
+            let cpu = nanos(self.period) * dropped as i64;
+            b.gap_sample("[tracewire: dropped samples]", dropped as i64, cpu);
+        }
+        let threads = self.stats.unsampled_threads;
+        if threads > 0 {
+            let cpu = self.stats.unsampled_cpu;
+            b.comment(&format!(
+                "tracewire: {threads} registered threads not sampled ({}), {cpu:?} of their CPU missing",
+                self.timer_failure.as_deref().unwrap_or("timer_create failed")
+            ));
+            let periods = (cpu.as_nanos() / self.period.as_nanos().max(1)) as i64;
+            b.gap_sample("[tracewire: threads not sampled]", periods, nanos(cpu));
         }
         b.profile.time_nanos = self
             .start
@@ -571,5 +650,48 @@ impl Profile {
     /// Writes the profile as gzip'd pprof protobuf (what `go tool pprof` reads).
     pub fn write_pprof(&self, w: impl Write) -> io::Result<()> {
         self.to_pprof().write_gzip(w)
+    }
+}
+
+/// The lib's tests that start profiles or touch SIGPROF take turns.
+#[cfg(test)]
+pub(crate) fn test_serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    pub(super) static PANIC_IN_COLLECTOR: AtomicBool = AtomicBool::new(false);
+
+    #[test]
+    fn a_collector_panic_is_an_error_and_leaks_no_reference() {
+        let _serial = test_serial();
+        let set = LabelSet::new([("job", "panic")]);
+        let profiler = Profiler::builder().frequency(1000).start().unwrap();
+        PANIC_IN_COLLECTOR.store(true, Ordering::Relaxed);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                register_current_thread().unwrap();
+                crate::labels::with_labels(&set, || {
+                    let start = thread_cpu_time().unwrap();
+                    let mut x = 0u64;
+                    while thread_cpu_time().unwrap() - start < Duration::from_millis(200) {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                });
+            });
+        });
+        let result = profiler.stop();
+        PANIC_IN_COLLECTOR.store(false, Ordering::Relaxed);
+        let leaked = set.strong_count() - 1;
+        let error = result.expect_err("a collector panic must be an error");
+        assert!(error.to_string().contains("panicked"), "{error}");
+        assert_eq!(leaked, 0, "{leaked} references to the label set leaked");
+        // The sampler is free again.
+        Profiler::builder().start().unwrap().stop().unwrap();
     }
 }

@@ -396,4 +396,20 @@ impl Builder {
         let i = self.string(text);
         self.profile.comment.push(i);
     }
+
+    /// A sample standing for what the profile could not record (`what` is its one
+    /// frame), so `go tool pprof -top` shows the gap beside the real samples.
+    pub(crate) fn gap_sample(&mut self, what: &str, count: i64, nanos: i64) {
+        let frame = super::Frame {
+            function: what.into(),
+            file: None,
+            line: None,
+        };
+        let loc = self.location_with(0, false, &[frame]);
+        self.profile.sample.push(Sample {
+            location_id: vec![loc],
+            value: vec![count, nanos],
+            label: Vec::new(),
+        });
+    }
 }

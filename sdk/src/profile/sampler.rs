@@ -11,10 +11,9 @@
 //! the dynamic loader or libgcc, no syscall per frame; `errno` is saved and
 //! restored.
 
-use std::cell::UnsafeCell;
-use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::cell::{RefCell, UnsafeCell};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
@@ -162,29 +161,58 @@ pub(crate) struct RawSample {
     pub(crate) weight: u32,
     pub(crate) depth: u32,
     pub(crate) tid: i32,
+    /// The low 32 bits of the profile epoch the sample was taken in: a sample of
+    /// another profile (left in the ring, or inherited through `fork`) is released,
+    /// never counted.
+    pub(crate) epoch: u32,
     pub(crate) slot: SlotCopy,
-    /// Return addresses, leaf first; `pcs[0]` is the interrupted instruction.
+    /// Return addresses, leaf first; `pcs[0]` is the interrupted instruction. Only
+    /// the first `depth` are this sample's.
     pub(crate) pcs: [usize; MAX_DEPTH],
+}
+
+impl RawSample {
+    const ZERO: RawSample = RawSample {
+        weight: 0,
+        depth: 0,
+        tid: 0,
+        epoch: 0,
+        slot: SlotCopy::EMPTY,
+        pcs: [0; MAX_DEPTH],
+    };
+
+    /// The sample's stack, leaf first.
+    pub(crate) fn stack(&self) -> &[usize] {
+        &self.pcs[..(self.depth as usize).min(MAX_DEPTH)]
+    }
 }
 
 struct Cell {
     seq: AtomicUsize,
-    sample: UnsafeCell<MaybeUninit<RawSample>>,
+    /// Always initialised (zeroed when the ring is made), so a sample is copied out
+    /// whole even when its stack is shorter than the previous one in this cell.
+    sample: UnsafeCell<RawSample>,
 }
 
 /// A bounded multi-producer, single-consumer queue of samples (Vyukov's bounded
 /// queue): producers claim a cell with one compare-and-swap and never wait; when
-/// the ring is full the sample is counted in `dropped` instead.
+/// the ring is full the sample's weight is counted in `dropped` instead. Whoever
+/// pops holds `consumer`, so there is one consumer at a time by construction.
 struct Ring {
     cells: Box<[Cell]>,
     enqueue: CachePadded<AtomicUsize>,
     dequeue: CachePadded<AtomicUsize>,
+    /// Periods (sample weights) lost because the ring was full, since the start.
     dropped: AtomicU64,
+    /// Periods written into the ring, since the start.
+    written: AtomicU64,
+    consumer: Mutex<()>,
 }
 
 // SAFETY: cells are handed between threads through the `seq` protocol: a producer
 // owns a cell from its successful CAS until its Release store of `seq`, and the
-// (single) consumer from its Acquire load of `seq` until its Release store.
+// consumer (whoever holds `consumer`) from its Acquire load of `seq` until its
+// Release store.
 unsafe impl Sync for Ring {}
 // SAFETY: the only non-Send fields are the raw pointers of `SlotCopy`, which stand
 // for reference counts of `Arc<LabelSetInner>` and `Arc<Str>`, both Send + Sync.
@@ -196,18 +224,21 @@ impl Ring {
             cells: (0..RING_SLOTS)
                 .map(|i| Cell {
                     seq: AtomicUsize::new(i),
-                    sample: UnsafeCell::new(MaybeUninit::uninit()),
+                    sample: UnsafeCell::new(RawSample::ZERO),
                 })
                 .collect(),
             enqueue: CachePadded::new(AtomicUsize::new(0)),
             dequeue: CachePadded::new(AtomicUsize::new(0)),
             dropped: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            consumer: Mutex::new(()),
         }
     }
 
-    /// Claims a cell for writing; `None` (and a counted drop) if the ring is full.
+    /// Claims a cell for a sample of `weight` periods; `None` (and `weight` counted
+    /// as dropped) if the ring is full.
     #[inline(always)]
-    fn claim(&self) -> Option<(usize, &Cell)> {
+    fn claim(&self, weight: u32) -> Option<(usize, &Cell)> {
         let mask = RING_SLOTS - 1;
         let mut pos = self.enqueue.load(Ordering::Relaxed);
         loop {
@@ -225,7 +256,7 @@ impl Ring {
                     Err(p) => pos = p,
                 }
             } else if dif < 0 {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped.fetch_add(u64::from(weight), Ordering::Relaxed);
                 return None;
             } else {
                 pos = self.enqueue.load(Ordering::Relaxed);
@@ -233,19 +264,31 @@ impl Ring {
         }
     }
 
-    /// Takes the oldest sample. Only the collector calls this (single consumer).
-    fn pop(&self) -> Option<RawSample> {
+    /// Hands a claimed and written cell to the consumer.
+    #[inline(always)]
+    fn commit(&self, pos: usize, cell: &Cell, weight: u32) {
+        self.written.fetch_add(u64::from(weight), Ordering::Relaxed);
+        cell.seq.store(pos + 1, Ordering::Release);
+    }
+
+    /// Takes the oldest sample. `_consumer` proves the caller is the one consumer.
+    fn pop(&self, _consumer: &MutexGuard<'_, ()>) -> Option<RawSample> {
         let pos = self.dequeue.load(Ordering::Relaxed);
         let cell = &self.cells[pos & (RING_SLOTS - 1)];
         if cell.seq.load(Ordering::Acquire) != pos + 1 {
             return None;
         }
         // SAFETY: `seq == pos + 1` means a producer finished writing this cell and
-        // released it to the consumer; nobody writes it until we hand it back.
-        let sample = unsafe { (*cell.sample.get()).assume_init() };
+        // released it to the consumer, which we are (we hold `consumer`); nobody
+        // writes it until we hand it back. The cell is always initialised.
+        let sample = unsafe { *cell.sample.get() };
         cell.seq.store(pos + RING_SLOTS, Ordering::Release);
         self.dequeue.store(pos + 1, Ordering::Relaxed);
         Some(sample)
+    }
+
+    fn lock_consumer(&self) -> MutexGuard<'_, ()> {
+        self.consumer.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -253,7 +296,8 @@ impl Ring {
 /// check its frames.
 #[derive(Debug)]
 struct ThreadInfo {
-    tid: libc::pid_t,
+    /// The kernel thread id (rewritten in a forked child, where it changes).
+    tid: AtomicI32,
     pthread: libc::pthread_t,
     stack_lo: usize,
     stack_hi: usize,
@@ -269,42 +313,58 @@ unsafe impl Send for Timer {}
 struct Entry {
     info: Arc<ThreadInfo>,
     timer: Option<Timer>,
+    /// The thread's CPU time when its timer could not be made during this profile:
+    /// it is not sampled, and the CPU it uses from then on is counted as such.
+    unsampled_since: Option<Duration>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Registry {
     threads: Vec<Entry>,
-    /// The sampling period while a profile runs.
+    /// A profile owns the sampler, from a successful [`start`] to [`release_claim`].
+    claimed: bool,
+    /// The sampling period while the timers run.
     period: Option<Duration>,
-    /// The SIGPROF action in place before the profile started.
-    previous: Option<SigAction>,
     /// Timers given to threads nobody registered, by tid.
     adopted: Vec<(libc::pid_t, Timer)>,
-}
-
-struct SigAction(libc::sigaction);
-// SAFETY: a sigaction struct is plain data (a function address, flags, a mask).
-unsafe impl Send for SigAction {}
-impl std::fmt::Debug for SigAction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SigAction")
-    }
+    /// Registered threads whose timer could not be made during this profile.
+    timer_failures: u64,
+    /// CPU those threads used while not sampled, in this profile (finished spells).
+    unsampled_cpu: Duration,
+    /// Why the first of them failed (errno).
+    first_failure: Option<i32>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     threads: Vec::new(),
+    claimed: false,
     period: None,
-    previous: None,
     adopted: Vec::new(),
+    timer_failures: 0,
+    unsampled_cpu: Duration::ZERO,
+    first_failure: None,
 });
 static RING: OnceLock<Ring> = OnceLock::new();
 static RING_PTR: AtomicPtr<Ring> = AtomicPtr::new(std::ptr::null_mut());
 static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// Handlers running now (on any thread): [`stop`] waits for them to finish, so no
+/// sample of a stopped profile is written after its collector's last drain.
+static IN_HANDLER: AtomicUsize = AtomicUsize::new(0);
 /// The sampling period of the running profile, in nanoseconds.
 static PERIOD_NS: AtomicU64 = AtomicU64::new(0);
-/// Incremented by every `start`, so per-thread fallback state of an earlier
-/// profile is not mistaken for this one's.
+/// Incremented by every `start`, so per-thread fallback state and samples of an
+/// earlier profile are not mistaken for this one's.
 static EPOCH: AtomicU64 = AtomicU64::new(0);
+/// The SIGPROF handler that was installed before ours, if it was a real handler
+/// (not SIG_DFL or SIG_IGN): signals that are not ours are passed on to it.
+static PREVIOUS_HANDLER: AtomicUsize = AtomicUsize::new(0);
+static PREVIOUS_SIGINFO: AtomicBool = AtomicBool::new(false);
+static ATFORK: Once = Once::new();
+
+type ForkGuards = (
+    MutexGuard<'static, Registry>,
+    Option<MutexGuard<'static, ()>>,
+);
 
 thread_local! {
     // Const-initialised, no destructor: a plain TLS load from the handler.
@@ -314,7 +374,10 @@ thread_local! {
     static FALLBACK_EPOCH: AtomicU64 = const { AtomicU64::new(0) };
     static FALLBACK_CREDITED: AtomicU64 = const { AtomicU64::new(0) };
     // Unregisters the thread when it exits.
-    static REGISTRATION: std::cell::RefCell<Option<Registration>> = const { std::cell::RefCell::new(None) };
+    static REGISTRATION: RefCell<Option<Registration>> = const { RefCell::new(None) };
+    // The locks `fork` is made under, from the prepare handler to the parent's or
+    // child's handler (all three run on the forking thread).
+    static FORK_GUARDS: RefCell<Option<ForkGuards>> = const { RefCell::new(None) };
 }
 
 struct Registration;
@@ -337,12 +400,76 @@ fn os_error(what: &'static str) -> OsError {
     OsError(what, std::io::Error::last_os_error())
 }
 
+/// Registers `pthread_atfork` handlers (once): `fork` happens with the registry
+/// and the ring's consumer lock held, so the child never inherits them locked by a
+/// thread it does not have, and the child forgets the parent's profile.
+fn ensure_atfork() {
+    ATFORK.call_once(|| {
+        // SAFETY: three extern "C" functions with no arguments, valid for the life
+        // of the process.
+        unsafe {
+            libc::pthread_atfork(
+                Some(atfork_prepare),
+                Some(atfork_parent),
+                Some(atfork_child),
+            )
+        };
+    });
+}
+
+extern "C" fn atfork_prepare() {
+    let reg = registry();
+    let consumer = RING.get().map(Ring::lock_consumer);
+    let _ = FORK_GUARDS.try_with(|g| *g.borrow_mut() = Some((reg, consumer)));
+}
+
+extern "C" fn atfork_parent() {
+    let _ = FORK_GUARDS.try_with(|g| g.borrow_mut().take());
+}
+
+extern "C" fn atfork_child() {
+    let _ = FORK_GUARDS.try_with(|g| {
+        if let Some((mut reg, consumer)) = g.borrow_mut().take() {
+            reset_after_fork(&mut reg);
+            drop(consumer);
+            drop(reg);
+        }
+    });
+}
+
+/// In a forked child: only the forking thread exists, and no timer survived
+/// `fork` (fork(2)), so no profile runs and the registry holds only this thread.
+fn reset_after_fork(reg: &mut Registry) {
+    ACTIVE.store(false, Ordering::SeqCst);
+    IN_HANDLER.store(0, Ordering::SeqCst);
+    reg.claimed = false;
+    reg.period = None;
+    reg.timer_failures = 0;
+    reg.unsampled_cpu = Duration::ZERO;
+    reg.first_failure = None;
+    // The timer ids are meaningless here: forget them, never delete them.
+    reg.adopted.clear();
+    let me = THREAD
+        .try_with(|t| t.load(Ordering::Relaxed))
+        .unwrap_or(std::ptr::null_mut());
+    reg.threads
+        .retain(|e| Arc::as_ptr(&e.info) == me.cast_const());
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    for e in &mut reg.threads {
+        e.timer = None;
+        e.unsampled_since = None;
+        e.info.tid.store(tid, Ordering::Relaxed);
+    }
+}
+
 /// Registers the calling thread: its CPU timer will drive samples with full stacks
 /// while a profile runs. Idempotent. The thread unregisters when it exits.
 pub(crate) fn register_current() -> Result<(), OsError> {
     if !THREAD.with(|t| t.load(Ordering::Relaxed)).is_null() {
         return Ok(());
     }
+    ensure_atfork();
     // SAFETY: plain libc calls on the calling thread with valid out-pointers; the
     // attr is initialised by pthread_getattr_np and destroyed once.
     let info = unsafe {
@@ -359,21 +486,32 @@ pub(crate) fn register_current() -> Result<(), OsError> {
             return Err(os_error("pthread_attr_getstack"));
         }
         ThreadInfo {
-            tid: libc::gettid(),
+            tid: AtomicI32::new(libc::gettid()),
             pthread,
             stack_lo: addr as usize,
             stack_hi: addr as usize + size,
         }
     };
     let info = Arc::new(info);
+    let tid = info.tid.load(Ordering::Relaxed);
     let mut reg = registry();
-    let timer = match reg.period {
-        Some(period) => create_timer(&info, period).ok(),
-        None => None,
+    // Its own timer replaces an adoption timer it had while unregistered.
+    if let Some(i) = reg.adopted.iter().position(|(t, _)| *t == tid) {
+        let (_, t) = reg.adopted.swap_remove(i);
+        delete_timer(t);
+    }
+    let mut entry = Entry {
+        info,
+        timer: None,
+        unsampled_since: None,
     };
-    THREAD.with(|t| t.store(Arc::as_ptr(&info).cast_mut(), Ordering::Release));
-    reg.threads.push(Entry { info, timer });
+    if let Some(period) = reg.period {
+        arm(&mut reg, &mut entry, period);
+    }
+    THREAD.with(|t| t.store(Arc::as_ptr(&entry.info).cast_mut(), Ordering::Release));
+    reg.threads.push(entry);
     drop(reg);
+    reset_fallback_credit();
     let _ = REGISTRATION.try_with(|r| *r.borrow_mut() = Some(Registration));
     Ok(())
 }
@@ -392,11 +530,65 @@ pub(crate) fn unregister_current() {
         .iter()
         .position(|e| Arc::as_ptr(&e.info) == ptr.cast_const())
     {
-        let entry = reg.threads.swap_remove(i);
+        let entry = reg.swap_remove_entry(i);
         if let Some(t) = entry.timer {
             delete_timer(t);
         }
     }
+    drop(reg);
+    // From now on the fallback timers sample this thread: they credit it only with
+    // the CPU it uses from now, not with what its own timer already counted.
+    reset_fallback_credit();
+}
+
+impl Registry {
+    /// Removes entry `i`, adding the CPU it used unsampled to the profile's count.
+    fn swap_remove_entry(&mut self, i: usize) -> Entry {
+        let mut entry = self.threads.swap_remove(i);
+        self.close_unsampled(&mut entry);
+        entry
+    }
+
+    fn close_unsampled(&mut self, entry: &mut Entry) {
+        if let Some(since) = entry.unsampled_since.take() {
+            if let Some(now) = thread_cpu(&entry.info) {
+                self.unsampled_cpu += now.saturating_sub(since);
+            }
+        }
+    }
+
+    /// CPU used unsampled in this profile so far, open spells included.
+    fn unsampled_cpu_now(&self) -> Duration {
+        let open: Duration = self
+            .threads
+            .iter()
+            .filter_map(|e| Some(thread_cpu(&e.info)?.saturating_sub(e.unsampled_since?)))
+            .sum();
+        self.unsampled_cpu + open
+    }
+}
+
+/// Gives `entry` its CPU timer for `period`; on failure counts the thread as not
+/// sampled (and from when).
+fn arm(reg: &mut Registry, entry: &mut Entry, period: Duration) {
+    match create_timer(&entry.info, period) {
+        Ok(t) => entry.timer = Some(t),
+        Err(OsError(_, e)) => {
+            entry.timer = None;
+            entry.unsampled_since = Some(thread_cpu(&entry.info).unwrap_or_default());
+            reg.timer_failures += 1;
+            reg.first_failure
+                .get_or_insert(e.raw_os_error().unwrap_or(0));
+        }
+    }
+}
+
+/// Re-anchors the calling thread's fallback credit at its current CPU time.
+fn reset_fallback_credit() {
+    let now = cpu_time(false).as_nanos() as u64;
+    let epoch = EPOCH.load(Ordering::Relaxed);
+    let _ = FALLBACK_CREDITED.try_with(|c| c.store(now, Ordering::Relaxed));
+    let _ = FALLBACK_EPOCH.try_with(|e| e.store(epoch, Ordering::Relaxed));
 }
 
 /// CPU time the calling thread (`process == false`) or the whole process has used.
@@ -406,13 +598,30 @@ pub(crate) fn cpu_time(process: bool) -> Duration {
     } else {
         libc::CLOCK_THREAD_CPUTIME_ID
     };
+    clock_time(clock).unwrap_or_default()
+}
+
+fn clock_time(clock: libc::clockid_t) -> Option<Duration> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: valid out-pointer; both clocks always exist on Linux.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    // SAFETY: valid out-pointer.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return None;
+    }
+    Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+/// CPU time a registered thread has used. Call under the registry lock (the
+/// thread is then alive: it unregisters, under that lock, before it exits).
+fn thread_cpu(info: &ThreadInfo) -> Option<Duration> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: the thread is registered, so its pthread_t is alive.
+    if unsafe { libc::pthread_getcpuclockid(info.pthread, &mut clock) } != 0 {
+        return None;
+    }
+    clock_time(clock)
 }
 
 fn timespec(d: Duration) -> libc::timespec {
@@ -432,7 +641,7 @@ fn create_timer(info: &ThreadInfo, period: Duration) -> Result<Timer, OsError> {
     if unsafe { libc::pthread_getcpuclockid(info.pthread, &mut clock) } != 0 {
         return Err(os_error("pthread_getcpuclockid"));
     }
-    create_timer_on(clock, info.tid, TIMER_MAGIC, period)
+    create_timer_on(clock, info.tid.load(Ordering::Relaxed), TIMER_MAGIC, period)
 }
 
 /// A timer on `clock` that sends SIGPROF, carrying `magic`, to thread `tid`.
@@ -503,7 +712,10 @@ pub(crate) fn adopt_unknown_threads() {
         delete_timer(t);
     }
     for tid in tids {
-        let known = reg.threads.iter().any(|e| e.info.tid == tid)
+        let known = reg
+            .threads
+            .iter()
+            .any(|e| e.info.tid.load(Ordering::Relaxed) == tid)
             || reg.adopted.iter().any(|(t, _)| *t == tid);
         if !known {
             if let Ok(t) = create_timer_on(thread_clock(tid), tid, ADOPTED_MAGIC, period) {
@@ -535,11 +747,89 @@ fn set_process_timer(period: Option<Duration>) {
     unsafe { libc::setitimer(libc::ITIMER_PROF, &it, std::ptr::null_mut()) };
 }
 
-/// Starts sampling every registered thread (and, through the process-wide timer,
-/// every other thread with leaf-only stacks) every `period` of CPU time.
-pub(crate) fn start(period: Duration) -> Result<(), OsError> {
+/// Makes `on_sigprof` the SIGPROF handler if it is not (first use, or someone
+/// replaced it since). It then stays installed for the life of the process: a
+/// signal of a stopped profile that is still pending somewhere must find it, not
+/// SIG_DFL (which terminates the process). A real handler found in its place is
+/// kept, and signals that are not tracewire's are passed on to it.
+fn install_handler() -> Result<(), OsError> {
+    let ours = on_sigprof as extern "C" fn(_, _, _) as usize;
+    // SAFETY: reads the current action into a zeroed struct, then installs ours
+    // with a zeroed, then filled, action.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGPROF, std::ptr::null(), &mut current) != 0 {
+            return Err(os_error("sigaction"));
+        }
+        if current.sa_sigaction == ours {
+            return Ok(());
+        }
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = ours;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGPROF, &sa, &mut old) != 0 {
+            return Err(os_error("sigaction"));
+        }
+        let previous = old.sa_sigaction;
+        let real = previous != libc::SIG_DFL && previous != libc::SIG_IGN && previous != ours;
+        PREVIOUS_SIGINFO.store(old.sa_flags & libc::SA_SIGINFO != 0, Ordering::Relaxed);
+        PREVIOUS_HANDLER.store(if real { previous } else { 0 }, Ordering::Release);
+    }
+    Ok(())
+}
+
+/// What a profile's start knows of the counters, to report its own share.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Started {
+    /// This profile's epoch (samples carry its low 32 bits).
+    pub(crate) epoch: u64,
+    written: u64,
+    dropped: u64,
+}
+
+/// The sampler's counters for one profile.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    /// Periods the handler wrote into the ring.
+    pub(crate) written: u64,
+    /// Periods lost because the ring was full.
+    pub(crate) dropped: u64,
+    /// Registered threads whose timer could not be made.
+    pub(crate) timer_failures: u64,
+    /// CPU those threads used, unsampled.
+    pub(crate) unsampled_cpu: Duration,
+    /// Why the first of them failed.
+    pub(crate) first_failure: Option<std::io::Error>,
+}
+
+/// The counters of the profile that started at `since`, up to now.
+pub(crate) fn counts(since: &Started) -> Counts {
+    let reg = registry();
+    let (written, dropped) = RING.get().map_or((0, 0), |r| {
+        (
+            r.written.load(Ordering::Relaxed),
+            r.dropped.load(Ordering::Relaxed),
+        )
+    });
+    Counts {
+        written: written - since.written,
+        dropped: dropped - since.dropped,
+        timer_failures: reg.timer_failures,
+        unsampled_cpu: reg.unsampled_cpu_now(),
+        first_failure: reg.first_failure.map(std::io::Error::from_raw_os_error),
+    }
+}
+
+/// Claims the sampler for a new profile and starts sampling every registered
+/// thread (and, through the process-wide timer, every other thread with leaf-only
+/// stacks) every `period` of CPU time. A refused start (another profile owns the
+/// sampler) touches nothing.
+pub(crate) fn start(period: Duration) -> Result<Started, OsError> {
+    ensure_atfork();
     let mut reg = registry();
-    if reg.period.is_some() {
+    if reg.claimed {
         return Err(OsError(
             "start",
             std::io::Error::new(
@@ -550,64 +840,82 @@ pub(crate) fn start(period: Duration) -> Result<(), OsError> {
     }
     let ring = RING.get_or_init(Ring::new);
     RING_PTR.store((ring as *const Ring).cast_mut(), Ordering::Release);
-    // SAFETY: installs our handler for SIGPROF with a zeroed, then filled, action;
-    // the previous action is kept to be restored by `stop`.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_sigprof as extern "C" fn(_, _, _) as usize;
-        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        let mut old: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(libc::SIGPROF, &sa, &mut old) != 0 {
-            return Err(os_error("sigaction"));
+    install_handler()?;
+    reg.claimed = true;
+    // Samples another profile left (or a parent, before fork) are released here,
+    // by the one consumer.
+    {
+        let consumer = ring.lock_consumer();
+        while let Some(s) = ring.pop(&consumer) {
+            // SAFETY: each popped sample's counts are released once.
+            unsafe { release(&s.slot) };
         }
-        reg.previous = Some(SigAction(old));
     }
+    reg.timer_failures = 0;
+    reg.unsampled_cpu = Duration::ZERO;
+    reg.first_failure = None;
     PERIOD_NS.store(period.as_nanos().max(1) as u64, Ordering::Relaxed);
-    EPOCH.fetch_add(1, Ordering::Relaxed);
-    ACTIVE.store(true, Ordering::Release);
+    let epoch = EPOCH.fetch_add(1, Ordering::Relaxed) + 1;
+    let started = Started {
+        epoch,
+        written: ring.written.load(Ordering::Relaxed),
+        dropped: ring.dropped.load(Ordering::Relaxed),
+    };
+    ACTIVE.store(true, Ordering::SeqCst);
     reg.period = Some(period);
-    let period_ok = period;
-    for e in reg.threads.iter_mut() {
-        e.timer = create_timer(&e.info, period_ok).ok();
+    let mut threads = std::mem::take(&mut reg.threads);
+    for e in threads.iter_mut() {
+        arm(&mut reg, e, period);
     }
+    reg.threads = threads;
     set_process_timer(Some(period));
-    Ok(())
+    Ok(started)
 }
 
-/// Stops sampling: deletes the timers and restores the previous SIGPROF action.
+/// Stops sampling: deletes the timers, then waits until no handler is running, so
+/// every sample of this profile is in the ring. The handler stays installed (late
+/// signals are ignored) and the sampler stays claimed until [`release_claim`].
 pub(crate) fn stop() {
     let mut reg = registry();
     if reg.period.take().is_none() {
         return;
     }
     set_process_timer(None);
-    for e in reg.threads.iter_mut() {
+    let mut threads = std::mem::take(&mut reg.threads);
+    for e in threads.iter_mut() {
         if let Some(t) = e.timer.take() {
             delete_timer(t);
         }
+        reg.close_unsampled(e);
     }
+    reg.threads = threads;
     for (_, t) in std::mem::take(&mut reg.adopted) {
         delete_timer(t);
     }
-    ACTIVE.store(false, Ordering::Release);
-    // Let signals already generated land (and be ignored) before the previous
-    // action comes back.
-    std::thread::sleep(Duration::from_millis(5));
-    if let Some(SigAction(old)) = reg.previous.take() {
-        // SAFETY: restores the action saved by `start`.
-        unsafe { libc::sigaction(libc::SIGPROF, &old, std::ptr::null_mut()) };
+    ACTIVE.store(false, Ordering::SeqCst);
+    drop(reg);
+    // A handler that saw ACTIVE before the store above has incremented IN_HANDLER
+    // before reading it (both SeqCst); wait for those, never for long.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while IN_HANDLER.load(Ordering::SeqCst) != 0 && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
     }
 }
 
-/// Takes the oldest sample the handler wrote, if any.
-pub(crate) fn pop() -> Option<RawSample> {
-    RING.get()?.pop()
+/// Gives the sampler up after [`stop`] and the last drain: another profile may start.
+pub(crate) fn release_claim() {
+    registry().claimed = false;
 }
 
-/// Samples lost because the ring was full, since the process started.
-pub(crate) fn dropped() -> u64 {
-    RING.get().map_or(0, |r| r.dropped.load(Ordering::Relaxed))
+/// Pops every sample in the ring, oldest first, as the one consumer.
+pub(crate) fn drain(mut f: impl FnMut(RawSample)) {
+    let Some(ring) = RING.get() else {
+        return;
+    };
+    let consumer = ring.lock_consumer();
+    while let Some(s) = ring.pop(&consumer) {
+        f(s);
+    }
 }
 
 /// Measures the handler on the calling (registered) thread while a profile runs:
@@ -628,11 +936,9 @@ pub(crate) fn measure_handler(iterations: u32) -> (Duration, Duration) {
     let mut uc: libc::ucontext_t = unsafe { std::mem::zeroed() };
     // SAFETY: valid out-pointer.
     unsafe { libc::getcontext(&mut uc) };
-    let drain = || {
-        while let Some(s) = pop() {
-            // SAFETY: each popped sample's counts are released once.
-            unsafe { release(&s.slot) };
-        }
+    let empty = || {
+        // SAFETY: each popped sample's counts are released once.
+        drain(|s| unsafe { release(&s.slot) });
     };
     let mut body = Duration::ZERO;
     let mut done = 0;
@@ -646,7 +952,7 @@ pub(crate) fn measure_handler(iterations: u32) -> (Duration, Duration) {
         }
         body += start.elapsed();
         done += chunk;
-        drain();
+        empty();
     }
     // SAFETY: pthread_self has no preconditions; signalling ourselves with SIGPROF
     // runs our handler, which ignores a signal that does not come from our timer.
@@ -696,14 +1002,40 @@ unsafe fn registers(uctx: *const libc::c_void) -> (usize, usize, usize) {
     }
 }
 
-extern "C" fn on_sigprof(_sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+extern "C" fn on_sigprof(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
     // SAFETY: __errno_location returns this thread's errno; saved and restored so
     // the interrupted code never sees our changes.
     let errno = unsafe { *libc::__errno_location() };
+    IN_HANDLER.fetch_add(1, Ordering::SeqCst);
     // SAFETY: called by the kernel with a valid siginfo and ucontext.
-    unsafe { sample(info.cast_const().cast(), uctx) };
+    let ours = unsafe { sample(info.cast_const().cast(), uctx) };
+    IN_HANDLER.fetch_sub(1, Ordering::SeqCst);
+    if !ours {
+        chain(sig, info, uctx);
+    }
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
+}
+
+/// Passes a SIGPROF that is not tracewire's to the handler installed before ours,
+/// if that was a real handler; otherwise it is ignored (never SIG_DFL's exit).
+#[inline(always)]
+fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+    let previous = PREVIOUS_HANDLER.load(Ordering::Acquire);
+    if previous == 0 {
+        return;
+    }
+    if PREVIOUS_SIGINFO.load(Ordering::Relaxed) {
+        // SAFETY: `previous` is the address of the SA_SIGINFO handler that was
+        // installed for SIGPROF before ours, called as the kernel would call it.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(previous) };
+        f(sig, info, uctx);
+    } else {
+        // SAFETY: as above, for a plain `sa_handler`.
+        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(previous) };
+        f(sig);
+    }
 }
 
 /// The periods of CPU the calling (unregistered) thread used since the process
@@ -741,34 +1073,46 @@ fn fallback_weight() -> u32 {
     periods.min(u64::from(u32::MAX)) as u32
 }
 
-/// The body of the handler.
+/// The body of the handler. Returns whether the signal was tracewire's (one of
+/// its timers', or the process-wide timer's while a profile runs); others are
+/// passed on by the caller.
 ///
 /// # Safety
 /// Only from the SIGPROF handler, with the kernel's siginfo and ucontext.
 #[inline(always)]
-unsafe fn sample(info: *const TimerInfo, uctx: *mut libc::c_void) {
-    if !ACTIVE.load(Ordering::Acquire) {
-        return;
-    }
-    let ring = RING_PTR.load(Ordering::Acquire);
-    if ring.is_null() || uctx.is_null() || info.is_null() {
-        return;
+unsafe fn sample(info: *const TimerInfo, uctx: *mut libc::c_void) -> bool {
+    if info.is_null() {
+        return false;
     }
     // SAFETY: the kernel's siginfo; the timer fields are only read for SI_TIMER.
     let info = unsafe { &*info };
-    let thread = THREAD
-        .try_with(|t| t.load(Ordering::Acquire))
-        .unwrap_or(std::ptr::null_mut());
     let timer = if info.si_code == SI_TIMER {
         info.si_value
     } else {
         0
     };
+    let our_timer = timer == TIMER_MAGIC || timer == ADOPTED_MAGIC;
+    // The process-wide timer's signals are sent by the kernel (si_code > 0).
+    if !our_timer && info.si_code <= 0 {
+        return false;
+    }
+    if !ACTIVE.load(Ordering::SeqCst) {
+        // A late signal of a stopped profile (or another program's ITIMER_PROF,
+        // which then goes to its handler).
+        return our_timer;
+    }
+    let ring = RING_PTR.load(Ordering::Acquire);
+    if ring.is_null() || uctx.is_null() {
+        return true;
+    }
+    let thread = THREAD
+        .try_with(|t| t.load(Ordering::Acquire))
+        .unwrap_or(std::ptr::null_mut());
     let weight = if !thread.is_null() {
         // A registered thread: only its own timer counts (the process-wide timer
         // and an adoption timer would count its CPU twice).
         if timer != TIMER_MAGIC {
-            return;
+            return true;
         }
         1 + info.si_overrun.max(0) as u32
     } else if timer == ADOPTED_MAGIC || info.si_code > 0 {
@@ -777,24 +1121,24 @@ unsafe fn sample(info: *const TimerInfo, uctx: *mut libc::c_void) {
         // as readily as to the thread that used the CPU, so credit a thread only
         // with the CPU its own clock shows it used since its last sample.
         match fallback_weight() {
-            0 => return,
+            0 => return true,
             w => w,
         }
     } else {
-        // A timer of a thread that just unregistered, or someone else's signal.
-        return;
+        // A timer of a thread that just unregistered.
+        return true;
     };
     // SAFETY: the ring is 'static once published.
     let ring = unsafe { &*ring };
-    let Some((pos, cell)) = ring.claim() else {
-        return;
+    let Some((pos, cell)) = ring.claim(weight) else {
+        return true;
     };
-    // SAFETY: we own `cell` from the successful claim until the Release store.
-    let out = unsafe { (*cell.sample.get()).as_mut_ptr() };
+    // SAFETY: we own `cell` from the successful claim until `commit`.
+    let out = cell.sample.get();
     // SAFETY: `uctx` is the kernel's ucontext for this signal.
     let (pc, mut fp, sp) = unsafe { registers(uctx) };
-    // SAFETY: `out` points to the claimed cell's storage; fields are written
-    // through raw pointers, as the storage may be uninitialised.
+    // SAFETY: `out` points to the claimed cell's (initialised) storage, which only
+    // we access until `commit`.
     unsafe {
         let pcs = std::ptr::addr_of_mut!((*out).pcs) as *mut usize;
         *pcs = pc;
@@ -822,12 +1166,14 @@ unsafe fn sample(info: *const TimerInfo, uctx: *mut libc::c_void) {
                 fp = next;
             }
         }
-        std::ptr::addr_of_mut!((*out).depth).write(depth as u32);
-        std::ptr::addr_of_mut!((*out).weight).write(weight);
-        std::ptr::addr_of_mut!((*out).tid).write(libc::gettid());
-        std::ptr::addr_of_mut!((*out).slot).write(copy_current());
+        (*out).depth = depth as u32;
+        (*out).weight = weight;
+        (*out).tid = libc::gettid();
+        (*out).epoch = EPOCH.load(Ordering::Relaxed) as u32;
+        (*out).slot = copy_current();
     }
-    cell.seq.store(pos + 1, Ordering::Release);
+    ring.commit(pos, cell, weight);
+    true
 }
 
 #[cfg(test)]
@@ -864,6 +1210,7 @@ mod tests {
 
     #[test]
     fn signal_handler_copies_only_label_sets_really_installed() {
+        let _serial = crate::profile::test_serial();
         // Four contexts with distinct labels; index 0 stands for "no context".
         let sets: Vec<LabelSet> = (0..4)
             .map(|i| LabelSet::new([("set", format!("{i}"))]))
@@ -968,6 +1315,44 @@ mod tests {
             assert_eq!(s.strong_count(), 1);
         }
         assert!(i > 1000);
+    }
+
+    #[test]
+    fn a_sample_dropped_on_a_full_ring_counts_its_weight() {
+        let _serial = crate::profile::test_serial();
+        register_current().unwrap();
+        // 1 Hz: the profile's own timers stay quiet while the test fills the ring.
+        let started = start(Duration::from_secs(1)).unwrap();
+        // SAFETY: zeroed ucontext filled by getcontext for the calling thread.
+        let mut uc: libc::ucontext_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid out-pointer.
+        unsafe { libc::getcontext(&mut uc) };
+        let info = |overrun| TimerInfo {
+            si_signo: libc::SIGPROF,
+            si_errno: 0,
+            si_code: SI_TIMER,
+            _pad: 0,
+            si_tid: 0,
+            si_overrun: overrun,
+            si_value: TIMER_MAGIC,
+        };
+        for _ in 0..RING_SLOTS {
+            // SAFETY: a timer-style siginfo and a real ucontext of this thread.
+            unsafe { sample(&info(0), (&mut uc as *mut libc::ucontext_t).cast()) };
+        }
+        let before = counts(&started).dropped;
+        // A signal standing for 3 periods (2 overruns) finds the ring full.
+        // SAFETY: as above.
+        unsafe { sample(&info(2), (&mut uc as *mut libc::ucontext_t).cast()) };
+        let lost = counts(&started).dropped - before;
+        stop();
+        // SAFETY: each popped sample's counts are released once.
+        drain(|s| unsafe { release(&s.slot) });
+        release_claim();
+        assert_eq!(
+            lost, 3,
+            "a dropped sample of weight 3 was counted as {lost}"
+        );
     }
 
     #[test]

@@ -33,8 +33,14 @@ pub(crate) enum Render {
 impl Render {
     fn run(self) -> Response<Full<Bytes>> {
         match self {
-            Render::Cpu(profiler) => render::cpu(&profiler.stop()),
-            Render::Flamegraph(profiler, request) => render::flamegraph(&profiler.stop(), &request),
+            Render::Cpu(profiler) => match profiler.stop() {
+                Ok(profile) => render::cpu(&profile),
+                Err(e) => render::stop_failed(&e),
+            },
+            Render::Flamegraph(profiler, request) => match profiler.stop() {
+                Ok(profile) => render::flamegraph(&profile, &request),
+                Err(e) => render::stop_failed(&e),
+            },
             Render::Custom(profile) => render::custom(&profile),
         }
     }

@@ -236,6 +236,14 @@ pub(crate) fn flamegraph_title(tagfocus: &[(String, String)]) -> String {
 }
 
 /// A flame graph (SVG) of the samples the request focuses on.
+/// The answer when a CPU profile could not be finished.
+pub(crate) fn stop_failed(e: &tracewire::profile::ProfileError) -> Response<Full<Bytes>> {
+    text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("the CPU profile failed: {e}\n"),
+    )
+}
+
 pub(crate) fn flamegraph(profile: &Profile, request: &CpuRequest) -> Response<Full<Bytes>> {
     let title = flamegraph_title(&request.tagfocus);
     match flamegraph_svg(profile, &request.tagfocus, title) {

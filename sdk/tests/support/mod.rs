@@ -1,0 +1,28 @@
+//! What the profiler's tests and benchmark share: CPU burnt on purpose, and turns
+//! for the tests of one binary (one CPU profile at a time per process).
+#![allow(dead_code)]
+
+use std::hint::black_box;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tracewire::profile;
+
+/// One CPU profile at a time per process: the tests of a binary take turns.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Spins for `cpu` of this thread's CPU time.
+#[inline(never)]
+pub fn burn_cpu(cpu: Duration) {
+    let start = profile::thread_cpu_time().unwrap();
+    let mut x = 0u64;
+    while profile::thread_cpu_time().unwrap() - start < cpu {
+        for i in 0..10_000u64 {
+            x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+        }
+    }
+    black_box(x);
+}
