@@ -38,6 +38,41 @@ pub(crate) struct LabelSetInner {
 
 static EMPTY: LabelSet = LabelSet { inner: None };
 
+/// Label-set bodies alive now, counted in debug builds only (see [`live_sets`]).
+#[cfg(debug_assertions)]
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl LabelSetInner {
+    fn new(labels: Box<[(Str, Str)]>) -> Self {
+        #[cfg(debug_assertions)]
+        LIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        LabelSetInner { labels }
+    }
+}
+
+impl Drop for LabelSetInner {
+    fn drop(&mut self) {
+        #[cfg(debug_assertions)]
+        LIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How many non-empty label sets are alive in the process (each distinct set
+/// once, however many [`LabelSet`] clones and profiler samples refer to it); `None`
+/// in release builds, which do not count. A debug counter for tests: after every
+/// context and set is dropped and no profile runs, it is back where it was, or a
+/// reference was leaked; below, one was released twice.
+pub fn live_sets() -> Option<usize> {
+    #[cfg(debug_assertions)]
+    {
+        Some(LIVE.load(std::sync::atomic::Ordering::Relaxed))
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        None
+    }
+}
+
 impl LabelSet {
     /// A label set from `(key, value)` pairs. On a repeated key the last value wins.
     pub fn new<K, V, I>(pairs: I) -> Self
@@ -62,9 +97,7 @@ impl LabelSet {
             return LabelSet::default();
         }
         LabelSet {
-            inner: Some(Arc::new(LabelSetInner {
-                labels: labels.into_boxed_slice(),
-            })),
+            inner: Some(Arc::new(LabelSetInner::new(labels.into_boxed_slice()))),
         }
     }
 

@@ -1,0 +1,384 @@
+//! The profiler under everything at once, served by `PprofService` on a real hyper
+//! server: worker threads switch label sets and spans under load while many
+//! concurrent `/debug/pprof/profile` requests arrive (most refused with 409), a
+//! thread starts and stops profiles in a tight loop, another forks children that
+//! profile themselves, and short-lived threads come and go.
+//!
+//! Afterwards: every label set's references are back to what live contexts hold
+//! (the debug counter of live sets is back at its baseline), every profile's
+//! samples add up to what its signal handler recorded (no sample lost
+//! uncounted), every answered profile decodes (and `go tool pprof` reads it), and
+//! the server still answers.
+//!
+//! In its own test binary: the live-set counter is process-wide.
+#![cfg(target_os = "linux")]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tracewire::labels::{self, LabelSet};
+use tracewire::profile::{self, pprof, Profiler};
+use tracewire::{Context, TracerProvider};
+use tracewire_http::debug::PprofService;
+
+/// The test and the soak take turns (they share the live-set counter).
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn serve(service: PprofService) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (StatusCode, Bytes) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let request = Request::get(format!("http://{addr}{path}"))
+        .body(Empty::new())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status();
+    (
+        status,
+        response.into_body().collect().await.unwrap().to_bytes(),
+    )
+}
+
+/// Decodes an answered CPU profile and checks its shape.
+fn check_profile(bytes: &[u8]) -> pprof::Profile {
+    let d = pprof::decode(bytes).expect("an answered profile decodes");
+    let types: Vec<&str> = d.sample_type.iter().map(|t| d.string(t.r#type)).collect();
+    assert_eq!(types, ["samples", "cpu"]);
+    assert!(d.period > 0);
+    d
+}
+
+/// Forks a child that starts, fills and stops a profile of its own; its exit code,
+/// or an error if it died or hung.
+fn fork_a_profiling_child() -> Result<i32, String> {
+    // SAFETY: the child only profiles itself and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(|| {
+            profile::register_current_thread().unwrap();
+            match Profiler::builder().frequency(1000).start() {
+                Ok(p) => {
+                    let start = profile::thread_cpu_time().unwrap();
+                    let mut x = 0u64;
+                    while profile::thread_cpu_time().unwrap() - start < Duration::from_millis(20) {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                    if p.stop().is_ok() {
+                        0
+                    } else {
+                        5
+                    }
+                }
+                Err(e) if e.is_busy() => 4,
+                Err(_) => 6,
+            }
+        })
+        .unwrap_or(101);
+        // SAFETY: ends the child without running the parent's exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut status = 0;
+        // SAFETY: our own child; valid out-pointer.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+            return if libc::WIFEXITED(status) {
+                Ok(libc::WEXITSTATUS(status))
+            } else {
+                Err(format!("child killed by signal {}", libc::WTERMSIG(status)))
+            };
+        }
+        if Instant::now() > deadline {
+            // SAFETY: kills and reaps our own hung child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return Err("child hung".into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Work under changing label sets and spans, as a request handler does.
+fn switch_contexts(provider: &TracerProvider, stop: &AtomicBool, switches: &AtomicU64) {
+    profile::register_current_thread().unwrap();
+    let tracer = provider.tracer("stress");
+    let sets: Vec<LabelSet> = (0..4)
+        .map(|i| LabelSet::new([("http-path", format!("/route/{i}"))]))
+        .collect();
+    let mut i = 0usize;
+    let mut x = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let span = tracer.start("handler");
+        let ctx = Context::new()
+            .with_span(span)
+            .with_labels(sets[i % sets.len()].clone());
+        let _g = ctx.attach();
+        // A merged set per iteration: created, sampled, dropped.
+        labels::with_labels(&LabelSet::new([("iter", format!("{}", i % 16))]), || {
+            for k in 0..20_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(k));
+            }
+        });
+        i += 1;
+        switches.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct Outcome {
+    answered: usize,
+    refused: usize,
+    in_process: usize,
+    forks: usize,
+    threads: usize,
+    switches: u64,
+}
+
+fn stress(run_for: Duration) -> Outcome {
+    let baseline = labels::live_sets().expect("the live-set counter counts in debug builds");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(|| profile::register_current_thread().unwrap())
+        .on_thread_stop(profile::unregister_current_thread)
+        .build()
+        .unwrap();
+    let addr = rt.block_on(serve(PprofService::new().max_seconds(2)));
+    let provider = TracerProvider::builder().build();
+    let stop = Arc::new(AtomicBool::new(false));
+    let switches = Arc::new(AtomicU64::new(0));
+
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (provider, stop, switches) = (provider.clone(), stop.clone(), switches.clone());
+            std::thread::spawn(move || switch_contexts(&provider, &stop, &switches))
+        })
+        .collect();
+
+    // Profiles started and stopped as fast as they go, checked for lost samples.
+    let looper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut stopped = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                match Profiler::builder().frequency(1000).start() {
+                    Ok(p) => {
+                        std::thread::sleep(Duration::from_millis(3));
+                        let profile = p.stop().expect("a profile stops");
+                        let counted: u64 = profile.samples().iter().map(|s| s.count).sum();
+                        let stats = profile.stats();
+                        assert_eq!(
+                            counted, stats.recorded_samples,
+                            "samples recorded by the handler but missing from the profile: {stats:?}"
+                        );
+                        stopped += 1;
+                    }
+                    Err(e) => assert!(e.is_busy(), "{e}"),
+                }
+                // Tight, but leaving the HTTP clients a chance at the sampler.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            stopped
+        })
+    };
+
+    let forker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut forks = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(fork_a_profiling_child(), Ok(0), "fork {forks}");
+                forks += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            forks
+        })
+    };
+
+    let churner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut threads = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let batch: Vec<_> = (0..4)
+                    .map(|i| {
+                        std::thread::spawn(move || {
+                            profile::register_current_thread().unwrap();
+                            let set = LabelSet::new([("churn", format!("{i}"))]);
+                            labels::with_labels(&set, || {
+                                let mut x = 0u64;
+                                for k in 0..200_000u64 {
+                                    x = std::hint::black_box(x ^ k);
+                                }
+                            });
+                        })
+                    })
+                    .collect();
+                threads += batch.len();
+                for t in batch {
+                    t.join().unwrap();
+                }
+            }
+            threads
+        })
+    };
+
+    // Concurrent profile requests: one at a time is answered, the rest refused.
+    let (answered, refused, bodies) = rt.block_on(async {
+        let deadline = Instant::now() + run_for;
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let (mut ok, mut busy, mut answered) = (0usize, 0usize, Vec::new());
+                    while Instant::now() < deadline {
+                        let (status, body) =
+                            get(addr, "/debug/pprof/profile?seconds=1&hz=500").await;
+                        match status {
+                            StatusCode::OK => {
+                                check_profile(&body);
+                                ok += 1;
+                                answered.push(body);
+                            }
+                            StatusCode::CONFLICT => {
+                                busy += 1;
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                            other => panic!("unexpected {other}: {:?}", body),
+                        }
+                    }
+                    (ok, busy, answered)
+                })
+            })
+            .collect();
+        let (mut ok, mut busy, mut answered) = (0, 0, Vec::new());
+        for c in clients {
+            let (o, b, a) = c.await.unwrap();
+            ok += o;
+            busy += b;
+            answered.extend(a);
+        }
+        (ok, busy, answered)
+    });
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let in_process = looper.join().unwrap();
+    let forks = forker.join().unwrap();
+    let threads = churner.join().unwrap();
+
+    // The server still serves once the storm is over, with a readable profile.
+    let (status, body) = rt.block_on(get(addr, "/debug/pprof/profile?seconds=1"));
+    assert_eq!(status, StatusCode::OK);
+    check_profile(&body);
+    for bytes in bodies.iter().chain([&body]) {
+        go_tool_reads(bytes);
+    }
+    drop(provider);
+    rt.shutdown_timeout(Duration::from_secs(5));
+
+    let live = labels::live_sets().unwrap();
+    assert_eq!(
+        live, baseline,
+        "label sets alive after every context was dropped: {live}, before the test: {baseline}"
+    );
+    Outcome {
+        answered,
+        refused,
+        in_process,
+        forks,
+        threads,
+        switches: switches.load(Ordering::Relaxed),
+    }
+}
+
+/// `go tool pprof -raw` reads the profile (`go` must be installed under CI=true).
+fn go_tool_reads(bytes: &[u8]) {
+    let found = std::process::Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but `go` is not installed"
+        );
+        eprintln!("go not installed: skipping the go tool pprof check");
+        return;
+    }
+    let path = std::env::temp_dir().join(format!("tracewire-stress-{}.pb.gz", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    let out = std::process::Command::new("go")
+        .args(["tool", "pprof", "-raw"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "go tool pprof: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn report(o: &Outcome, run_for: Duration) {
+    eprintln!(
+        "{run_for:?}: {} profiles answered, {} refused (409), {} started and stopped in-process, \
+         {} forked children, {} short-lived threads, {} context switches; live label sets back at baseline",
+        o.answered, o.refused, o.in_process, o.forks, o.threads, o.switches
+    );
+}
+
+#[test]
+fn profiler_survives_concurrent_requests_start_stop_loops_forks_and_thread_churn() {
+    let _serial = serial();
+    let run_for = Duration::from_secs(10);
+    let o = stress(run_for);
+    report(&o, run_for);
+    assert!(o.answered >= 2, "only {} profiles answered", o.answered);
+    assert!(o.refused > o.answered, "most requests are refused");
+    assert!(o.forks >= 10 && o.threads >= 40 && o.switches > 100);
+}
+
+/// The same for `TRACEWIRE_SOAK_SECS` (default 600) seconds:
+/// `cargo test -p tracewire-http --test profiler_stress -- --ignored --nocapture`.
+#[test]
+#[ignore = "a long soak; run by hand"]
+fn soak_profiler_under_everything_at_once() {
+    let _serial = serial();
+    let secs = std::env::var("TRACEWIRE_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let run_for = Duration::from_secs(secs);
+    let o = stress(run_for);
+    report(&o, run_for);
+    assert!(o.answered >= secs as usize / 3);
+}
