@@ -16,6 +16,20 @@
 //!
 //! Linux only; elsewhere [`ProfilerBuilder::start`] returns an "unsupported" error.
 //!
+//! What it promises the process it samples:
+//! - One profile runs at a time; a refused start ([`ProfileError::is_busy`], e.g. a
+//!   second `/debug/pprof/profile` request) touches nothing of the running one.
+//! - Once a profile has run, tracewire's SIGPROF handler stays installed for the
+//!   life of the process: a signal still pending when a profile stops is ignored
+//!   instead of terminating the process ("Profiling timer expired"). A SIGPROF
+//!   handler installed before ours receives the signals that are not tracewire's.
+//! - Nothing is lost silently: samples dropped on a full buffer and registered
+//!   threads whose CPU timer could not be created (with the CPU they used) are in
+//!   [`Profile::stats`] and written into the pprof output as comments and as
+//!   `[tracewire: ...]` samples.
+//! - `fork` is safe: it happens with the profiler's locks held, and the child
+//!   starts with no profile running (it may start its own).
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use tracewire::labels::{self, LabelSet};

@@ -10,6 +10,11 @@
 //! preallocated ring with a compare-and-swap. No allocation, no lock, no call into
 //! the dynamic loader or libgcc, no syscall per frame; `errno` is saved and
 //! restored.
+//!
+//! Off the signal path: the registry (a mutex) of registered threads and their
+//! timers, the ring's one consumer (whoever holds its consumer lock), the claim a
+//! running profile holds from `start` to `release_claim`, and the `pthread_atfork`
+//! handlers that take both locks around `fork`.
 
 use std::cell::{RefCell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
