@@ -1,9 +1,13 @@
 //! The gRPC layers on a real tonic server and client on loopback, serving the
 //! standard health service.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Server};
 use tonic_health::pb::health_client::HealthClient;
@@ -12,14 +16,82 @@ use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 use tracewire::export::InMemoryExporter;
 use tracewire::trace::SpanData;
-use tracewire::{labels, Context, FutureExt, SpanKind, TracerProvider, Value};
+use tracewire::{labels, Context, FutureExt, SpanKind, Status, TracerProvider, Value};
 use tracewire_grpc::{GrpcClientLayer, GrpcTraceLayer, TraceInterceptor};
 
 /// Records the labels current when the inner service is called (inside the layer).
 #[derive(Clone, Default)]
 struct SeenLabels(Arc<Mutex<Vec<String>>>);
 
+/// What the service wrapped by the layer saw and did.
+#[derive(Clone, Default)]
+struct Seen {
+    /// The `grpc-method` label current when it was called.
+    labels: SeenLabels,
+    /// Set when a background task asked for with `x-spawn-ms` has finished.
+    background_done: Arc<AtomicBool>,
+}
+
+/// Wraps the health service, inside the trace layer, like a handler would:
+/// records what it sees, and on request (metadata `x-spawn-ms`, `x-delay-ms`)
+/// spawns a background task carrying the call's context, or answers late.
+#[derive(Clone)]
+struct Scripted<S> {
+    inner: S,
+    seen: Seen,
+}
+
+fn metadata_ms<B>(req: &http::Request<B>, name: &str) -> Option<Duration> {
+    let ms = req.headers().get(name)?.to_str().ok()?.parse().ok()?;
+    Some(Duration::from_millis(ms))
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for Scripted<S>
+where
+    S: tower::Service<http::Request<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let label = labels::current()
+            .get("grpc-method")
+            .unwrap_or("-")
+            .to_owned();
+        self.seen.labels.0.lock().unwrap().push(label);
+        if let Some(d) = metadata_ms(&req, "x-spawn-ms") {
+            let done = self.seen.background_done.clone();
+            tracewire::spawn(async move {
+                tokio::time::sleep(d).await;
+                done.store(true, Ordering::SeqCst);
+            });
+        }
+        let delay = metadata_ms(&req, "x-delay-ms");
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            fut.await
+        })
+    }
+}
+
 async fn serve(provider: &TracerProvider, seen: SeenLabels) -> SocketAddr {
+    let seen = Seen {
+        labels: seen,
+        ..Seen::default()
+    };
+    serve_scripted(GrpcTraceLayer::new(provider.tracer("server")), seen).await
+}
+
+async fn serve_scripted(layer: GrpcTraceLayer, seen: Seen) -> SocketAddr {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("backend", ServingStatus::Serving)
@@ -27,14 +99,10 @@ async fn serve(provider: &TracerProvider, seen: SeenLabels) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let layer = ServiceBuilder::new()
-        .layer(GrpcTraceLayer::new(provider.tracer("server")))
-        .map_request(move |req: http::Request<tonic::body::Body>| {
-            let label = labels::current()
-                .get("grpc-method")
-                .unwrap_or("-")
-                .to_owned();
-            seen.0.lock().unwrap().push(label);
-            req
+        .layer(layer)
+        .layer_fn(move |inner| Scripted {
+            inner,
+            seen: seen.clone(),
         })
         .into_inner();
     tokio::spawn(async move {
@@ -190,4 +258,62 @@ async fn the_interceptor_injects_the_current_context_including_grpc_trace_bin() 
     let server = spans.iter().find(|s| s.kind == SpanKind::Server).unwrap();
     assert_eq!(server.span_context.trace_id(), caller_sc.trace_id());
     assert_eq!(server.parent_span_id, caller_sc.span_id());
+}
+
+/// A health check carrying `metadata`.
+fn check(metadata: &[(&'static str, &'static str)]) -> tonic::Request<HealthCheckRequest> {
+    let mut req = tonic::Request::new(HealthCheckRequest {
+        service: "backend".into(),
+    });
+    for (k, v) in metadata {
+        req.metadata_mut().insert(*k, v.parse().unwrap());
+    }
+    req
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unary_span_ends_with_the_response_not_with_the_tasks_the_service_spawned() {
+    let (p, exporter) = pipeline();
+    let seen = Seen::default();
+    let addr = serve_scripted(GrpcTraceLayer::new(p.tracer("server")), seen.clone()).await;
+    let mut client = HealthClient::new(channel(addr));
+    let reply = client
+        .check(check(&[("x-spawn-ms", "2000")]))
+        .await
+        .unwrap();
+    assert_eq!(reply.into_inner().status, 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while exporter.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let done_at_export = seen.background_done.load(Ordering::SeqCst);
+    let spans = exporter.spans();
+    let server = spans.first().expect("the server span");
+    assert!(
+        server.duration() < Duration::from_millis(500),
+        "the server span lasted {:?}: the call's time, not its background task's",
+        server.duration()
+    );
+    assert!(
+        !done_at_export,
+        "the server span was exported only after the background task ended"
+    );
+    assert_eq!(
+        server.attribute("rpc.grpc.status_code"),
+        Some(&Value::I64(0)),
+        "the trailers were read before the span ended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_client_abandons_ends_its_server_span_as_cancelled() {
+    let (p, exporter) = pipeline();
+    let addr = serve_scripted(GrpcTraceLayer::new(p.tracer("server")), Seen::default()).await;
+    let mut client = HealthClient::new(channel(addr));
+    let call = client.check(check(&[("x-delay-ms", "10000")]));
+    let abandoned = tokio::time::timeout(Duration::from_millis(300), call).await;
+    assert!(abandoned.is_err(), "the server answered within 300 ms");
+    let spans = spans(&exporter, 1).await;
+    let server = spans.first().expect("the server span ended");
+    assert_eq!(server.status, Status::error("cancelled"));
 }

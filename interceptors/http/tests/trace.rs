@@ -1,15 +1,21 @@
 //! The HTTP layers on real hyper servers and clients on loopback.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tower::{service_fn, ServiceBuilder, ServiceExt};
+use tokio::io::AsyncWriteExt;
+use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use tracewire::export::InMemoryExporter;
 use tracewire::propagation::{
     B3Encoding, B3Propagator, CloudTraceContextPropagator, CompositePropagator,
@@ -22,7 +28,7 @@ use tracewire_http::trace::{ClientTraceLayer, TraceLayer};
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// A handler that answers with the `http-path` label it saw, and a few special paths.
-async fn handler(req: Request<hyper::body::Incoming>) -> Result<Response<BoxBody>, Infallible> {
+async fn handler(req: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
     let label = labels::current().get("http-path").unwrap_or("-").to_owned();
     let (status, body): (StatusCode, BoxBody) = match req.uri().path() {
         "/fail" => (
@@ -48,7 +54,19 @@ async fn handler(req: Request<hyper::body::Incoming>) -> Result<Response<BoxBody
     Ok(Response::builder().status(status).body(body).unwrap())
 }
 
-async fn serve(layer: TraceLayer) -> SocketAddr {
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves HTTP/1 on 127.0.0.1:0 with the service `app` makes for each connection
+/// (given the peer's address).
+async fn serve_app<S, B>(app: impl Fn(SocketAddr) -> S + Send + 'static) -> SocketAddr
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -56,15 +74,8 @@ async fn serve(layer: TraceLayer) -> SocketAddr {
             let Ok((stream, peer)) = listener.accept().await else {
                 return;
             };
-            let svc = ServiceBuilder::new()
-                .map_request(move |mut req: Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(peer);
-                    req
-                })
-                .layer(layer.clone())
-                .service(service_fn(handler));
+            let svc = hyper_util::service::TowerToHyperService::new(app(peer));
             tokio::spawn(async move {
-                let svc = hyper_util::service::TowerToHyperService::new(svc);
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
@@ -72,6 +83,37 @@ async fn serve(layer: TraceLayer) -> SocketAddr {
         }
     });
     addr
+}
+
+/// `handler` (a closure) behind `layer`.
+async fn serve_handler<H, F, B>(layer: TraceLayer, handler: H) -> SocketAddr
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError> + std::fmt::Display,
+{
+    serve_app(move |_| {
+        ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(service_fn(handler.clone()))
+    })
+    .await
+}
+
+/// `handler` behind `layer`, with the peer address in the request extensions.
+async fn serve(layer: TraceLayer) -> SocketAddr {
+    serve_app(move |peer| {
+        ServiceBuilder::new()
+            .map_request(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(peer);
+                req
+            })
+            .layer(layer.clone())
+            .service(service_fn(handler))
+    })
+    .await
 }
 
 fn pipeline() -> (TracerProvider, InMemoryExporter) {
@@ -315,4 +357,110 @@ async fn a_route_function_names_spans_and_labels() {
     assert_eq!(label, "/users/{id}");
     let spans = spans(&exporter, 1).await;
     assert_eq!(spans[0].name, "GET /users/{id}");
+}
+
+/// Waits up to `limit` for `n` exported spans.
+async fn spans_within(exporter: &InMemoryExporter, n: usize, limit: Duration) -> Vec<SpanData> {
+    let deadline = Instant::now() + limit;
+    while exporter.len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    exporter.spans()
+}
+
+/// Waits (up to 5 s) for the span named `name` to be exported.
+async fn exported(exporter: &InMemoryExporter, name: &str) -> SpanData {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(s) = exporter.spans().into_iter().find(|s| s.name == name) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "no span {name} within 5 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_span_ends_with_the_response_not_with_the_tasks_the_handler_spawned() {
+    let (p, exporter) = pipeline();
+    let background_done = Arc::new(AtomicBool::new(false));
+    let done = background_done.clone();
+    let handler = move |_req| {
+        let done = done.clone();
+        async move {
+            // Carries the request's context (and so its span) into the task.
+            tracewire::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                done.store(true, Ordering::SeqCst);
+            });
+            Ok(Response::new(Full::<Bytes>::from("fired")))
+        }
+    };
+    let addr = serve_handler(TraceLayer::new(p.tracer("server")), handler).await;
+    let (status, body) = get(addr, "/fire", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "fired"));
+    let server = exported(&exporter, "GET /fire").await;
+    let done_at_export = background_done.load(Ordering::SeqCst);
+    assert!(
+        server.duration() < Duration::from_millis(500),
+        "the server span lasted {:?}: the request's time, not its background task's",
+        server.duration()
+    );
+    assert!(
+        !done_at_export,
+        "the server span was exported only after the background task ended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_span_ends_at_the_last_frame_without_waiting_for_the_body_to_drop() {
+    let (p, exporter) = pipeline();
+    let svc = ServiceBuilder::new()
+        .layer(TraceLayer::new(p.tracer("server")))
+        .service(service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(Full::<Bytes>::from("hello")))
+        }));
+    let response = svc
+        .oneshot(Request::get("/hello").body(()).unwrap())
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "hello");
+    assert!(body.is_end_stream(), "a Full body ends after its one frame");
+    // hyper stops here: it never polls for the `None` after an ended body.
+    let spans = spans_within(&exporter, 1, Duration::from_secs(2)).await;
+    assert_eq!(
+        spans.len(),
+        1,
+        "the span ended with the body's last frame, while the body is still alive"
+    );
+    drop(body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_client_abandons_ends_its_span_as_cancelled() {
+    let (p, exporter) = pipeline();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let notify = started.clone();
+    let handler = move |_req| {
+        let notify = notify.clone();
+        async move {
+            notify.notify_one();
+            std::future::pending::<()>().await;
+            Ok(Response::new(Full::<Bytes>::default()))
+        }
+    };
+    let addr = serve_handler(TraceLayer::new(p.tracer("server")), handler).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), started.notified())
+        .await
+        .expect("the handler started");
+    drop(stream);
+    let s = exported(&exporter, "GET /slow").await;
+    assert_eq!(s.status, Status::error("cancelled"));
 }

@@ -1,33 +1,95 @@
 //! The response body wrapper: polled inside the request's context, it ends the
-//! span when the body has been sent (or fails, or is dropped).
+//! span when the body reports its end (or fails, or is dropped), and
+//! [`OpenSpan`], the owner of a request's span until then.
 
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
 use http_body::{Body, Frame, SizeHint};
-use tracewire::Context;
+use tracewire::{Context, Status};
 
 use super::{Protocol, Side};
 
+/// The request's context while its span is open. Ends the span when dropped, so
+/// no clone of the context kept elsewhere (a task the handler spawned, say) can
+/// keep the span open: the span lasts as long as the request.
+#[derive(Debug)]
+pub(crate) struct OpenSpan {
+    // `None` once the span has been ended here (or handed on).
+    ctx: Option<Context>,
+    // Dropped before a response existed: the caller went away.
+    cancel_on_drop: bool,
+}
+
+impl OpenSpan {
+    /// The span of a request that has no response yet.
+    pub(crate) fn new(ctx: Context) -> Self {
+        OpenSpan {
+            ctx: Some(ctx),
+            cancel_on_drop: true,
+        }
+    }
+
+    /// The context, for a response body to carry on: dropping that one ends the
+    /// span without an error.
+    pub(crate) fn for_body(&mut self) -> OpenSpan {
+        OpenSpan {
+            ctx: self.ctx.take(),
+            cancel_on_drop: false,
+        }
+    }
+
+    /// The request's context while the span is open.
+    pub(crate) fn ctx(&self) -> Option<&Context> {
+        self.ctx.as_ref()
+    }
+
+    /// Ends the span now.
+    pub(crate) fn end(&mut self) {
+        if let Some(ctx) = self.ctx.take() {
+            ctx.span().end();
+        }
+    }
+
+    /// Ends the span with an error status.
+    pub(crate) fn fail(&mut self, message: String) {
+        if let Some(ctx) = self.ctx.take() {
+            ctx.span().set_status(Status::error(message));
+            ctx.span().end();
+        }
+    }
+}
+
+impl Drop for OpenSpan {
+    fn drop(&mut self) {
+        if self.cancel_on_drop {
+            self.fail("cancelled".to_owned());
+        } else {
+            self.end();
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// A response body that ends its request's span when the last frame has been
-    /// sent. Made by [`Trace`](super::Trace).
+    /// A response body that ends its request's span when the body reports its end:
+    /// its last frame (`is_end_stream()` true after it, or trailers), `None`, an
+    /// error, `is_end_stream()` answering true, or the body being dropped —
+    /// whichever comes first. Made by [`Trace`](super::Trace).
     #[derive(Debug)]
     pub struct ResponseBody<B> {
         #[pin]
         inner: B,
-        // The request's context (its span and labels); `None` once ended.
-        ctx: Option<Context>,
+        span: OpenSpan,
         protocol: Protocol,
         side: Side,
     }
 }
 
 impl<B> ResponseBody<B> {
-    pub(crate) fn new(inner: B, ctx: Option<Context>, protocol: Protocol, side: Side) -> Self {
+    pub(crate) fn new(inner: B, span: OpenSpan, protocol: Protocol, side: Side) -> Self {
         ResponseBody {
             inner,
-            ctx,
+            span,
             protocol,
             side,
         }
@@ -36,7 +98,7 @@ impl<B> ResponseBody<B> {
     pub fn get_ref(&self) -> &B {
         &self.inner
     }
-    /// Unwraps the body (the span then ends when it would have been dropped).
+    /// Unwraps the body, ending the span.
     pub fn into_inner(self) -> B {
         self.inner
     }
@@ -54,38 +116,42 @@ where
         self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let Some(ctx) = this.ctx.as_ref() else {
+        let mut this = self.project();
+        let Some(ctx) = this.span.ctx() else {
             return this.inner.poll_frame(cx);
         };
         // Streaming work done while producing the body is the request's work too.
         let guard = ctx.clone().attach();
-        let polled = this.inner.poll_frame(cx);
+        let polled = this.inner.as_mut().poll_frame(cx);
         drop(guard);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
+                let trailers = frame.trailers_ref();
+                if let (Some(trailers), Some(ctx)) = (trailers, this.span.ctx()) {
                     this.protocol
                         .record_trailers(ctx.span(), *this.side, trailers);
                 }
+                // Trailers are the last frame; and hyper never polls a body again
+                // once it says it has ended.
+                if trailers.is_some() || this.inner.is_end_stream() {
+                    this.span.end();
+                }
             }
-            Poll::Ready(Some(Err(e))) => {
-                ctx.span()
-                    .set_status(tracewire::Status::error(format!("response body: {e}")));
-                ctx.span().end();
-                *this.ctx = None;
-            }
-            Poll::Ready(None) => {
-                ctx.span().end();
-                *this.ctx = None;
-            }
+            Poll::Ready(Some(Err(e))) => this.span.fail(format!("response body: {e}")),
+            Poll::Ready(None) => this.span.end(),
             Poll::Pending => {}
         }
         polled
     }
 
+    /// The inner body's answer; `true` also ends the span (there is nothing left
+    /// to send, and hyper will not poll the body again).
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        let end = self.inner.is_end_stream();
+        if let (true, Some(ctx)) = (end, self.span.ctx()) {
+            ctx.span().end();
+        }
+        end
     }
 
     fn size_hint(&self) -> SizeHint {

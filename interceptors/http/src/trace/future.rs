@@ -7,16 +7,20 @@ use std::task::{Context as TaskContext, Poll};
 use tracewire::context::InContext;
 use tracewire::Context;
 
+use super::body::OpenSpan;
 use super::{Protocol, ResponseBody, Side};
 
 pin_project_lite::pin_project! {
     /// Resolves to the inner service's response with a [`ResponseBody`] that ends
     /// the span. The inner future is polled inside the request's context.
+    ///
+    /// Dropped before the response (the client went away), it ends the span with
+    /// the error status `cancelled`.
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
         inner: InContext<F>,
-        ctx: Option<Context>,
+        span: OpenSpan,
         protocol: Protocol,
         side: Side,
     }
@@ -26,7 +30,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn new(inner: InContext<F>, ctx: Context, protocol: Protocol, side: Side) -> Self {
         ResponseFuture {
             inner,
-            ctx: Some(ctx),
+            span: OpenSpan::new(ctx),
             protocol,
             side,
         }
@@ -46,22 +50,18 @@ where
             Poll::Pending => return Poll::Pending,
             Poll::Ready(r) => r,
         };
-        let ctx = this.ctx.take();
         Poll::Ready(match result {
             Ok(response) => {
-                if let Some(ctx) = &ctx {
+                if let Some(ctx) = this.span.ctx() {
                     this.protocol
                         .record_response(ctx.span(), *this.side, &response);
                 }
+                let span = this.span.for_body();
                 let (protocol, side) = (*this.protocol, *this.side);
-                Ok(response.map(|b| ResponseBody::new(b, ctx, protocol, side)))
+                Ok(response.map(|b| ResponseBody::new(b, span, protocol, side)))
             }
             Err(e) => {
-                if let Some(ctx) = ctx {
-                    ctx.span()
-                        .set_status(tracewire::Status::error(e.to_string()));
-                    ctx.span().end();
-                }
+                this.span.fail(e.to_string());
                 Err(e)
             }
         })

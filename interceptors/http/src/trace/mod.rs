@@ -6,7 +6,9 @@
 //!   — and the response body — inside a context holding that span and the profiler
 //!   label `http-path=route`, on whichever thread polls them. It records the
 //!   OpenTelemetry HTTP attributes, marks 5xx as errors, and ends the span when
-//!   the response body has been sent.
+//!   the response body has been sent (or dropped), however long the tasks the
+//!   handler spawned live on. A request the client abandons before the response
+//!   ends with the error status `cancelled`.
 //! - [`ClientTraceLayer`]: a client span per request, the configured formats
 //!   injected into the request headers, the response status recorded.
 //!
