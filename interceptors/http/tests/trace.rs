@@ -3,11 +3,13 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -463,4 +465,45 @@ async fn a_request_the_client_abandons_ends_its_span_as_cancelled() {
     drop(stream);
     let s = exported(&exporter, "GET /slow").await;
     assert_eq!(s.status, Status::error("cancelled"));
+}
+
+/// What tower-http's `CatchPanicLayer` does: a panic in `fut` becomes a 500.
+async fn catch_panic<F, B>(fut: F) -> Result<Response<BoxBody>, Infallible>
+where
+    F: Future<Output = Result<Response<B>, Infallible>>,
+    B: http_body::Body<Data = Bytes, Error = Infallible> + Send + Sync + 'static,
+{
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(result) => result.map(|r| r.map(BodyExt::boxed)),
+        Err(_) => Ok(Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .body(Full::from("panicked").boxed())
+            .unwrap()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_records_an_error_and_the_outer_layer_still_answers_500() {
+    let (p, exporter) = pipeline();
+    let layer = TraceLayer::new(p.tracer("server"));
+    let addr = serve_app(move |_| {
+        ServiceBuilder::new()
+            .map_future(catch_panic)
+            .layer(layer.clone())
+            .service(service_fn(|req: Request<Incoming>| async move {
+                if req.uri().path() == "/panic" {
+                    panic!("handler bug");
+                }
+                Ok::<_, Infallible>(Response::new(Full::<Bytes>::from("fine")))
+            }))
+    })
+    .await;
+    let (status, body) = get(addr, "/panic", &[]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "panicked")
+    );
+    let s = exported(&exporter, "GET /panic").await;
+    assert_eq!(s.status, Status::error("panic: handler bug"));
+    assert_eq!(s.attribute("error.type"), Some(&Value::from("panic")));
 }

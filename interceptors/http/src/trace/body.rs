@@ -2,11 +2,13 @@
 //! span when the body reports its end (or fails, or is dropped), and
 //! [`OpenSpan`], the owner of a request's span until then.
 
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
 use http_body::{Body, Frame, SizeHint};
-use tracewire::{Context, Status};
+use tracewire::{Context, KeyValue, Status};
 
 use super::{Protocol, Side};
 
@@ -58,6 +60,23 @@ impl OpenSpan {
             ctx.span().end();
         }
     }
+
+    /// Runs `poll` (the handler's future or the body); if it panics, records the
+    /// panic on the span (error status, `error.type=panic`), ends the span, and
+    /// resumes the unwind so an outer catch-panic layer answers as before.
+    pub(crate) fn catch_panic<T>(&mut self, poll: impl FnOnce() -> T) -> T {
+        match panic::catch_unwind(AssertUnwindSafe(poll)) {
+            Ok(polled) => polled,
+            Err(payload) => {
+                if let Some(ctx) = &self.ctx {
+                    ctx.span()
+                        .set_attribute(KeyValue::new("error.type", "panic"));
+                }
+                self.fail(format!("panic: {}", panic_message(&*payload)));
+                panic::resume_unwind(payload)
+            }
+        }
+    }
 }
 
 impl Drop for OpenSpan {
@@ -67,6 +86,17 @@ impl Drop for OpenSpan {
         } else {
             self.end();
         }
+    }
+}
+
+/// The message of a panic payload (`panic!` makes a `&str` or a `String`).
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "non-string payload"
     }
 }
 
@@ -122,7 +152,7 @@ where
         };
         // Streaming work done while producing the body is the request's work too.
         let guard = ctx.clone().attach();
-        let polled = this.inner.as_mut().poll_frame(cx);
+        let polled = this.span.catch_panic(|| this.inner.as_mut().poll_frame(cx));
         drop(guard);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {

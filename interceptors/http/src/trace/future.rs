@@ -15,7 +15,9 @@ pin_project_lite::pin_project! {
     /// the span. The inner future is polled inside the request's context.
     ///
     /// Dropped before the response (the client went away), it ends the span with
-    /// the error status `cancelled`.
+    /// the error status `cancelled`. If the inner future panics, the span gets an
+    /// error status and `error.type=panic` and ends, and the panic goes on to the
+    /// layers outside (a catch-panic layer still answers 500).
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
@@ -46,7 +48,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = match this.inner.poll(cx) {
+        let inner = this.inner;
+        let result = match this.span.catch_panic(|| inner.poll(cx)) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(r) => r,
         };

@@ -8,7 +8,8 @@
 //!   OpenTelemetry HTTP attributes, marks 5xx as errors, and ends the span when
 //!   the response body has been sent (or dropped), however long the tasks the
 //!   handler spawned live on. A request the client abandons before the response
-//!   ends with the error status `cancelled`.
+//!   ends with the error status `cancelled`; a handler that panics leaves an error
+//!   status and `error.type=panic`, and the panic goes on to the layers outside.
 //! - [`ClientTraceLayer`]: a client span per request, the configured formats
 //!   injected into the request headers, the response status recorded.
 //!
