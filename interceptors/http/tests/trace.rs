@@ -507,3 +507,71 @@ async fn a_panicking_handler_records_an_error_and_the_outer_layer_still_answers_
     assert_eq!(s.status, Status::error("panic: handler bug"));
     assert_eq!(s.attribute("error.type"), Some(&Value::from("panic")));
 }
+
+/// A route function the axum way: the route template axum matched, if any.
+fn matched_path(parts: &http::request::Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmatched_requests_take_no_route_slot_and_are_named_by_method_alone() {
+    let (p, exporter) = pipeline();
+    let layer = TraceLayer::new(p.tracer("server"))
+        .with_route(matched_path)
+        .with_max_routes(200);
+    let label = || labels::current().get("http-path").unwrap_or("-").to_owned();
+    let app = axum::Router::new()
+        .route(
+            "/users/{id}",
+            axum::routing::get(move || async move { label() }),
+        )
+        .fallback(move || async move { (StatusCode::NOT_FOUND, label()) })
+        .layer(layer);
+    let addr = serve_app(move |_| app.clone()).await;
+    let mut scan_labels = Vec::new();
+    for i in 0..250 {
+        let (status, label) = get(addr, &format!("/scan/{i}"), &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        scan_labels.push(label);
+    }
+    let (status, label) = get(addr, "/users/7", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let spans = spans_within(&exporter, 251, Duration::from_secs(5)).await;
+    let (users, scans): (Vec<_>, Vec<_>) = spans
+        .iter()
+        .partition(|s| s.attribute("url.path") == Some(&Value::from("/users/7")));
+    let user = users.first().expect("the /users/7 span");
+    assert_eq!(user.name, "GET /users/{id}", "a real route after a scan");
+    assert_eq!(
+        user.attribute("http.route"),
+        Some(&Value::from("/users/{id}"))
+    );
+    assert_eq!(label, "/users/{id}");
+    assert_eq!(scans.len(), 250);
+    for s in scans {
+        assert_eq!(s.name, "GET", "an unmatched request is named by its method");
+        assert_eq!(s.attribute("http.route"), None, "and has no http.route");
+    }
+    assert!(
+        scan_labels.iter().all(|l| l == "unmatched"),
+        "http-path of unmatched requests: {:?}",
+        &scan_labels[..3]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builder_calls_after_with_max_routes_keep_its_limit() {
+    let (p, _exporter) = pipeline();
+    let layer = TraceLayer::new(p.tracer("server"))
+        .with_max_routes(2)
+        .with_trust(TrustPolicy::LinkOnly);
+    let addr = serve(layer).await;
+    let mut labels = Vec::new();
+    for path in ["/a", "/b", "/c"] {
+        labels.push(get(addr, path, &[]).await.1);
+    }
+    assert_eq!(labels, ["/a", "/b", "other"]);
+}

@@ -48,7 +48,7 @@ mod future;
 mod route;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 
 use http::{HeaderMap, Request, Response};
@@ -168,12 +168,17 @@ fn split_host_port(host: &str) -> (&str, Option<u16>) {
 
 type RouteFn = dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync;
 
+/// The default of [`TraceLayer::with_max_routes`].
+const MAX_ROUTES: usize = 200;
+
 struct Config {
     tracer: Tracer,
     propagator: Arc<dyn Propagator>,
     trust: TrustPolicy,
     route: Option<Arc<RouteFn>>,
-    guard: route::RouteGuard,
+    max_routes: usize,
+    // Made on the first request, so builder calls make (and leak) none.
+    guard: OnceLock<route::RouteGuard>,
     protocol: Protocol,
 }
 
@@ -183,6 +188,7 @@ impl fmt::Debug for Config {
             .field("tracer", &self.tracer)
             .field("propagator", &self.propagator)
             .field("trust", &self.trust)
+            .field("max_routes", &self.max_routes)
             .field("protocol", &self.protocol)
             .finish()
     }
@@ -201,16 +207,10 @@ pub struct TraceLayer {
 impl TraceLayer {
     /// A layer recording server spans with `tracer`, extracting W3C trace context
     /// and baggage, trusting the caller's context ([`TrustPolicy::Parent`]), and
-    /// naming routes by raw path (at most 200 distinct paths, then `other`).
+    /// naming routes by raw path (at most 200 distinct paths, then `other`; see
+    /// [`with_route`](Self::with_route) for servers open to untrusted clients).
     pub fn new(tracer: Tracer) -> Self {
-        Self::build(
-            tracer,
-            Protocol::Http,
-            default_propagator(),
-            TrustPolicy::Parent,
-            None,
-            200,
-        )
+        Self::build(tracer, Protocol::Http, default_propagator())
     }
 
     /// The same for `protocol` (used by `tracewire-grpc`).
@@ -224,29 +224,25 @@ impl TraceLayer {
                     .with(tracewire::propagation::BaggagePropagator::new()),
             ),
         };
-        Self::build(tracer, protocol, propagator, TrustPolicy::Parent, None, 200)
+        Self::build(tracer, protocol, propagator)
     }
 
-    fn build(
-        tracer: Tracer,
-        protocol: Protocol,
-        propagator: Arc<dyn Propagator>,
-        trust: TrustPolicy,
-        route: Option<Arc<RouteFn>>,
-        max_routes: usize,
-    ) -> Self {
+    fn build(tracer: Tracer, protocol: Protocol, propagator: Arc<dyn Propagator>) -> Self {
         TraceLayer {
             config: Arc::new(Config {
                 tracer,
                 propagator,
-                trust,
-                route,
-                guard: route::RouteGuard::new(max_routes, protocol.label_key()),
+                trust: TrustPolicy::Parent,
+                route: None,
+                max_routes: MAX_ROUTES,
+                guard: OnceLock::new(),
                 protocol,
             }),
         }
     }
 
+    /// A copy of the configuration edited by `f`, with a guard of its own (made
+    /// on its first request, with the edited `max_routes`).
     fn edit(self, f: impl FnOnce(&mut Config)) -> Self {
         let c = &self.config;
         let mut config = Config {
@@ -254,7 +250,8 @@ impl TraceLayer {
             propagator: c.propagator.clone(),
             trust: c.trust,
             route: c.route.clone(),
-            guard: route::RouteGuard::new(200, c.protocol.label_key()),
+            max_routes: c.max_routes,
+            guard: OnceLock::new(),
             protocol: c.protocol,
         };
         f(&mut config);
@@ -275,9 +272,19 @@ impl TraceLayer {
         self.edit(|c| c.trust = trust)
     }
 
-    /// Names the route of a request (e.g. `/users/{id}`); `None` falls back to the
-    /// guarded raw path. With axum, read `axum::extract::MatchedPath` from
-    /// `parts.extensions`.
+    /// Names the route of a request (e.g. `/users/{id}`); with axum, read
+    /// `axum::extract::MatchedPath` from `parts.extensions` (add this layer with
+    /// `Router::layer`, which runs after routing).
+    ///
+    /// `None` means the request matched no route (an axum 404 has no
+    /// `MatchedPath`): its span is named by the method alone (`GET`, as the
+    /// OpenTelemetry HTTP conventions say), has no `http.route`, and its label is
+    /// `http-path=unmatched`; it takes no slot of
+    /// [`with_max_routes`](Self::with_max_routes), so a scanner cannot use them up.
+    ///
+    /// Without a route function every distinct raw path takes a slot, 404s
+    /// included: fine for internal services, but give one for any server that
+    /// untrusted clients can reach.
     pub fn with_route(
         self,
         route: impl Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
@@ -285,10 +292,11 @@ impl TraceLayer {
         self.edit(|c| c.route = Some(Arc::new(route)))
     }
 
-    /// At most `n` distinct raw paths become span names and label values; later
-    /// ones are `other` (default 200).
+    /// At most `n` distinct routes (the route function's names, or raw paths
+    /// without one) become span names and label values; later ones are `other`
+    /// (default 200). Route names are interned for the life of the process.
     pub fn with_max_routes(self, n: usize) -> Self {
-        self.edit(|c| c.guard = route::RouteGuard::new(n, c.protocol.label_key()))
+        self.edit(|c| c.max_routes = n)
     }
 }
 
@@ -329,6 +337,11 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 impl Config {
+    fn guard(&self) -> &route::RouteGuard {
+        self.guard
+            .get_or_init(|| route::RouteGuard::new(self.max_routes, self.protocol.label_key()))
+    }
+
     /// The server context for `parts`: extracted parent, server span, labels.
     fn server_context(&self, parts: &http::request::Parts) -> Context {
         let extracted = self.propagator.extract(&Context::new(), &parts.headers);
@@ -337,13 +350,12 @@ impl Config {
         } else {
             tracewire::SpanContext::INVALID
         };
-        let path = parts.uri.path();
         let route = match (self.protocol, self.route.as_ref()) {
             (Protocol::Http, Some(f)) => match f(parts) {
-                Some(r) => self.guard.admit(&r),
-                None => self.guard.admit(path),
+                Some(r) => self.guard().admit(&r),
+                None => route::unmatched(),
             },
-            _ => self.guard.admit(path),
+            _ => self.guard().admit(parts.uri.path()),
         };
         let name: Str = match self.protocol {
             Protocol::Http => Str::Borrowed(route.span_name(&parts.method)),
@@ -353,7 +365,7 @@ impl Config {
             .tracer
             .span_builder(name)
             .kind(SpanKind::Server)
-            .attributes(self.request_attributes(parts, route.name, Side::Server));
+            .attributes(self.request_attributes(parts, route.http_route(), Side::Server));
         b = match self.trust.apply(&remote) {
             RemoteParent::NewRoot => b.root(),
             RemoteParent::Parent(sc) => b.parent_span_context(sc),
@@ -365,7 +377,7 @@ impl Config {
     fn request_attributes(
         &self,
         parts: &http::request::Parts,
-        route: &'static str,
+        route: Option<&'static str>,
         side: Side,
     ) -> Vec<KeyValue> {
         let mut attrs = Vec::with_capacity(8);
@@ -378,7 +390,9 @@ impl Config {
                 match side {
                     Side::Server => {
                         attrs.push(KeyValue::new("url.path", parts.uri.path().to_owned()));
-                        attrs.push(KeyValue::new("http.route", route));
+                        if let Some(route) = route {
+                            attrs.push(KeyValue::new("http.route", route));
+                        }
                         match parts.uri.scheme_str() {
                             Some("http") => attrs.push(KeyValue::new("url.scheme", "http")),
                             Some("https") => attrs.push(KeyValue::new("url.scheme", "https")),
@@ -539,12 +553,32 @@ where
             .tracer
             .span_builder(name)
             .kind(SpanKind::Client)
-            .attributes(c.request_attributes(&parts, "", Side::Client))
+            .attributes(c.request_attributes(&parts, None, Side::Client))
             .start();
         let ctx = Context::current_with_span(span);
         c.propagator.inject(&ctx, &mut parts.headers);
         let req = Request::from_parts(parts, body);
         let fut = self.inner.call(req);
         ResponseFuture::new(fut.in_context(ctx.clone()), ctx, c.protocol, Side::Client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_calls_intern_no_routes() {
+        let before = route::interned_on_this_thread();
+        let mut layer = TraceLayer::new(tracewire::TracerProvider::builder().build().tracer("t"));
+        for _ in 0..100 {
+            layer = layer.with_max_routes(10).with_trust(TrustPolicy::LinkOnly);
+        }
+        assert_eq!(
+            route::interned_on_this_thread() - before,
+            0,
+            "routes leaked by building one layer with 200 builder calls"
+        );
+        drop(layer);
     }
 }
