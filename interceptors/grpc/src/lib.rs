@@ -74,10 +74,20 @@ impl GrpcTraceLayer {
         }
     }
     /// How far to trust incoming context ([`TrustPolicy::LinkOnly`] for public
-    /// endpoints).
+    /// endpoints). An untrusted caller's baggage is dropped unless
+    /// [`with_untrusted_baggage`](Self::with_untrusted_baggage) says otherwise.
     pub fn with_trust(self, trust: TrustPolicy) -> Self {
         GrpcTraceLayer {
             inner: self.inner.with_trust(trust),
+        }
+    }
+    /// Whether a caller the trust policy does not trust may still set the call's
+    /// baggage (off by default: its `baggage` metadata is ignored, so the service
+    /// sees none and none is passed on downstream). See
+    /// [`TraceLayer::with_untrusted_baggage`].
+    pub fn with_untrusted_baggage(self, keep: bool) -> Self {
+        GrpcTraceLayer {
+            inner: self.inner.with_untrusted_baggage(keep),
         }
     }
 }

@@ -15,6 +15,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 use tracewire::export::InMemoryExporter;
+use tracewire::propagation::{baggage, TrustPolicy};
 use tracewire::trace::SpanData;
 use tracewire::{labels, Context, FutureExt, SpanKind, Status, TracerProvider, Value};
 use tracewire_grpc::{GrpcClientLayer, GrpcTraceLayer, TraceInterceptor};
@@ -28,6 +29,8 @@ struct SeenLabels(Arc<Mutex<Vec<String>>>);
 struct Seen {
     /// The `grpc-method` label current when it was called.
     labels: SeenLabels,
+    /// The baggage entry `k` current when it was called (`-` if none).
+    baggage: Arc<Mutex<Vec<String>>>,
     /// Set when a background task asked for with `x-spawn-ms` has finished.
     background_done: Arc<AtomicBool>,
 }
@@ -65,6 +68,8 @@ where
             .unwrap_or("-")
             .to_owned();
         self.seen.labels.0.lock().unwrap().push(label);
+        let k = baggage::current().get("k").unwrap_or("-").to_owned();
+        self.seen.baggage.lock().unwrap().push(k);
         if let Some(d) = metadata_ms(&req, "x-spawn-ms") {
             let done = self.seen.background_done.clone();
             tracewire::spawn(async move {
@@ -316,4 +321,38 @@ async fn a_call_the_client_abandons_ends_its_server_span_as_cancelled() {
     let spans = spans(&exporter, 1).await;
     let server = spans.first().expect("the server span ended");
     assert_eq!(server.status, Status::error("cancelled"));
+}
+
+const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// The baggage entry `k` the service saw for one call with `baggage: k=v`.
+async fn baggage_seen_behind(layer: GrpcTraceLayer) -> String {
+    let seen = Seen::default();
+    let addr = serve_scripted(layer, seen.clone()).await;
+    let mut client = HealthClient::new(channel(addr));
+    client
+        .check(check(&[("traceparent", CALLER), ("baggage", "k=v")]))
+        .await
+        .unwrap();
+    let seen = seen.baggage.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    seen[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_only_server_drops_the_untrusted_callers_baggage() {
+    let (p, _exporter) = pipeline();
+    let layer = GrpcTraceLayer::new(p.tracer("server")).with_trust(TrustPolicy::LinkOnly);
+    assert_eq!(baggage_seen_behind(layer).await, "-");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_only_server_told_to_keep_untrusted_baggage_keeps_it() {
+    let (p, _exporter) = pipeline();
+    let layer = GrpcTraceLayer::new(p.tracer("server"))
+        .with_trust(TrustPolicy::LinkOnly)
+        .with_untrusted_baggage(true);
+    assert_eq!(baggage_seen_behind(layer).await, "v");
+    let trusting = GrpcTraceLayer::new(p.tracer("server"));
+    assert_eq!(baggage_seen_behind(trusting).await, "v");
 }

@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use tracewire::export::InMemoryExporter;
 use tracewire::propagation::{
-    B3Encoding, B3Propagator, CloudTraceContextPropagator, CompositePropagator,
+    baggage, B3Encoding, B3Propagator, CloudTraceContextPropagator, CompositePropagator,
     TraceContextPropagator, TrustPolicy,
 };
 use tracewire::trace::SpanData;
@@ -574,4 +574,83 @@ async fn builder_calls_after_with_max_routes_keep_its_limit() {
         labels.push(get(addr, path, &[]).await.1);
     }
     assert_eq!(labels, ["/a", "/b", "other"]);
+}
+
+/// Answers with the `baggage` header it received (`-` if none).
+async fn serve_baggage_echo() -> SocketAddr {
+    serve_app(|_| {
+        service_fn(|req: Request<Incoming>| async move {
+            let baggage = header(&req, "baggage");
+            Ok::<_, Infallible>(Response::new(Full::<Bytes>::from(baggage)))
+        })
+    })
+    .await
+}
+
+fn header<B>(req: &Request<B>, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned()
+}
+
+/// A server behind `layer` whose handler answers `{baggage k}|{what downstream
+/// received}`, calling `downstream` through a [`ClientTraceLayer`].
+async fn serve_baggage_relay(layer: TraceLayer, p: &TracerProvider) -> SocketAddr {
+    let downstream = serve_baggage_echo().await;
+    let client = ServiceBuilder::new()
+        .layer(ClientTraceLayer::new(p.tracer("relay")))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+    let handler = move |_req| {
+        let client = client.clone();
+        async move {
+            let seen = baggage::current().get("k").unwrap_or("-").to_owned();
+            let request = Request::get(format!("http://{downstream}/"));
+            let resp = client
+                .oneshot(request.body(Full::default()).unwrap())
+                .await
+                .unwrap();
+            let sent = resp.into_body().collect().await.unwrap().to_bytes();
+            let sent = String::from_utf8_lossy(&sent);
+            Ok(Response::new(Full::<Bytes>::from(format!("{seen}|{sent}"))))
+        }
+    };
+    serve_handler(layer, handler).await
+}
+
+const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_only_server_drops_the_untrusted_callers_baggage() {
+    let (p, _exporter) = pipeline();
+    let layer = TraceLayer::new(p.tracer("server")).with_trust(TrustPolicy::LinkOnly);
+    let addr = serve_baggage_relay(layer, &p).await;
+    let headers = [("traceparent", CALLER), ("baggage", "k=v")];
+    let (_, body) = get(addr, "/relay", &headers).await;
+    assert_eq!(
+        body, "-|-",
+        "no baggage in the handler, none sent downstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_only_server_told_to_keep_untrusted_baggage_keeps_it() {
+    let (p, _exporter) = pipeline();
+    let layer = TraceLayer::new(p.tracer("server"))
+        .with_trust(TrustPolicy::LinkOnly)
+        .with_untrusted_baggage(true);
+    let addr = serve_baggage_relay(layer, &p).await;
+    let headers = [("traceparent", CALLER), ("baggage", "k=v")];
+    let (_, body) = get(addr, "/relay", &headers).await;
+    assert_eq!(body, "v|k=v");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusting_server_keeps_the_callers_baggage() {
+    let (p, _exporter) = pipeline();
+    let addr = serve_baggage_relay(TraceLayer::new(p.tracer("server")), &p).await;
+    let headers = [("traceparent", CALLER), ("baggage", "k=v")];
+    let (_, body) = get(addr, "/relay", &headers).await;
+    assert_eq!(body, "v|k=v");
 }

@@ -55,7 +55,8 @@ use http::{HeaderMap, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 use tracewire::propagation::{
-    CompositePropagator, Propagator, RemoteParent, TraceContextPropagator, TrustPolicy,
+    Baggage, BaggageExt, CompositePropagator, Propagator, RemoteParent, TraceContextPropagator,
+    TrustPolicy,
 };
 use tracewire::trace::Str;
 use tracewire::{Context, FutureExt, KeyValue, Span, SpanKind, Status, Tracer};
@@ -175,6 +176,7 @@ struct Config {
     tracer: Tracer,
     propagator: Arc<dyn Propagator>,
     trust: TrustPolicy,
+    untrusted_baggage: bool,
     route: Option<Arc<RouteFn>>,
     max_routes: usize,
     // Made on the first request, so builder calls make (and leak) none.
@@ -188,6 +190,7 @@ impl fmt::Debug for Config {
             .field("tracer", &self.tracer)
             .field("propagator", &self.propagator)
             .field("trust", &self.trust)
+            .field("untrusted_baggage", &self.untrusted_baggage)
             .field("max_routes", &self.max_routes)
             .field("protocol", &self.protocol)
             .finish()
@@ -233,6 +236,7 @@ impl TraceLayer {
                 tracer,
                 propagator,
                 trust: TrustPolicy::Parent,
+                untrusted_baggage: false,
                 route: None,
                 max_routes: MAX_ROUTES,
                 guard: OnceLock::new(),
@@ -249,6 +253,7 @@ impl TraceLayer {
             tracer: c.tracer.clone(),
             propagator: c.propagator.clone(),
             trust: c.trust,
+            untrusted_baggage: c.untrusted_baggage,
             route: c.route.clone(),
             max_routes: c.max_routes,
             guard: OnceLock::new(),
@@ -267,9 +272,20 @@ impl TraceLayer {
     }
 
     /// How far to trust incoming context; [`TrustPolicy::LinkOnly`] for public
-    /// endpoints (a new trace, linked to the caller's span).
+    /// endpoints (a new trace, linked to the caller's span). An untrusted caller's
+    /// baggage is dropped unless [`with_untrusted_baggage`](Self::with_untrusted_baggage)
+    /// says otherwise.
     pub fn with_trust(self, trust: TrustPolicy) -> Self {
         self.edit(|c| c.trust = trust)
+    }
+
+    /// Whether a caller the [trust policy](Self::with_trust) does not trust
+    /// ([`TrustPolicy::LinkOnly`]) may still set the request's baggage. Off by
+    /// default: its `baggage` header is ignored, so the handler sees no baggage
+    /// and none of it is injected into the requests the handler makes. A trusted
+    /// caller's baggage is always kept.
+    pub fn with_untrusted_baggage(self, keep: bool) -> Self {
+        self.edit(|c| c.untrusted_baggage = keep)
     }
 
     /// Names the route of a request (e.g. `/users/{id}`); with axum, read
@@ -344,7 +360,13 @@ impl Config {
 
     /// The server context for `parts`: extracted parent, server span, labels.
     fn server_context(&self, parts: &http::request::Parts) -> Context {
-        let extracted = self.propagator.extract(&Context::new(), &parts.headers);
+        let mut extracted = self.propagator.extract(&Context::new(), &parts.headers);
+        if self.trust != TrustPolicy::Parent
+            && !self.untrusted_baggage
+            && !extracted.baggage().is_empty()
+        {
+            extracted = extracted.with_baggage(Baggage::new());
+        }
         let remote = if extracted.has_span() {
             extracted.span().span_context().clone()
         } else {
