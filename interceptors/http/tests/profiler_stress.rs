@@ -28,6 +28,7 @@ use tracewire::labels::{self, LabelSet};
 use tracewire::profile::{self, pprof, Profiler};
 use tracewire::{Context, TracerProvider};
 use tracewire_http::debug::PprofService;
+use tracewire_http::trace::TraceLayer;
 
 /// The test and the soak take turns (they share the live-set counter).
 fn serial() -> MutexGuard<'static, ()> {
@@ -44,6 +45,38 @@ async fn serve(service: PprofService) -> SocketAddr {
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The application under load: a traced handler doing a little CPU work under its
+/// route's `http-path` label.
+async fn serve_app(provider: &TracerProvider) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let layer = TraceLayer::new(provider.tracer("app"));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service =
+                tower::ServiceBuilder::new()
+                    .layer(layer.clone())
+                    .service(tower::service_fn(
+                        |_req: Request<hyper::body::Incoming>| async {
+                            let mut x = 0u64;
+                            for k in 0..50_000u64 {
+                                x = std::hint::black_box(x.wrapping_mul(31) ^ k);
+                            }
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(Bytes::from(format!("{x}"))),
+                            ))
+                        },
+                    ));
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
                     .await;
             });
         }
@@ -153,6 +186,7 @@ fn switch_contexts(provider: &TracerProvider, stop: &AtomicBool, switches: &Atom
 }
 
 struct Outcome {
+    served: usize,
     answered: usize,
     refused: usize,
     in_process: usize,
@@ -162,7 +196,6 @@ struct Outcome {
 }
 
 fn stress(run_for: Duration) -> Outcome {
-    let baseline = labels::live_sets().expect("the live-set counter counts in debug builds");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -172,6 +205,11 @@ fn stress(run_for: Duration) -> Outcome {
         .unwrap();
     let addr = rt.block_on(serve(PprofService::new().max_seconds(2)));
     let provider = TracerProvider::builder().build();
+    let app = rt.block_on(serve_app(&provider));
+    // The layer interns its routes' label sets for the life of the process: one
+    // request first, so they are part of the baseline.
+    assert_eq!(rt.block_on(get(app, "/users/1")).0, StatusCode::OK);
+    let baseline = labels::live_sets().expect("the live-set counter counts in debug builds");
     let stop = Arc::new(AtomicBool::new(false));
     let switches = Arc::new(AtomicU64::new(0));
 
@@ -250,9 +288,23 @@ fn stress(run_for: Duration) -> Outcome {
         })
     };
 
-    // Concurrent profile requests: one at a time is answered, the rest refused.
-    let (answered, refused, bodies) = rt.block_on(async {
+    // Concurrent profile requests: one at a time is answered, the rest refused;
+    // meanwhile the application serves a steady stream of requests.
+    let (answered, refused, bodies, served) = rt.block_on(async {
         let deadline = Instant::now() + run_for;
+        let load: Vec<_> = (0..4)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let mut served = 0usize;
+                    while Instant::now() < deadline {
+                        let (status, _) = get(app, "/users/1").await;
+                        assert_eq!(status, StatusCode::OK, "the application failed a request");
+                        served += 1;
+                    }
+                    served
+                })
+            })
+            .collect();
         let clients: Vec<_> = (0..8)
             .map(|_| {
                 tokio::spawn(async move {
@@ -284,7 +336,11 @@ fn stress(run_for: Duration) -> Outcome {
             busy += b;
             answered.extend(a);
         }
-        (ok, busy, answered)
+        let mut served = 0;
+        for l in load {
+            served += l.await.unwrap();
+        }
+        (ok, busy, answered, served)
     });
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -294,7 +350,8 @@ fn stress(run_for: Duration) -> Outcome {
     let forks = forker.join().unwrap();
     let threads = churner.join().unwrap();
 
-    // The server still serves once the storm is over, with a readable profile.
+    // The servers still serve once the storm is over, with a readable profile.
+    assert_eq!(rt.block_on(get(app, "/users/1")).0, StatusCode::OK);
     let (status, body) = rt.block_on(get(addr, "/debug/pprof/profile?seconds=1"));
     assert_eq!(status, StatusCode::OK);
     check_profile(&body);
@@ -310,6 +367,7 @@ fn stress(run_for: Duration) -> Outcome {
         "label sets alive after every context was dropped: {live}, before the test: {baseline}"
     );
     Outcome {
+        served,
         answered,
         refused,
         in_process,
@@ -350,9 +408,9 @@ fn go_tool_reads(bytes: &[u8]) {
 
 fn report(o: &Outcome, run_for: Duration) {
     eprintln!(
-        "{run_for:?}: {} profiles answered, {} refused (409), {} started and stopped in-process, \
+        "{run_for:?}: {} application requests served, {} profiles answered, {} refused (409), {} started and stopped in-process, \
          {} forked children, {} short-lived threads, {} context switches; live label sets back at baseline",
-        o.answered, o.refused, o.in_process, o.forks, o.threads, o.switches
+        o.served, o.answered, o.refused, o.in_process, o.forks, o.threads, o.switches
     );
 }
 
@@ -364,7 +422,7 @@ fn profiler_survives_concurrent_requests_start_stop_loops_forks_and_thread_churn
     report(&o, run_for);
     assert!(o.answered >= 2, "only {} profiles answered", o.answered);
     assert!(o.refused > o.answered, "most requests are refused");
-    assert!(o.forks >= 10 && o.threads >= 40 && o.switches > 100);
+    assert!(o.forks >= 10 && o.threads >= 40 && o.switches > 100 && o.served > 100);
 }
 
 /// The same for `TRACEWIRE_SOAK_SECS` (default 600) seconds:
