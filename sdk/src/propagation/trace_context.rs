@@ -392,8 +392,8 @@ mod tests {
         let members33: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
         let members33 = members33.join(",");
         let cases: &[&str] = &[
-            "foo=1,foo=2",
             "Foo=1",
+            "@foo=1",
             "foo",
             "foo=",
             "foo=bar=baz",
@@ -409,6 +409,18 @@ mod tests {
             let sc = extract(&[("traceparent", VALID), ("tracestate", ts)])
                 .unwrap_or_else(|| panic!("traceparent lost for {ts:?}"));
             assert!(sc.trace_state().is_empty(), "{ts:?} accepted");
+        }
+    }
+
+    /// The W3C suite's `test_tracestate_duplicated_keys`: the inherited tracestate
+    /// survives a repeated key, in one header or across two.
+    #[test]
+    fn tracestate_with_a_duplicated_key_is_inherited() {
+        for headers in [&["foo=1,foo=2"][..], &["foo=1", "foo=2"]] {
+            let mut pairs = vec![("traceparent", VALID)];
+            pairs.extend(headers.iter().map(|h| ("tracestate", *h)));
+            let sc = extract(&pairs).unwrap();
+            assert_eq!(sc.trace_state().as_str(), "foo=1", "{headers:?}");
         }
     }
 
