@@ -17,7 +17,8 @@ const MAX_LEN: usize = 128;
 /// - `TRACE_ID`: 32 hex characters (either case), not all zero;
 /// - `SPAN_ID`: the span id in *decimal* (an unsigned 64-bit integer), not zero;
 /// - `;o=OPTIONS`: optional decimal trace options; bit 0 is "sampled" (`o=1`).
-///   Without it the context is not sampled. Other `;` parameters are ignored.
+///   Without it, or with a malformed one (`o=`, `o=x`), the ids are kept and the
+///   context is not sampled. Other `;` parameters are ignored.
 ///
 /// Of repeated headers the first is used. Injection writes
 /// `{trace_id}/{span_id};o=1` (or `o=0`), with the trace id in lowercase hex.
@@ -75,7 +76,9 @@ fn parse(value: &[u8]) -> Option<SpanContext> {
     let mut sampled = false;
     for param in params.into_iter().flat_map(|p| p.split(|&c| c == b';')) {
         if let Some(options) = param.strip_prefix(b"o=") {
-            sampled = decimal(options)? & 1 == 1;
+            // A malformed options field says nothing about sampling; the ids
+            // still hold.
+            sampled = decimal(options).is_some_and(|o| o & 1 == 1);
         }
     }
     Some(SpanContext::new(
@@ -154,6 +157,24 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_options_field_keeps_the_ids_and_reads_as_not_sampled() {
+        for options in [
+            "o=",
+            "o=x",
+            "o=-1",
+            "o=1a",
+            "o=99999999999999999999999",
+            "o= 1",
+        ] {
+            let value = format!("{TID}/42;{options}");
+            let sc = extract(&value).unwrap_or_else(|| panic!("ids lost for {value:?}"));
+            assert_eq!(sc.trace_id().to_string(), TID, "{value:?}");
+            assert_eq!(sc.span_id().to_u64(), 42, "{value:?}");
+            assert!(!sc.is_sampled(), "{value:?}");
+        }
+    }
+
+    #[test]
     fn uppercase_trace_id_is_accepted_and_written_back_lowercase() {
         let sc = extract(&format!("{}/42;o=1", TID.to_ascii_uppercase())).unwrap();
         assert_eq!(sc.trace_id().to_string(), TID);
@@ -171,8 +192,6 @@ mod tests {
             &format!("{TID}/18446744073709551616"),
             &format!("{TID}/00000000000000000000001"),
             &format!("{TID}/1a"),
-            &format!("{TID}/1;o="),
-            &format!("{TID}/1;o=x"),
             &format!("{}/1", &TID[..31]),
             &format!("{TID}0/1"),
             "00000000000000000000000000000000/1;o=1",
