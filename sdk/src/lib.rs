@@ -88,6 +88,6 @@ pub mod trace;
 
 pub use context::{spawn, spawn_blocking, spawn_thread, Context, ContextGuard, FutureExt};
 pub use trace::{
-    KeyValue, Span, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState, Tracer,
-    TracerProvider, Value,
+    KeyValue, SamplingState, Span, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId,
+    TraceState, Tracer, TracerProvider, Value,
 };

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use tracewire::export::InMemoryExporter;
 use tracewire::trace::{AlwaysOff, Link, ParentBased, SpanLimits, TraceIdRatio};
 use tracewire::{
-    Context, FutureExt, KeyValue, Span, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId,
-    TraceState, TracerProvider, Value,
+    Context, FutureExt, KeyValue, SamplingState, Span, SpanContext, SpanId, SpanKind, Status,
+    TraceFlags, TraceId, TraceState, TracerProvider, Value,
 };
 
 fn pipeline() -> (TracerProvider, InMemoryExporter) {
@@ -335,4 +335,92 @@ fn global_tracer_is_noop_until_a_provider_is_installed() {
     tracewire::global::shutdown_tracer_provider(Duration::from_secs(1)).unwrap();
     tracewire::global::tracer("lib").start("after").end();
     assert_eq!(exp.len(), 1);
+}
+
+fn remote_parent(state: SamplingState) -> SpanContext {
+    SpanContext::new(
+        TraceId::from_u128(0x80f1_98ee_5634_3ba8_64fe_8b2a_57d3_eff7),
+        SpanId::from_u64(0xe457_b5a2_e4d8_6bd1),
+        TraceFlags::NONE,
+        true,
+        TraceState::NONE,
+    )
+    .with_sampling_state(state)
+}
+
+#[test]
+fn a_debug_parent_forces_sampling_and_passes_debug_to_every_child() {
+    for always_off in [true, false] {
+        let exporter = InMemoryExporter::new();
+        let builder = TracerProvider::builder().with_simple_exporter(exporter.clone());
+        let provider = if always_off {
+            builder.with_sampler(AlwaysOff)
+        } else {
+            builder.with_sampler(ParentBased::new(AlwaysOff).remote_sampled(AlwaysOff))
+        }
+        .build();
+        let tracer = provider.tracer("t");
+        for parent in [
+            remote_parent(SamplingState::Debug),
+            SpanContext::sampling_only(SamplingState::Debug),
+        ] {
+            let server = tracer
+                .span_builder("server")
+                .parent_span_context(parent.clone())
+                .start();
+            assert_eq!(server.span_context().sampling_state(), SamplingState::Debug);
+            let cx = Context::new().with_span(server);
+            let child = tracer.start_with_context("child", &cx);
+            assert_eq!(child.span_context().sampling_state(), SamplingState::Debug);
+            child.end();
+            cx.span().end();
+        }
+        let spans = exporter.spans();
+        assert_eq!(spans.len(), 4);
+        assert!(spans.iter().all(|s| s.span_context.is_debug()));
+    }
+}
+
+#[test]
+fn a_deferred_parent_is_decided_by_the_root_sampler_in_the_callers_trace() {
+    for (root_samples, sampled) in [(true, true), (false, false)] {
+        let builder = TracerProvider::builder();
+        let provider = if root_samples {
+            builder.with_sampler(ParentBased::new(tracewire::trace::AlwaysOn))
+        } else {
+            builder.with_sampler(ParentBased::new(AlwaysOff))
+        }
+        .build();
+        let parent = remote_parent(SamplingState::Deferred);
+        let span = provider
+            .tracer("t")
+            .span_builder("server")
+            .parent_span_context(parent.clone())
+            .start();
+        let sc = span.span_context();
+        assert_eq!(sc.trace_id(), parent.trace_id());
+        assert_eq!(sc.is_sampled(), sampled);
+        assert_ne!(sc.sampling_state(), SamplingState::Deferred, "decided here");
+    }
+}
+
+#[test]
+fn a_decision_without_ids_starts_a_new_trace_that_follows_it() {
+    let (provider, exporter) = pipeline();
+    let tracer = provider.tracer("t");
+    for (decision, sampled) in [
+        (SamplingState::NotSampled, false),
+        (SamplingState::Sampled, true),
+    ] {
+        let span = tracer
+            .span_builder("server")
+            .parent_span_context(SpanContext::sampling_only(decision))
+            .start();
+        assert!(span.span_context().is_valid());
+        assert_eq!(span.span_context().is_sampled(), sampled, "{decision:?}");
+        span.end();
+    }
+    let spans = exporter.spans();
+    assert_eq!(spans.len(), 1);
+    assert!(spans[0].is_root());
 }

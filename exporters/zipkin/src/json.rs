@@ -137,6 +137,9 @@ pub(crate) fn span(out: &mut String, s: &ZSpan<'_>, local: &Endpoint) {
         }
         out.push('}');
     }
+    if s.debug {
+        out.push_str(",\"debug\":true");
+    }
     out.push('}');
 }
 

@@ -40,7 +40,9 @@
 //! `localEndpoint` from the service name (and the address given to the builder),
 //! `remoteEndpoint` from `peer.service` and the peer address/port attributes,
 //! attributes as `tags`, events as `annotations`, an error status as the `error`
-//! tag; empty fields are left out.
+//! tag, `debug: true` for the spans of a B3 debug trace
+//! ([`SamplingState::Debug`](tracewire::SamplingState::Debug)); empty fields are
+//! left out.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]

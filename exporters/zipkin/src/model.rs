@@ -54,6 +54,8 @@ pub(crate) struct ZSpan<'a> {
     pub(crate) remote: Endpoint,
     pub(crate) annotations: Vec<(u64, Cow<'a, str>)>,
     pub(crate) tags: Vec<(&'a str, Tag<'a>)>,
+    /// B3 debug ([`SamplingState::Debug`](tracewire::SamplingState::Debug)).
+    pub(crate) debug: bool,
 }
 
 pub(crate) fn micros(t: SystemTime) -> u64 {
@@ -173,6 +175,7 @@ impl<'a> ZSpan<'a> {
             remote: remote_endpoint(span),
             annotations,
             tags,
+            debug: sc.is_debug(),
         }
     }
 

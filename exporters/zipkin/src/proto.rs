@@ -138,7 +138,7 @@ pub(crate) fn span(s: &ZSpan<'_>, local: &ZEndpoint) -> Span {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.to_text()))
             .collect(),
-        debug: false,
+        debug: s.debug,
         shared: false,
     }
 }

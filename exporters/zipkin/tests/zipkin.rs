@@ -350,6 +350,67 @@ async fn sixty_four_bit_trace_ids_are_written_with_sixteen_hex_digits() {
     assert_eq!(spans[0]["parentId"], "48268a16e0ca3df3");
 }
 
+/// B3 debug (`b3: ...-d`, `X-B3-Flags: 1`) is Zipkin's `debug: true` on every span
+/// of the trace: the server span continuing it and that span's child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_of_a_b3_debug_trace_are_written_with_debug_true() {
+    use tracewire::propagation::{B3Propagator, Propagator};
+
+    let collector = Collector::default();
+    let addr = collector
+        .clone()
+        .start("127.0.0.1:0".parse().unwrap())
+        .await;
+    let mut json = exporter(addr).build().unwrap();
+    let mut proto = exporter(addr).encoding(Encoding::Proto).build().unwrap();
+    let memory = tracewire::export::InMemoryExporter::new();
+    let provider = TracerProvider::builder()
+        .with_simple_exporter(memory.clone())
+        .build();
+    let tracer = provider.tracer("t");
+    for headers in [
+        &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d")][..],
+        &[
+            ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+            ("x-b3-spanid", "e457b5a2e4d86bd1"),
+            ("x-b3-flags", "1"),
+        ],
+    ] {
+        let carrier: std::collections::HashMap<String, String> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let remote = B3Propagator::default().extract(&Context::new(), &carrier);
+        let server = tracer
+            .span_builder("server")
+            .kind(SpanKind::Server)
+            .parent(&remote)
+            .start();
+        let cx = Context::new().with_span(server);
+        tracer.start_with_context("child", &cx).end();
+        cx.span().end();
+    }
+    tracer.start("not debug").end();
+    let spans = memory.spans();
+    json.export(&spans).await.unwrap();
+    let written = collector.json_spans();
+    assert_eq!(written.len(), 5);
+    for span in &written {
+        let debug = span["name"] != "not debug";
+        assert_eq!(
+            span.get("debug"),
+            debug.then_some(&Json::Bool(true)),
+            "{span}"
+        );
+    }
+    proto.export(&spans).await.unwrap();
+    let list = proto::ListOfSpans::decode(&collector.bodies()[1].body[..]).unwrap();
+    assert_eq!(list.spans.len(), 5);
+    for span in &list.spans {
+        assert_eq!(span.debug, span.name != "not debug", "{}", span.name);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_batches_are_split_and_an_oversized_span_is_dropped() {
     let collector = Collector::default();

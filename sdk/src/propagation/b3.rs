@@ -1,7 +1,7 @@
 //! Zipkin B3: the single `b3` header and the multiple `X-B3-*` headers.
 
 use crate::context::Context;
-use crate::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+use crate::trace::{SamplingState, SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 
 use super::{lower_hex, push_hex, trim_ows, Extractor, Injector, Propagator};
 
@@ -35,20 +35,25 @@ pub enum B3Encoding {
 /// wins over the multiple headers), and the `X-B3-*` headers otherwise:
 /// - trace ids of 16 or 32 lowercase hex characters (64-bit ids are left-padded
 ///   with zeros to 128 bits), span ids of 16;
-/// - sampling state `1` (accept), `0` (deny), `d` or `X-B3-Flags: 1` (debug,
-///   which implies accept); `true` and `false` are accepted in `X-B3-Sampled`.
-///   An absent state ("defer") is read as not sampled: a [`SpanContext`] holds a
-///   sampling decision, not its absence. Debug is read as sampled and not kept;
-/// - a sampling state sent without ids (`b3: 0`, `X-B3-Sampled: 1` alone) gives
-///   no span context: a deny or accept decision without ids is not representable
-///   as a [`SpanContext`], so the receiver's own sampler decides;
+/// - the sampling state, kept as the span context's [`SamplingState`]: `1`
+///   (accept: `Sampled`), `0` (deny: `NotSampled`), `d` or `X-B3-Flags: 1`
+///   (debug: `Debug`, which implies accept, also beside `X-B3-Sampled`), and an
+///   absent state (defer: `Deferred`, the receiver's sampler decides); `true` and
+///   `false` are accepted in `X-B3-Sampled`;
+/// - a sampling state sent without ids (`b3: 0`, `X-B3-Sampled: 0`,
+///   `X-B3-Flags: 1` alone) gives [`SpanContext::sampling_only`]: no ids, but the
+///   decision, which a server span follows (a deny is not sampled, and neither is
+///   what it calls);
 /// - the parent span id is checked but not kept; a malformed (present but
-///   invalid) `X-B3-Sampled` or `X-B3-ParentSpanId` makes the headers invalid;
+///   invalid) `X-B3-Sampled` or `X-B3-ParentSpanId`, or a present but invalid id,
+///   makes the headers invalid;
 /// - of repeated `X-B3-*` or `b3` headers, the first value wins.
 ///
 /// Injection writes the encoding chosen with [`B3Propagator::new`]: trace id (16
 /// hex characters when its upper 64 bits are zero, 32 otherwise), span id and the
-/// sampling state `1` or `0`; no parent span id.
+/// sampling state (`1`, `0`, `d`, or nothing for a deferred one; in multiple
+/// headers debug is `X-B3-Flags: 1` without `X-B3-Sampled`, as the spec says); no
+/// parent span id. A sampling decision without ids is written alone (`b3: 0`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct B3Propagator {
     encoding: B3Encoding,
@@ -66,20 +71,11 @@ impl B3Propagator {
     }
 }
 
-/// What a `b3` single header holds.
-enum Single {
-    Context(SpanContext),
-    SamplingOnly,
-    Invalid,
-}
-
 impl Propagator for B3Propagator {
     fn extract_span_context(&self, carrier: &dyn Extractor) -> Option<SpanContext> {
         if let Some(value) = carrier.get_all(B3).first() {
-            match parse_single(value) {
-                Single::Context(sc) => return Some(sc),
-                Single::SamplingOnly => return None,
-                Single::Invalid => {}
+            if let Some(sc) = parse_single(value) {
+                return Some(sc);
             }
         }
         parse_multi(carrier)
@@ -87,36 +83,59 @@ impl Propagator for B3Propagator {
 
     fn inject(&self, cx: &Context, carrier: &mut dyn Injector) {
         let sc = cx.span().span_context();
-        if !sc.is_valid() {
+        if !sc.is_valid() && !sc.is_sampling_only() {
             return;
         }
-        let trace_id = trace_id_hex(sc.trace_id());
-        let span_id = sc.span_id().to_string();
-        let sampled = if sc.is_sampled() { "1" } else { "0" };
-        if matches!(
+        let state = sc.sampling_state();
+        let single = matches!(
             self.encoding,
             B3Encoding::Single | B3Encoding::SingleAndMulti
-        ) {
-            let mut single = String::with_capacity(trace_id.len() + 19);
-            single.push_str(&trace_id);
-            single.push('-');
-            single.push_str(&span_id);
-            single.push('-');
-            single.push_str(sampled);
-            carrier.set(B3, single);
-        }
-        if matches!(
+        );
+        let multi = matches!(
             self.encoding,
             B3Encoding::Multi | B3Encoding::SingleAndMulti
-        ) {
-            carrier.set(TRACE_ID, trace_id);
-            carrier.set(SPAN_ID, span_id);
-            carrier.set(SAMPLED, sampled.to_owned());
+        );
+        if single {
+            let mut value = String::with_capacity(32 + 1 + 16 + 2);
+            if sc.is_valid() {
+                value.push_str(&trace_id_hex(sc.trace_id()));
+                value.push('-');
+                value.push_str(&sc.span_id().to_string());
+            }
+            if let Some(c) = single_state(state) {
+                if !value.is_empty() {
+                    value.push('-');
+                }
+                value.push(c);
+            }
+            carrier.set(B3, value);
+        }
+        if multi {
+            if sc.is_valid() {
+                carrier.set(TRACE_ID, trace_id_hex(sc.trace_id()));
+                carrier.set(SPAN_ID, sc.span_id().to_string());
+            }
+            match state {
+                SamplingState::Deferred => {}
+                SamplingState::NotSampled => carrier.set(SAMPLED, "0".to_owned()),
+                SamplingState::Sampled => carrier.set(SAMPLED, "1".to_owned()),
+                SamplingState::Debug => carrier.set(FLAGS, "1".to_owned()),
+            }
         }
     }
 
     fn fields(&self) -> &[&'static str] {
         &FIELDS
+    }
+}
+
+/// The sampling state character of the single header; none for "defer".
+fn single_state(state: SamplingState) -> Option<char> {
+    match state {
+        SamplingState::Deferred => None,
+        SamplingState::NotSampled => Some('0'),
+        SamplingState::Sampled => Some('1'),
+        SamplingState::Debug => Some('d'),
     }
 }
 
@@ -143,66 +162,72 @@ fn parse_span_id(s: &[u8]) -> Option<SpanId> {
     Some(SpanId::from_u64(lower_hex(s)? as u64)).filter(|id| id.is_valid())
 }
 
-/// `b3: {TraceId}-{SpanId}[-{SamplingState}[-{ParentSpanId}]]` or `b3: {SamplingState}`.
-fn parse_single(value: &[u8]) -> Single {
+/// `b3: {TraceId}-{SpanId}[-{SamplingState}[-{ParentSpanId}]]` or
+/// `b3: {SamplingState}`; `None` if malformed.
+fn parse_single(value: &[u8]) -> Option<SpanContext> {
     let v = trim_ows(value);
     if v.len() > MAX_SINGLE_LEN {
-        return Single::Invalid;
+        return None;
     }
-    if let [b'0' | b'1' | b'd'] = v {
-        return Single::SamplingOnly;
+    let decision = |s: &[u8]| match s {
+        b"1" => Some(SamplingState::Sampled),
+        b"0" => Some(SamplingState::NotSampled),
+        b"d" => Some(SamplingState::Debug),
+        _ => None,
+    };
+    if let Some(state) = decision(v) {
+        return Some(SpanContext::sampling_only(state));
     }
     let mut parts = v.split(|&c| c == b'-');
-    let (Some(trace), Some(span)) = (parts.next(), parts.next()) else {
-        return Single::Invalid;
-    };
-    let (Some(trace_id), Some(span_id)) = (parse_trace_id(trace), parse_span_id(span)) else {
-        return Single::Invalid;
-    };
-    let sampled = match parts.next() {
-        None => false,
-        Some(b"1" | b"d") => true,
-        Some(b"0") => false,
-        Some(_) => return Single::Invalid,
+    let trace_id = parse_trace_id(parts.next()?)?;
+    let span_id = parse_span_id(parts.next()?)?;
+    let state = match parts.next() {
+        None => SamplingState::Deferred,
+        Some(s) => decision(s)?,
     };
     if let Some(parent) = parts.next() {
         if parent.len() != 16 || lower_hex(parent).is_none() {
-            return Single::Invalid;
+            return None;
         }
     }
     if parts.next().is_some() {
-        return Single::Invalid;
+        return None;
     }
-    Single::Context(remote(trace_id, span_id, sampled))
+    Some(remote(trace_id, span_id, state))
 }
 
 fn parse_multi(carrier: &dyn Extractor) -> Option<SpanContext> {
     let first = |name: &str| carrier.get_all(name).first().map(trim_ows);
-    let trace_id = parse_trace_id(first(TRACE_ID)?)?;
-    let span_id = parse_span_id(first(SPAN_ID)?)?;
     let debug = matches!(first(FLAGS), Some(b"1"));
     let sampled = match first(SAMPLED) {
-        None => false,
-        Some(b"1" | b"true") => true,
-        Some(b"0" | b"false") => false,
+        None => None,
+        Some(b"1" | b"true") => Some(true),
+        Some(b"0" | b"false") => Some(false),
         Some(_) => return None,
+    };
+    let state = match (debug, sampled) {
+        (true, _) => SamplingState::Debug,
+        (false, Some(true)) => SamplingState::Sampled,
+        (false, Some(false)) => SamplingState::NotSampled,
+        (false, None) => SamplingState::Deferred,
     };
     if let Some(parent) = first(PARENT_SPAN_ID) {
         if parent.len() != 16 || lower_hex(parent).is_none() {
             return None;
         }
     }
-    Some(remote(trace_id, span_id, sampled || debug))
+    match (first(TRACE_ID), first(SPAN_ID)) {
+        (None, None) => Some(SpanContext::sampling_only(state)).filter(|sc| sc.is_sampling_only()),
+        (Some(trace), Some(span)) => {
+            Some(remote(parse_trace_id(trace)?, parse_span_id(span)?, state))
+        }
+        _ => None,
+    }
 }
 
-fn remote(trace_id: TraceId, span_id: SpanId, sampled: bool) -> SpanContext {
-    SpanContext::new(
-        trace_id,
-        span_id,
-        TraceFlags::NONE.with_sampled(sampled),
-        true,
-        TraceState::NONE,
-    )
+fn remote(trace_id: TraceId, span_id: SpanId, state: SamplingState) -> SpanContext {
+    SpanContext::new(trace_id, span_id, TraceFlags::NONE, true, TraceState::NONE)
+        .with_sampling_state(state)
 }
 
 #[cfg(test)]
@@ -265,12 +290,118 @@ mod tests {
     }
 
     #[test]
-    fn sampling_only_values_give_no_span_context() {
-        for value in ["0", "1", "d"] {
-            assert_eq!(extract(&[("b3", value)]), None, "{value}");
+    fn sampling_states_are_read_with_and_without_ids() {
+        use SamplingState::*;
+        let ids = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = vec![("X-B3-TraceId", TID), ("X-B3-SpanId", SID)];
+            pairs.extend_from_slice(extra);
+            pairs
+        };
+        // (headers, state read, with ids)
+        type Case = (
+            Vec<(&'static str, &'static str)>,
+            Option<SamplingState>,
+            bool,
+        );
+        let cases: Vec<Case> = vec![
+            (vec![("b3", "0")], Some(NotSampled), false),
+            (vec![("b3", "1")], Some(Sampled), false),
+            (vec![("b3", "d")], Some(Debug), false),
+            (vec![("X-B3-Sampled", "0")], Some(NotSampled), false),
+            (vec![("X-B3-Sampled", "true")], Some(Sampled), false),
+            (vec![("X-B3-Flags", "1")], Some(Debug), false),
+            (
+                vec![("X-B3-Flags", "1"), ("X-B3-Sampled", "1")],
+                Some(Debug),
+                false,
+            ),
+            (vec![("X-B3-Flags", "0")], None, false),
+            (vec![("X-B3-Sampled", "yes")], None, false),
+            (
+                vec![("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1")],
+                Some(Deferred),
+                true,
+            ),
+            (
+                vec![("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0")],
+                Some(NotSampled),
+                true,
+            ),
+            (
+                vec![("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")],
+                Some(Sampled),
+                true,
+            ),
+            (
+                vec![("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d")],
+                Some(Debug),
+                true,
+            ),
+            (ids(&[]), Some(Deferred), true),
+            (ids(&[("X-B3-Sampled", "0")]), Some(NotSampled), true),
+            (ids(&[("X-B3-Sampled", "1")]), Some(Sampled), true),
+            (ids(&[("X-B3-Flags", "1")]), Some(Debug), true),
+            (
+                ids(&[("X-B3-Flags", "1"), ("X-B3-Sampled", "0")]),
+                Some(Debug),
+                true,
+            ),
+            (ids(&[("X-B3-Flags", "2")]), Some(Deferred), true),
+        ];
+        for (headers, state, with_ids) in cases {
+            let sc = extract(&headers);
+            assert_eq!(
+                sc.as_ref().map(SpanContext::sampling_state),
+                state,
+                "{headers:?}"
+            );
+            if let Some(sc) = sc {
+                assert!(sc.is_remote(), "{headers:?}");
+                assert_eq!(sc.is_valid(), with_ids, "{headers:?}");
+                assert_eq!(sc.is_sampling_only(), !with_ids, "{headers:?}");
+            }
         }
-        assert_eq!(extract(&[("X-B3-Sampled", "0")]), None);
-        assert_eq!(extract(&[("X-B3-Flags", "1")]), None);
+    }
+
+    #[test]
+    fn inject_writes_every_sampling_state() {
+        use SamplingState::*;
+        let sc = remote(
+            TraceId::from_hex(TID).unwrap(),
+            SpanId::from_hex(SID).unwrap(),
+            Sampled,
+        );
+        let id = format!("{TID}-{SID}");
+        for (state, single, sampled, flags) in [
+            (Deferred, id.clone(), None, None),
+            (NotSampled, format!("{id}-0"), Some("0"), None),
+            (Sampled, format!("{id}-1"), Some("1"), None),
+            (Debug, format!("{id}-d"), None, Some("1")),
+        ] {
+            let out = inject(B3Encoding::SingleAndMulti, sc.with_sampling_state(state));
+            assert_eq!(out["b3"], single, "{state:?}");
+            assert_eq!(out["x-b3-traceid"], TID);
+            assert_eq!(
+                out.get("x-b3-sampled").map(String::as_str),
+                sampled,
+                "{state:?}"
+            );
+            assert_eq!(
+                out.get("x-b3-flags").map(String::as_str),
+                flags,
+                "{state:?}"
+            );
+        }
+        for (state, single) in [(NotSampled, "0"), (Sampled, "1"), (Debug, "d")] {
+            let out = inject(
+                B3Encoding::SingleAndMulti,
+                SpanContext::sampling_only(state),
+            );
+            assert_eq!(out["b3"], single, "{state:?}");
+            assert!(!out.contains_key("x-b3-traceid"), "{state:?}");
+            let back = B3Propagator::default().extract_span_context(&out);
+            assert_eq!(back, Some(SpanContext::sampling_only(state)));
+        }
     }
 
     #[test]
@@ -396,7 +527,7 @@ mod tests {
         // A sampling-only single header wins too.
         assert_eq!(
             extract(&[("b3", "0"), ("X-B3-TraceId", TID), ("X-B3-SpanId", SID)]),
-            None
+            Some(SpanContext::sampling_only(SamplingState::NotSampled))
         );
     }
 
@@ -435,6 +566,140 @@ mod tests {
         );
     }
 
+    /// One hop through a B3 server: extract `headers`, start the server span as
+    /// the HTTP layers do (default trust) with `ParentBased::new(root)`, then inject
+    /// that span with B3 single and multiple headers.
+    fn hop(root_samples: bool, headers: &[(&str, &str)]) -> (SpanContext, HashMap<String, String>) {
+        use crate::propagation::TrustPolicy;
+        use crate::trace::{AlwaysOff, AlwaysOn, ParentBased};
+        use crate::TracerProvider;
+
+        let provider = if root_samples {
+            TracerProvider::builder().with_sampler(ParentBased::new(AlwaysOn))
+        } else {
+            TracerProvider::builder().with_sampler(ParentBased::new(AlwaysOff))
+        }
+        .build();
+        let tracer = provider.tracer("b3-test");
+        let mut h = http::HeaderMap::new();
+        for (k, v) in headers {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let cx = B3Propagator::default().extract(&Context::new(), &h);
+        let remote = cx.span().span_context().clone();
+        let builder = tracer.span_builder("server");
+        let span = match TrustPolicy::Parent.apply(&remote) {
+            crate::propagation::RemoteParent::Parent(sc) => builder.parent_span_context(sc),
+            _ => builder.root(),
+        }
+        .start();
+        let sc = span.span_context().clone();
+        let out = inject(B3Encoding::SingleAndMulti, sc.clone());
+        (sc, out)
+    }
+
+    /// B3 sampling states, per the spec: deny and accept with or without ids,
+    /// defer (ids alone) left to the local sampler, debug kept and passed on.
+    #[test]
+    fn sampling_states_carry_through_a_hop() {
+        const ROOTS_SAMPLED: bool = true;
+        const ROOTS_DROPPED: bool = false;
+        let ids = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = vec![("X-B3-TraceId", TID), ("X-B3-SpanId", SID)];
+            pairs.extend_from_slice(extra);
+            pairs
+        };
+        let b3 = |value: &'static str| vec![("b3", value)];
+        // (headers, the local root sampler, continues the caller's trace, state
+        // injected downstream)
+        type Case = (Vec<(&'static str, &'static str)>, bool, bool, &'static str);
+        let cases: Vec<Case> = vec![
+            // Deny without ids: a new trace, not sampled.
+            (b3("0"), ROOTS_SAMPLED, false, "0"),
+            (vec![("X-B3-Sampled", "0")], ROOTS_SAMPLED, false, "0"),
+            // Accept without ids: a new trace, sampled even if roots are not.
+            (b3("1"), ROOTS_DROPPED, false, "1"),
+            (vec![("X-B3-Sampled", "1")], ROOTS_DROPPED, false, "1"),
+            // Debug without ids: a new trace, debug.
+            (b3("d"), ROOTS_DROPPED, false, "d"),
+            (vec![("X-B3-Flags", "1")], ROOTS_DROPPED, false, "d"),
+            // Deny, accept and debug with ids.
+            (
+                b3("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0"),
+                ROOTS_SAMPLED,
+                true,
+                "0",
+            ),
+            (
+                b3("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+                ROOTS_DROPPED,
+                true,
+                "1",
+            ),
+            (
+                b3("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d"),
+                ROOTS_DROPPED,
+                true,
+                "d",
+            ),
+            (ids(&[("X-B3-Sampled", "0")]), ROOTS_SAMPLED, true, "0"),
+            (ids(&[("X-B3-Flags", "1")]), ROOTS_DROPPED, true, "d"),
+            (
+                ids(&[("X-B3-Sampled", "1"), ("X-B3-Flags", "1")]),
+                ROOTS_DROPPED,
+                true,
+                "d",
+            ),
+            // Defer (ids alone): the local sampler decides, in the caller's trace.
+            (
+                b3("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1"),
+                ROOTS_SAMPLED,
+                true,
+                "1",
+            ),
+            (
+                b3("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1"),
+                ROOTS_DROPPED,
+                true,
+                "0",
+            ),
+            (ids(&[]), ROOTS_SAMPLED, true, "1"),
+            (ids(&[]), ROOTS_DROPPED, true, "0"),
+        ];
+        for (headers, root_samples, same_trace, state) in cases {
+            let what = format!("{headers:?} (roots sampled: {root_samples})");
+            let (sc, out) = hop(root_samples, &headers);
+            assert!(sc.is_valid(), "{what}");
+            assert_eq!(
+                sc.trace_id().to_string() == TID,
+                same_trace,
+                "{what}: trace id"
+            );
+            assert_eq!(sc.is_sampled(), state != "0", "{what}: sampled");
+            let trace_id = out["x-b3-traceid"].clone();
+            assert_eq!(
+                out["b3"],
+                format!("{trace_id}-{}-{state}", sc.span_id()),
+                "{what}: b3"
+            );
+            if state == "d" {
+                // Debug implies accept: X-B3-Flags alone, no X-B3-Sampled.
+                assert_eq!(
+                    out.get("x-b3-flags").map(String::as_str),
+                    Some("1"),
+                    "{what}"
+                );
+                assert_eq!(out.get("x-b3-sampled"), None, "{what}");
+            } else {
+                assert_eq!(out["x-b3-sampled"], state, "{what}");
+                assert_eq!(out.get("x-b3-flags"), None, "{what}");
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn inject_then_extract_round_trips(
@@ -450,7 +715,8 @@ mod tests {
             let sc = SpanContext::new(trace_id, span_id, flags, false, TraceState::NONE);
             let out = inject(encoding, sc);
             let back = B3Propagator::default().extract_span_context(&out);
-            prop_assert_eq!(back, Some(remote(trace_id, span_id, flags.is_sampled())));
+            let state = if flags.is_sampled() { SamplingState::Sampled } else { SamplingState::NotSampled };
+            prop_assert_eq!(back, Some(remote(trace_id, span_id, state)));
         }
 
         #[test]

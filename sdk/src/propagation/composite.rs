@@ -9,8 +9,10 @@ use super::{BaggagePropagator, Extractor, Injector, Propagator, TraceContextProp
 /// baggage during a migration.
 ///
 /// - Extraction tries the span-context formats in the configured order and uses
-///   the first valid span context found; formats that carry other values (like
-///   baggage) are all applied.
+///   the first valid span context found. If no format finds ids, the first
+///   sampling decision sent without ids ([`SpanContext::sampling_only`], B3
+///   `b3: 0`) is used. Formats that carry other values (like baggage) are all
+///   applied.
 /// - Injection writes every format.
 ///
 /// The default is W3C Trace Context plus W3C Baggage (OpenCensus's default
@@ -80,31 +82,42 @@ impl FromIterator<Box<dyn Propagator>> for CompositePropagator {
 }
 
 impl Propagator for CompositePropagator {
-    /// The first valid span context, trying the members in order.
+    /// The first valid span context, trying the members in order; without one,
+    /// the first sampling decision without ids.
     fn extract_span_context(&self, carrier: &dyn Extractor) -> Option<SpanContext> {
-        self.members
-            .iter()
-            .find_map(|p| p.extract_span_context(carrier))
+        let mut found = None;
+        for p in &self.members {
+            if let Some(sc) = p.extract_span_context(carrier) {
+                if sc.is_valid() {
+                    return Some(sc);
+                }
+                found = found.or(Some(sc));
+            }
+        }
+        found
     }
 
     fn extract(&self, cx: &Context, carrier: &dyn Extractor) -> Context {
         let mut out = cx.clone();
-        let mut found = false;
+        let mut found: Option<SpanContext> = None;
         for p in &self.members {
-            if found {
-                // Only formats that carry no span context still matter. A span
-                // format's `extract` would replace the span: ask first.
-                if p.extract_span_context(carrier).is_none() {
-                    out = p.extract(&out, carrier);
+            let valid_found = found.as_ref().is_some_and(SpanContext::is_valid);
+            match p.extract_span_context(carrier) {
+                // Only the first valid span context (or, without one, the first
+                // decision) counts.
+                Some(sc) if !valid_found && (found.is_none() || sc.is_valid()) => {
+                    found = Some(sc);
                 }
-            } else if let Some(sc) = p.extract_span_context(carrier) {
-                out = out.with_span(Span::non_recording(sc));
-                found = true;
-            } else {
-                out = p.extract(&out, carrier);
+                Some(_) => {}
+                // A span format's `extract` would replace the span: only formats
+                // that found no span context are asked for what else they carry.
+                None => out = p.extract(&out, carrier),
             }
         }
-        out
+        match found {
+            Some(sc) => out.with_span(Span::non_recording(sc)),
+            None => out,
+        }
     }
 
     fn inject(&self, cx: &Context, carrier: &mut dyn Injector) {
@@ -187,9 +200,28 @@ mod tests {
 
     #[test]
     fn nothing_valid_leaves_the_context_unchanged() {
-        let carrier = map(&[("traceparent", "garbage"), ("X-B3-Sampled", "1")]);
+        let carrier = map(&[("traceparent", "garbage"), ("X-B3-Sampled", "yes")]);
         let cx = all().extract(&Context::new(), &carrier);
         assert!(!cx.has_span());
+    }
+
+    #[test]
+    fn a_decision_without_ids_counts_only_when_no_format_has_ids() {
+        use crate::trace::SamplingState;
+        let deny = SpanContext::sampling_only(SamplingState::NotSampled);
+        let carrier = map(&[("traceparent", "garbage"), ("b3", "0")]);
+        let cx = all().extract(&Context::new(), &carrier);
+        assert_eq!(cx.span().span_context(), &deny);
+        assert_eq!(all().extract_span_context(&carrier), Some(deny));
+        let cloud = "105445aa7843bc8bf206b12000100000/1;o=1";
+        let carrier = map(&[("b3", "0"), ("x-cloud-trace-context", cloud)]);
+        let cx = all().extract(&Context::new(), &carrier);
+        let sc = cx.span().span_context();
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "105445aa7843bc8bf206b12000100000"
+        );
+        assert_eq!(all().extract_span_context(&carrier).as_ref(), Some(sc));
     }
 
     #[test]

@@ -14,7 +14,12 @@
 //!   - [`GrpcTraceBinPropagator`]: OpenCensus `grpc-trace-bin`, with the binary codec
 //!     itself in [`binary::to_bytes`] and [`binary::from_bytes`].
 //! - [`CompositePropagator`]: several formats at once; on extract the first format
-//!   that finds a valid span context wins, on inject every format writes.
+//!   that finds a valid span context wins (without one, the first sampling
+//!   decision sent without ids, like B3 `b3: 0`), on inject every format writes.
+//! - Sampling beyond the W3C `sampled` flag: a span context's
+//!   [`SamplingState`](crate::SamplingState) also carries B3's "defer" (ids
+//!   without a decision: the local sampler decides) and "debug" (forced sampling,
+//!   passed on by B3 and exported as Zipkin `debug: true`).
 //! - [`TrustPolicy`]: whether a server continues a remote trace or starts a new
 //!   root linked to it (OpenCensus `IsPublicEndpoint`).
 //!

@@ -16,7 +16,7 @@ pub use sampler::{
     SamplingResult, TraceIdRatio,
 };
 pub use span::Span;
-pub use state::{SpanContext, TraceFlags, TraceState, TraceStateError};
+pub use state::{SamplingState, SpanContext, TraceFlags, TraceState, TraceStateError};
 pub(crate) use tracer::ProviderInner;
 pub use tracer::{Resource, SpanBuilder, Tracer, TracerProvider, TracerProviderBuilder};
 

@@ -4,13 +4,17 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::{KeyValue, Link, SpanContext, SpanKind, TraceId, TraceState};
+use super::{KeyValue, Link, SamplingState, SpanContext, SpanKind, TraceId, TraceState};
 
 /// What a sampler is asked about a span that is starting.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct SamplingParams<'a> {
-    /// The parent's span context, if the span has a valid parent.
+    /// The parent's span context, if the span has a valid parent, or a remote
+    /// sampling decision that came without ids
+    /// ([`SpanContext::is_sampling_only`]: its ids are invalid, and the span
+    /// starts a new trace). A parent whose
+    /// [sampling state](super::SamplingState) is `Deferred` made no decision.
     pub parent: Option<&'a SpanContext>,
     /// The trace id the span will have.
     pub trace_id: TraceId,
@@ -133,10 +137,13 @@ impl Sampler for TraceIdRatio {
     }
 }
 
-/// Follows the parent's decision; asks `root` for spans without a parent.
+/// Follows the parent's decision; asks `root` for spans without a parent and for
+/// spans whose parent made no decision (a B3 caller that sent ids without a
+/// sampling state: [`SamplingState::Deferred`](super::SamplingState::Deferred)).
 ///
 /// The four parent cases can each be given their own sampler; by default a sampled
-/// parent means sample and an unsampled one means drop.
+/// parent means sample and an unsampled one means drop. A remote decision sent
+/// without ids ([`SpanContext::sampling_only`]) counts as a remote parent.
 #[derive(Debug)]
 pub struct ParentBased {
     root: Box<dyn Sampler>,
@@ -183,6 +190,7 @@ impl Sampler for ParentBased {
     fn should_sample(&self, p: &SamplingParams<'_>) -> SamplingResult {
         let s = match p.parent {
             None => &self.root,
+            Some(parent) if parent.sampling_state() == SamplingState::Deferred => &self.root,
             Some(parent) => match (parent.is_remote(), parent.is_sampled()) {
                 (true, true) => &self.remote_sampled,
                 (true, false) => &self.remote_not_sampled,

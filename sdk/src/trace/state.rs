@@ -297,13 +297,56 @@ fn valid_value(v: &str) -> bool {
         && b.iter().all(|&c| c == b' ' || nblk(c))
 }
 
-/// The part of a span that is propagated: ids, flags and trace state.
+/// A span context's sampling state, in the four states of the B3 specification.
+///
+/// Two of them are the W3C `sampled` flag ([`TraceFlags::is_sampled`]):
+/// [`NotSampled`](Self::NotSampled) and [`Sampled`](Self::Sampled). The other two
+/// refine it, and no W3C flag carries them (the `traceparent` written for them
+/// has the flag they imply):
+/// - [`Deferred`](Self::Deferred): the caller sent trace ids but no decision
+///   (B3 ids without `X-B3-Sampled`); the sampled flag is clear. A span started
+///   with such a parent stays in the caller's trace and its sampling is decided
+///   by the local sampler ([`ParentBased`](super::ParentBased) asks its root
+///   sampler, as for a new trace).
+/// - [`Debug`](Self::Debug): B3's "force trace" (`b3: ...-d`, `X-B3-Flags: 1`); the
+///   sampled flag is set. Every span started under it is sampled whatever the
+///   sampler says and is itself `Debug`, so B3 injection passes `d` on and the
+///   Zipkin exporter writes `"debug": true`.
+///
+/// Spans a tracer starts are never `Deferred`: they carry the decision made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SamplingState {
+    /// No sampling decision yet: the receiver decides (B3 "defer").
+    Deferred,
+    /// Not sampled (B3 "deny").
+    NotSampled,
+    /// Sampled (B3 "accept").
+    Sampled,
+    /// Sampled and forced (B3 "debug"): implies `Sampled`.
+    Debug,
+}
+
+/// What [`SamplingState`] adds to the sampled flag (see there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+enum Refinement {
+    /// The sampled flag says it all.
+    #[default]
+    None,
+    /// No decision yet; the sampled flag is clear.
+    Deferred,
+    /// Forced sampling; the sampled flag is set.
+    Debug,
+}
+
+/// The part of a span that is propagated: ids, flags and trace state, and the
+/// sampling state beyond the sampled flag ([`SamplingState`]).
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct SpanContext {
     trace_id: TraceId,
     span_id: SpanId,
     flags: TraceFlags,
     is_remote: bool,
+    refinement: Refinement,
     state: TraceState,
 }
 
@@ -314,10 +357,13 @@ impl SpanContext {
         span_id: SpanId::INVALID,
         flags: TraceFlags::NONE,
         is_remote: false,
+        refinement: Refinement::None,
         state: TraceState::NONE,
     };
 
-    /// A span context from its parts.
+    /// A span context from its parts. Its sampling state is
+    /// [`Sampled`](SamplingState::Sampled) or [`NotSampled`](SamplingState::NotSampled)
+    /// as `flags` say; see [`with_sampling_state`](Self::with_sampling_state).
     pub fn new(
         trace_id: TraceId,
         span_id: SpanId,
@@ -330,8 +376,66 @@ impl SpanContext {
             span_id,
             flags,
             is_remote,
+            refinement: Refinement::None,
             state,
         }
+    }
+
+    /// A remote sampling decision that came without trace ids (B3 `b3: 0`,
+    /// `X-B3-Sampled: 0` or `X-B3-Flags: 1` alone).
+    ///
+    /// It is not [valid](Self::is_valid) and formats with ids inject nothing for
+    /// it (B3 writes the decision alone). A span started with it as parent starts
+    /// a new trace whose sampling follows the decision: the sampler sees it as a
+    /// remote parent ([`ParentBased`](super::ParentBased): not sampled for a deny,
+    /// sampled for an accept), and a debug decision forces sampling. `Deferred`
+    /// is no decision at all and gives [`SpanContext::INVALID`].
+    pub fn sampling_only(decision: SamplingState) -> Self {
+        if decision == SamplingState::Deferred {
+            return SpanContext::INVALID;
+        }
+        SpanContext {
+            is_remote: true,
+            ..SpanContext::INVALID
+        }
+        .with_sampling_state(decision)
+    }
+
+    /// Whether this is a [sampling decision without ids](Self::sampling_only).
+    pub fn is_sampling_only(&self) -> bool {
+        self.is_remote && !self.is_valid() && self.sampling_state() != SamplingState::Deferred
+    }
+
+    /// The sampling state: the sampled flag, refined by the B3 states "deferred"
+    /// and "debug".
+    pub fn sampling_state(&self) -> SamplingState {
+        match (self.refinement, self.flags.is_sampled()) {
+            (Refinement::Deferred, _) => SamplingState::Deferred,
+            (Refinement::Debug, _) => SamplingState::Debug,
+            (Refinement::None, true) => SamplingState::Sampled,
+            (Refinement::None, false) => SamplingState::NotSampled,
+        }
+    }
+
+    /// This context with sampling state `sampling`: the sampled flag is set for
+    /// `Sampled` and `Debug`, cleared for `NotSampled` and `Deferred`.
+    pub fn with_sampling_state(&self, sampling: SamplingState) -> SpanContext {
+        let (refinement, sampled) = match sampling {
+            SamplingState::Deferred => (Refinement::Deferred, false),
+            SamplingState::NotSampled => (Refinement::None, false),
+            SamplingState::Sampled => (Refinement::None, true),
+            SamplingState::Debug => (Refinement::Debug, true),
+        };
+        SpanContext {
+            flags: self.flags.with_sampled(sampled),
+            refinement,
+            ..self.clone()
+        }
+    }
+
+    /// Whether the sampling state is [`Debug`](SamplingState::Debug).
+    pub fn is_debug(&self) -> bool {
+        self.refinement == Refinement::Debug
     }
     /// The trace id.
     pub fn trace_id(&self) -> TraceId {
@@ -377,6 +481,7 @@ impl fmt::Debug for SpanContext {
             .field("span_id", &format_args!("{}", self.span_id))
             .field("flags", &self.flags)
             .field("is_remote", &self.is_remote)
+            .field("sampling", &self.sampling_state())
             .field("state", &self.state)
             .finish()
     }
@@ -505,6 +610,53 @@ mod tests {
                 other => panic!("key of {} chars: {other:?}", key.len()),
             }
         }
+    }
+
+    #[test]
+    fn sampling_state_refines_the_sampled_flag() {
+        let sc = SpanContext::new(
+            TraceId::from_u128(1),
+            SpanId::from_u64(2),
+            TraceFlags::RANDOM,
+            true,
+            TraceState::NONE,
+        );
+        for (state, sampled) in [
+            (SamplingState::Deferred, false),
+            (SamplingState::NotSampled, false),
+            (SamplingState::Sampled, true),
+            (SamplingState::Debug, true),
+        ] {
+            let with = sc.with_sampling_state(state);
+            assert_eq!(with.sampling_state(), state);
+            assert_eq!(with.is_sampled(), sampled, "{state:?}");
+            assert!(with.flags().is_random(), "other flags are kept");
+            assert_eq!(with.is_debug(), state == SamplingState::Debug);
+            assert!(with.is_valid() && !with.is_sampling_only());
+        }
+        assert_eq!(sc.sampling_state(), SamplingState::NotSampled);
+        let decided = sc
+            .with_sampling_state(SamplingState::Debug)
+            .with_sampling_state(SamplingState::Sampled);
+        assert_eq!(decided, sc.with_sampling_state(SamplingState::Sampled));
+    }
+
+    #[test]
+    fn sampling_only_contexts_have_no_ids_and_keep_the_decision() {
+        for state in [
+            SamplingState::NotSampled,
+            SamplingState::Sampled,
+            SamplingState::Debug,
+        ] {
+            let sc = SpanContext::sampling_only(state);
+            assert!(!sc.is_valid() && sc.is_remote() && sc.is_sampling_only());
+            assert_eq!(sc.sampling_state(), state);
+        }
+        assert_eq!(
+            SpanContext::sampling_only(SamplingState::Deferred),
+            SpanContext::INVALID
+        );
+        assert!(!SpanContext::INVALID.is_sampling_only());
     }
 
     #[test]

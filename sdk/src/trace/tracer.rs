@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use super::span::{limit_attributes, Record};
 use super::{
-    AlwaysOn, KeyValue, Link, ParentBased, Sampler, SamplingDecision, SamplingParams, Span,
-    SpanContext, SpanData, SpanId, SpanKind, SpanLimits, Status, Str, TraceFlags, TraceId,
-    TraceState,
+    AlwaysOn, KeyValue, Link, ParentBased, Sampler, SamplingDecision, SamplingParams,
+    SamplingState, Span, SpanContext, SpanData, SpanId, SpanKind, SpanLimits, Status, Str,
+    TraceFlags, TraceId, TraceState,
 };
 use crate::context::Context;
 use crate::counter::StripedCounter;
@@ -397,7 +397,9 @@ impl Tracer {
             return Span::non_recording(parent);
         }
         let parent_valid = parent.is_valid();
-        if provider.sampler.always_drops() {
+        // A B3 debug parent (with or without ids) forces sampling.
+        let debug = parent.is_debug();
+        if provider.sampler.always_drops() && !debug {
             // Fast path: no sampler call, no result to build.
             let (trace_id, flags, state) = if parent_valid {
                 (
@@ -421,14 +423,20 @@ impl Tracer {
         } else {
             (TraceId::random(), TraceFlags::RANDOM)
         };
+        // A decision that came without ids is shown to the sampler as the parent
+        // of what is, by its ids, a new trace.
+        let decided_by = parent_valid || parent.is_sampling_only();
         let mut result = provider.sampler.should_sample(&SamplingParams {
-            parent: parent_valid.then_some(&parent),
+            parent: decided_by.then_some(&parent),
             trace_id,
             name: &b.name,
             kind: b.kind,
             attributes: &b.attributes,
             links: &b.links,
         });
+        if debug {
+            result.decision = SamplingDecision::RecordAndSample;
+        }
         let state = match result.trace_state.take() {
             Some(s) => s,
             None if parent_valid => parent.trace_state().clone(),
@@ -436,8 +444,11 @@ impl Tracer {
         };
         let span_id = SpanId::random();
         let sampled = result.decision == SamplingDecision::RecordAndSample;
-        let span_context =
+        let mut span_context =
             SpanContext::new(trace_id, span_id, flags.with_sampled(sampled), false, state);
+        if debug {
+            span_context = span_context.with_sampling_state(SamplingState::Debug);
+        }
         if result.decision == SamplingDecision::Drop {
             return Span::non_recording(span_context);
         }
