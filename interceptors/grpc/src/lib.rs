@@ -2,8 +2,12 @@
 //!
 //! [tracewire] for [tonic] gRPC services and clients:
 //!
-//! - [`GrpcTraceLayer`] (server): extracts `traceparent`/`tracestate`,
-//!   `grpc-trace-bin` and `baggage`, starts a server span named
+//! - [`GrpcTraceLayer`] (server): extracts the caller's context in any common
+//!   format, tried in this order: `traceparent`/`tracestate`, `grpc-trace-bin`
+//!   (what OpenCensus `ocgrpc` sends), B3 `b3` then `x-b3-*`, and
+//!   `x-cloud-trace-context` (the first valid one wins; see
+//!   [`tracewire_http::trace`'s extraction
+//!   rules](tracewire_http::trace#extraction)), and `baggage`; starts a server span named
 //!   `/package.Service/Method` with the `rpc.*` attributes, polls the handler —
 //!   and, for streaming RPCs, the whole response stream — inside a context with
 //!   that span and the profiler label `grpc-method`, reads the outcome from
@@ -67,14 +71,17 @@ impl GrpcTraceLayer {
             inner: TraceLayer::for_protocol(tracer, Protocol::Grpc),
         }
     }
-    /// Extracts with `propagator` instead of W3C + `grpc-trace-bin` + baggage.
+    /// Extracts with `propagator` instead of the default formats (W3C,
+    /// `grpc-trace-bin`, B3, `x-cloud-trace-context` and baggage). A server
+    /// layer injects nothing.
     pub fn with_propagator(self, propagator: impl Propagator + 'static) -> Self {
         GrpcTraceLayer {
             inner: self.inner.with_propagator(propagator),
         }
     }
-    /// How far to trust incoming context ([`TrustPolicy::LinkOnly`] for public
-    /// endpoints). An untrusted caller's baggage is dropped unless
+    /// How far to trust incoming context, in whichever format it came
+    /// ([`TrustPolicy::LinkOnly`] for public endpoints). An untrusted caller's
+    /// baggage is dropped unless
     /// [`with_untrusted_baggage`](Self::with_untrusted_baggage) says otherwise.
     pub fn with_trust(self, trust: TrustPolicy) -> Self {
         GrpcTraceLayer {

@@ -356,3 +356,113 @@ async fn a_link_only_server_told_to_keep_untrusted_baggage_keeps_it() {
     let trusting = GrpcTraceLayer::new(p.tracer("server"));
     assert_eq!(baggage_seen_behind(trusting).await, "v");
 }
+
+const W3C_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const BIN_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const B3_SINGLE: &str = "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1";
+const B3_TRACE: &str = "80f198ee56343ba864fe8b2a57d3eff7";
+const MULTI_TRACE: &str = "463ac35c9f6413ad48485a3953bb6124";
+const CLOUD: &str = "105445aa7843bc8bf206b12000100000/1;o=1";
+const CLOUD_TRACE: &str = "105445aa7843bc8bf206b12000100000";
+
+/// A health check carrying every format, each set to garbage if named in `broken`
+/// (`grpc-trace-bin` is binary metadata: the OpenCensus encoding of a sampled
+/// span in trace `BIN_TRACE`).
+fn check_with_all_formats_but(broken: &[&str]) -> tonic::Request<HealthCheckRequest> {
+    let ascii = [
+        ("traceparent", CALLER),
+        ("b3", B3_SINGLE),
+        ("x-b3-traceid", MULTI_TRACE),
+        ("x-b3-spanid", "a2fb4a1d1a96d312"),
+        ("x-b3-sampled", "1"),
+        ("x-cloud-trace-context", CLOUD),
+    ];
+    let ascii: Vec<_> = ascii
+        .iter()
+        .map(|&(k, v)| (k, if broken.contains(&k) { "garbage" } else { v }))
+        .collect();
+    let mut req = check(&ascii);
+    let bin = tracewire::SpanContext::new(
+        tracewire::TraceId::from_hex(BIN_TRACE).unwrap(),
+        tracewire::SpanId::from_hex("b7ad6b7169203331").unwrap(),
+        tracewire::TraceFlags::SAMPLED,
+        false,
+        tracewire::TraceState::NONE,
+    );
+    let bin = tracewire::propagation::binary::to_bytes(&bin);
+    let bin: &[u8] = if broken.contains(&"grpc-trace-bin") {
+        b"garbage"
+    } else {
+        &bin
+    };
+    req.metadata_mut().insert_bin(
+        "grpc-trace-bin",
+        tonic::metadata::MetadataValue::from_bytes(bin),
+    );
+    req
+}
+
+/// The formats broken in turn, in the order of extraction, and the trace the
+/// next one in line carries.
+const IN_TURN: [(&[&str], &str); 5] = [
+    (&[], W3C_TRACE),
+    (&["traceparent"], BIN_TRACE),
+    (&["traceparent", "grpc-trace-bin"], B3_TRACE),
+    (&["traceparent", "grpc-trace-bin", "b3"], MULTI_TRACE),
+    (
+        &["traceparent", "grpc-trace-bin", "b3", "x-b3-traceid"],
+        CLOUD_TRACE,
+    ),
+];
+
+/// The server span of one health check through `client` with every format but
+/// `broken`.
+async fn server_span_with_all_formats_but(
+    client: &mut HealthClient<Channel>,
+    exporter: &InMemoryExporter,
+    broken: &[&str],
+) -> SpanData {
+    exporter.take();
+    client
+        .check(check_with_all_formats_but(broken))
+        .await
+        .unwrap();
+    let spans = spans(exporter, 1).await;
+    let server = spans.iter().find(|s| s.kind == SpanKind::Server);
+    server.expect("the server span").clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_server_takes_w3c_then_grpc_trace_bin_then_b3_then_cloud_trace() {
+    let (p, exporter) = pipeline();
+    let addr = serve(&p, SeenLabels::default()).await;
+    let mut client = HealthClient::new(channel(addr));
+    for (broken, trace) in IN_TURN {
+        let server = server_span_with_all_formats_but(&mut client, &exporter, broken).await;
+        assert_eq!(
+            server.span_context.trace_id().to_string(),
+            trace,
+            "with {broken:?} broken"
+        );
+        assert!(server.parent_is_remote, "{broken:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_only_server_links_callers_of_every_format() {
+    let (p, exporter) = pipeline();
+    let layer = GrpcTraceLayer::new(p.tracer("server")).with_trust(TrustPolicy::LinkOnly);
+    let addr = serve_scripted(layer, Seen::default()).await;
+    let mut client = HealthClient::new(channel(addr));
+    for (broken, trace) in IN_TURN {
+        let server = server_span_with_all_formats_but(&mut client, &exporter, broken).await;
+        assert!(server.is_root(), "{broken:?}");
+        let links: Vec<String> = server
+            .links
+            .iter()
+            .map(|l| l.span_context.trace_id().to_string())
+            .collect();
+        assert_eq!(links, [trace], "{broken:?}");
+        assert_ne!(server.span_context.trace_id().to_string(), trace);
+    }
+}

@@ -576,12 +576,13 @@ async fn builder_calls_after_with_max_routes_keep_its_limit() {
     assert_eq!(labels, ["/a", "/b", "other"]);
 }
 
-/// Answers with the `baggage` header it received (`-` if none).
-async fn serve_baggage_echo() -> SocketAddr {
-    serve_app(|_| {
-        service_fn(|req: Request<Incoming>| async move {
-            let baggage = header(&req, "baggage");
-            Ok::<_, Infallible>(Response::new(Full::<Bytes>::from(baggage)))
+/// Answers with the values of the headers `names` it received, joined with `|`
+/// (`-` for a missing one).
+async fn serve_echo(names: &'static [&'static str]) -> SocketAddr {
+    serve_app(move |_| {
+        service_fn(move |req: Request<Incoming>| async move {
+            let values: Vec<String> = names.iter().map(|n| header(&req, n)).collect();
+            Ok::<_, Infallible>(Response::new(Full::<Bytes>::from(values.join("|"))))
         })
     })
     .await
@@ -598,7 +599,7 @@ fn header<B>(req: &Request<B>, name: &str) -> String {
 /// A server behind `layer` whose handler answers `{baggage k}|{what downstream
 /// received}`, calling `downstream` through a [`ClientTraceLayer`].
 async fn serve_baggage_relay(layer: TraceLayer, p: &TracerProvider) -> SocketAddr {
-    let downstream = serve_baggage_echo().await;
+    let downstream = serve_echo(&["baggage"]).await;
     let client = ServiceBuilder::new()
         .layer(ClientTraceLayer::new(p.tracer("relay")))
         .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
@@ -653,4 +654,271 @@ async fn a_trusting_server_keeps_the_callers_baggage() {
     let headers = [("traceparent", CALLER), ("baggage", "k=v")];
     let (_, body) = get(addr, "/relay", &headers).await;
     assert_eq!(body, "v|k=v");
+}
+
+// The ids of one caller per format.
+const W3C_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const W3C_SPAN: &str = "00f067aa0ba902b7";
+const B3_SINGLE: &str = "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1";
+const B3_TRACE: &str = "80f198ee56343ba864fe8b2a57d3eff7";
+const B3_SPAN: &str = "e457b5a2e4d86bd1";
+// What OpenCensus Go's ochttp sends by default.
+const B3_MULTI: [(&str, &str); 3] = [
+    ("X-B3-TraceId", "463ac35c9f6413ad48485a3953bb6124"),
+    ("X-B3-SpanId", "a2fb4a1d1a96d312"),
+    ("X-B3-Sampled", "1"),
+];
+const MULTI_TRACE: &str = "463ac35c9f6413ad48485a3953bb6124";
+const MULTI_SPAN: &str = "a2fb4a1d1a96d312";
+const CLOUD: &str = "105445aa7843bc8bf206b12000100000/1;o=1";
+const CLOUD_TRACE: &str = "105445aa7843bc8bf206b12000100000";
+const CLOUD_SPAN: &str = "0000000000000001";
+
+/// Requests to `/{name}` with `headers`, one after the other; the server spans,
+/// by name.
+async fn server_spans(
+    addr: SocketAddr,
+    exporter: &InMemoryExporter,
+    requests: &[(&str, Vec<(&str, &str)>)],
+) -> Vec<SpanData> {
+    for (name, headers) in requests {
+        let (status, _) = get(addr, &format!("/{name}"), headers).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let spans = spans(exporter, requests.len()).await;
+    requests
+        .iter()
+        .map(|(name, _)| {
+            let name = format!("GET /{name}");
+            spans
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap_or_else(|| panic!("no span {name:?} in {spans:?}"))
+                .clone()
+        })
+        .collect()
+}
+
+fn ids(span: &SpanData) -> (String, String) {
+    (
+        span.span_context.trace_id().to_string(),
+        span.parent_span_id.to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_server_continues_callers_of_every_common_format() {
+    let (p, exporter) = pipeline();
+    let addr = serve(TraceLayer::new(p.tracer("server"))).await;
+    let requests = [
+        ("w3c", vec![("traceparent", CALLER)]),
+        ("b3", vec![("b3", B3_SINGLE)]),
+        ("b3-multi", B3_MULTI.to_vec()),
+        ("cloud", vec![("x-cloud-trace-context", CLOUD)]),
+    ];
+    let expected = [
+        (W3C_TRACE, W3C_SPAN),
+        (B3_TRACE, B3_SPAN),
+        (MULTI_TRACE, MULTI_SPAN),
+        (CLOUD_TRACE, CLOUD_SPAN),
+    ];
+    let spans = server_spans(addr, &exporter, &requests).await;
+    for ((span, (name, _)), (trace, parent)) in spans.iter().zip(&requests).zip(expected) {
+        assert_eq!(ids(span), (trace.into(), parent.into()), "{name}");
+        assert!(
+            span.parent_is_remote && span.span_context.is_sampled(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_extraction_takes_w3c_then_b3_single_then_b3_multi_then_cloud_trace() {
+    let (p, exporter) = pipeline();
+    let addr = serve(TraceLayer::new(p.tracer("server"))).await;
+    let mut everything = vec![
+        ("traceparent", CALLER),
+        ("b3", B3_SINGLE),
+        ("x-cloud-trace-context", CLOUD),
+    ];
+    everything.extend(B3_MULTI);
+    let without = |names: &[&str]| -> Vec<(&'static str, &'static str)> {
+        everything
+            .iter()
+            .map(|&(k, v)| {
+                if names.contains(&k) {
+                    (k, "garbage")
+                } else {
+                    (k, v)
+                }
+            })
+            .collect()
+    };
+    let requests = [
+        ("all", without(&[])),
+        ("no-w3c", without(&["traceparent"])),
+        ("no-b3", without(&["traceparent", "b3"])),
+        ("cloud", without(&["traceparent", "b3", "X-B3-TraceId"])),
+    ];
+    let spans = server_spans(addr, &exporter, &requests).await;
+    let traces: Vec<String> = spans.iter().map(|s| ids(s).0).collect();
+    assert_eq!(traces, [W3C_TRACE, B3_TRACE, MULTI_TRACE, CLOUD_TRACE]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_only_server_links_callers_of_every_format_and_ignores_their_decisions() {
+    let (p, exporter) = pipeline();
+    let layer = TraceLayer::new(p.tracer("server")).with_trust(TrustPolicy::LinkOnly);
+    let addr = serve(layer.clone()).await;
+    let requests = [
+        ("w3c", vec![("traceparent", CALLER)]),
+        ("b3", vec![("b3", B3_SINGLE)]),
+        ("b3-multi", B3_MULTI.to_vec()),
+        ("cloud", vec![("x-cloud-trace-context", CLOUD)]),
+        (
+            "b3-deny",
+            vec![("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0")],
+        ),
+        ("deny-only", vec![("b3", "0")]),
+    ];
+    let linked = [W3C_SPAN, B3_SPAN, MULTI_SPAN, CLOUD_SPAN, B3_SPAN];
+    let spans = server_spans(addr, &exporter, &requests).await;
+    for (span, (name, _)) in spans.iter().zip(&requests) {
+        assert!(span.is_root(), "{name}: a new trace");
+        assert!(span.span_context.is_sampled(), "{name}: our own decision");
+        let links: Vec<String> = span
+            .links
+            .iter()
+            .map(|l| l.span_context.span_id().to_string())
+            .collect();
+        let expected: Vec<String> = linked
+            .iter()
+            .zip(&requests)
+            .filter(|(_, (n, _))| n == name)
+            .map(|(s, _)| s.to_string())
+            .collect();
+        assert_eq!(links, expected, "{name}");
+    }
+    // An untrusted B3 caller's baggage is dropped too.
+    let addr = serve_baggage_relay(layer, &p).await;
+    let (_, body) = get(addr, "/relay", &[("b3", B3_SINGLE), ("baggage", "k=v")]).await;
+    assert_eq!(body, "-|-");
+}
+
+/// A server behind `layer` whose handler calls an echo server through a default
+/// [`ClientTraceLayer`] and through one injecting B3, and answers with the
+/// `{traceparent}|{b3}` the echo server saw for each call.
+async fn serve_injection_relay(layer: TraceLayer, p: &TracerProvider) -> SocketAddr {
+    let downstream = serve_echo(&["traceparent", "b3"]).await;
+    let http = || Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let default = ServiceBuilder::new()
+        .layer(ClientTraceLayer::new(p.tracer("relay")))
+        .service(http());
+    let b3 = ServiceBuilder::new()
+        .layer(
+            ClientTraceLayer::new(p.tracer("relay"))
+                .with_propagator(B3Propagator::new(B3Encoding::Single)),
+        )
+        .service(http());
+    let handler = move |_req| {
+        let (default, b3) = (default.clone(), b3.clone());
+        async move {
+            let mut seen = String::new();
+            for client in [default, b3] {
+                let request = Request::get(format!("http://{downstream}/"));
+                let resp = client
+                    .oneshot(request.body(Full::default()).unwrap())
+                    .await
+                    .unwrap();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                seen.push_str(&String::from_utf8_lossy(&body));
+                seen.push(' ');
+            }
+            Ok(Response::new(Full::<Bytes>::from(seen)))
+        }
+    };
+    serve_handler(layer, handler).await
+}
+
+/// One request to the injection relay with `headers`: what the echo server saw,
+/// as `[traceparent, b3]` from the default client then from the B3 client, and the
+/// spans exported for it once `n` are (`n = 0`: after a short wait).
+async fn relay(
+    addr: SocketAddr,
+    exporter: &InMemoryExporter,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> (Vec<String>, Vec<SpanData>) {
+    exporter.take();
+    let (status, body) = get(addr, "/relay", headers).await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = body.split_whitespace().flat_map(|s| s.split('|'));
+    let seen: Vec<String> = seen.map(str::to_owned).collect();
+    assert_eq!(seen.len(), 4, "{body:?}");
+    if n == 0 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (seen, spans(exporter, n).await)
+}
+
+/// Whether a `traceparent` has the sampled flag.
+fn w3c_sampled(traceparent: &str) -> bool {
+    let flags = traceparent.rsplit('-').next().unwrap_or_default();
+    u8::from_str_radix(flags, 16).is_ok_and(|f| f & 1 == 1)
+}
+
+/// B3 sampling states through a default server: what its span records and what
+/// its handler's calls carry downstream (W3C by default, B3 if configured).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b3_decisions_reach_the_server_span_and_the_calls_it_makes() {
+    let (p, exporter) = pipeline();
+    let addr = serve_injection_relay(TraceLayer::new(p.tracer("server")), &p).await;
+    // A deny without ids: nothing recorded, "not sampled" passed on.
+    for deny in [&[("b3", "0")][..], &[("X-B3-Sampled", "0")]] {
+        let (seen, spans) = relay(addr, &exporter, deny, 0).await;
+        assert!(!w3c_sampled(&seen[0]), "{deny:?}: {seen:?}");
+        assert_ne!(&seen[0][3..35], B3_TRACE);
+        assert_eq!(seen[1], "-", "default injection is W3C only");
+        assert_eq!(seen[2], "-", "a B3 client injects B3 only");
+        assert!(seen[3].ends_with("-0"), "{deny:?}: {seen:?}");
+        assert!(spans.is_empty(), "{deny:?}: {spans:?}");
+    }
+
+    // Ids without a decision: the local sampler (always on) samples, in the
+    // caller's trace.
+    let deferred: &[(&str, &str)] = &[("X-B3-TraceId", B3_TRACE), ("X-B3-SpanId", B3_SPAN)];
+    let (seen, spans) = relay(addr, &exporter, deferred, 3).await;
+    assert!(seen[0].starts_with(&format!("00-{B3_TRACE}-")), "{seen:?}");
+    assert!(w3c_sampled(&seen[0]), "{seen:?}");
+    assert!(
+        seen[3].starts_with(B3_TRACE) && seen[3].ends_with("-1"),
+        "{seen:?}"
+    );
+    let server = spans.iter().find(|s| s.kind == SpanKind::Server).unwrap();
+    assert_eq!(ids(server), (B3_TRACE.into(), B3_SPAN.into()));
+
+    // Debug: kept through the server span and its client spans, re-injected by B3.
+    let debug: &[(&str, &str)] = &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d")];
+    let (seen, spans) = relay(addr, &exporter, debug, 3).await;
+    assert!(w3c_sampled(&seen[0]), "{seen:?}");
+    assert!(
+        seen[3].starts_with(B3_TRACE) && seen[3].ends_with("-d"),
+        "{seen:?}"
+    );
+    assert_eq!(spans.len(), 3);
+    assert!(spans.iter().all(|s| s.span_context.is_sampled()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_given_a_propagator_extracts_only_its_formats() {
+    let (p, exporter) = pipeline();
+    let layer = TraceLayer::new(p.tracer("server")).with_propagator(TraceContextPropagator::new());
+    let addr = serve(layer).await;
+    let requests = [
+        ("b3", vec![("b3", B3_SINGLE)]),
+        ("w3c", vec![("traceparent", CALLER), ("b3", B3_SINGLE)]),
+    ];
+    let spans = server_spans(addr, &exporter, &requests).await;
+    assert!(spans[0].is_root(), "B3 is not read");
+    assert_eq!(ids(&spans[1]), (W3C_TRACE.into(), W3C_SPAN.into()));
 }

@@ -1,8 +1,9 @@
 //! Tracing for HTTP servers and clients as tower layers.
 //!
-//! - [`TraceLayer`] (server): extracts the caller's context (W3C `traceparent`,
-//!   `tracestate`, `baggage` by default; B3 or `X-Cloud-Trace-Context` if
-//!   configured), starts a server span named `METHOD route`, and polls the handler
+//! - [`TraceLayer`] (server): extracts the caller's context in any common format
+//!   (W3C `traceparent`/`tracestate`, B3 single and multiple headers,
+//!   `X-Cloud-Trace-Context`, and `baggage`; see [Extraction](#extraction)),
+//!   starts a server span named `METHOD route`, and polls the handler
 //!   — and the response body — inside a context holding that span and the profiler
 //!   label `http-path=route`, on whichever thread polls them. It records the
 //!   OpenTelemetry HTTP attributes, marks 5xx as errors, and ends the span when
@@ -11,7 +12,33 @@
 //!   ends with the error status `cancelled`; a handler that panics leaves an error
 //!   status and `error.type=panic`, and the panic goes on to the layers outside.
 //! - [`ClientTraceLayer`]: a client span per request, the configured formats
-//!   injected into the request headers, the response status recorded.
+//!   injected into the request headers (W3C `traceparent`/`tracestate` and
+//!   `baggage` unless configured), the response status recorded.
+//!
+//! # Extraction
+//!
+//! A server layer with default settings continues the trace of callers that
+//! speak any of these formats, tried in this order; the first that holds a valid
+//! span context wins (W3C first whenever its `traceparent` is valid):
+//!
+//! 1. W3C `traceparent` (with `tracestate`);
+//! 2. gRPC only ([`Protocol::Grpc`]): OpenCensus `grpc-trace-bin`;
+//! 3. B3 single header `b3`;
+//! 4. B3 multiple headers `X-B3-TraceId`, `X-B3-SpanId`, `X-B3-Sampled`,
+//!    `X-B3-Flags` (what OpenCensus Go's `ochttp` sends by default);
+//! 5. `X-Cloud-Trace-Context`.
+//!
+//! If none holds ids, a B3 sampling decision sent alone (`b3: 0`,
+//! `X-B3-Sampled: 0`) is followed: the server span starts a new trace and is not
+//! sampled, nor is what it calls. W3C `baggage` is read beside any of them. The
+//! [trust policy](TraceLayer::with_trust) applies to whichever format the context
+//! came in. [`TraceLayer::with_propagator`] replaces the list.
+//!
+//! Injection is separate: server layers inject nothing, and a
+//! [`ClientTraceLayer`] writes W3C (`traceparent`, `tracestate`) and `baggage`
+//! (gRPC: also `grpc-trace-bin`) unless given another propagator with
+//! [`ClientTraceLayer::with_propagator`] (for example
+//! `B3Propagator::new(B3Encoding::Multi)` for B3-only peers).
 //!
 //! Bad input never fails a request: an invalid or hostile header starts a new trace
 //! (or is ignored), as the W3C processing model says.
@@ -55,7 +82,8 @@ use http::{HeaderMap, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 use tracewire::propagation::{
-    Baggage, BaggageExt, CompositePropagator, Propagator, RemoteParent, TraceContextPropagator,
+    B3Propagator, Baggage, BaggageExt, BaggagePropagator, CloudTraceContextPropagator,
+    CompositePropagator, GrpcTraceBinPropagator, Propagator, RemoteParent, TraceContextPropagator,
     TrustPolicy,
 };
 use tracewire::trace::Str;
@@ -174,6 +202,7 @@ const MAX_ROUTES: usize = 200;
 
 struct Config {
     tracer: Tracer,
+    // What a server layer extracts, or what a client layer injects.
     propagator: Arc<dyn Propagator>,
     trust: TrustPolicy,
     untrusted_baggage: bool,
@@ -197,8 +226,30 @@ impl fmt::Debug for Config {
     }
 }
 
-fn default_propagator() -> Arc<dyn Propagator> {
-    Arc::new(CompositePropagator::default())
+/// What a server layer extracts by default: every common format, in the order
+/// the [module docs](self#extraction) give, and baggage.
+fn default_extractor(protocol: Protocol) -> Arc<dyn Propagator> {
+    let mut formats = CompositePropagator::new().with(TraceContextPropagator::new());
+    if protocol == Protocol::Grpc {
+        formats = formats.with(GrpcTraceBinPropagator::new());
+    }
+    Arc::new(
+        formats
+            // Reads the single header, then the multiple headers.
+            .with(B3Propagator::default())
+            .with(CloudTraceContextPropagator::new())
+            .with(BaggagePropagator::new()),
+    )
+}
+
+/// What a client layer injects by default: W3C trace context (gRPC: and
+/// `grpc-trace-bin`) and baggage.
+fn default_injector(protocol: Protocol) -> Arc<dyn Propagator> {
+    let mut formats = CompositePropagator::new().with(TraceContextPropagator::new());
+    if protocol == Protocol::Grpc {
+        formats = formats.with(GrpcTraceBinPropagator::new());
+    }
+    Arc::new(formats.with(BaggagePropagator::new()))
 }
 
 /// The server layer. See the [module docs](self).
@@ -208,26 +259,21 @@ pub struct TraceLayer {
 }
 
 impl TraceLayer {
-    /// A layer recording server spans with `tracer`, extracting W3C trace context
-    /// and baggage, trusting the caller's context ([`TrustPolicy::Parent`]), and
-    /// naming routes by raw path (at most 200 distinct paths, then `other`; see
-    /// [`with_route`](Self::with_route) for servers open to untrusted clients).
+    /// A layer recording server spans with `tracer`, extracting every common
+    /// format (W3C trace context, B3 single and multiple headers,
+    /// `X-Cloud-Trace-Context`, in that order, and baggage: see
+    /// [Extraction](self#extraction)), trusting the caller's context
+    /// ([`TrustPolicy::Parent`]), and naming routes by raw path (at most 200
+    /// distinct paths, then `other`; see [`with_route`](Self::with_route) for
+    /// servers open to untrusted clients).
     pub fn new(tracer: Tracer) -> Self {
-        Self::build(tracer, Protocol::Http, default_propagator())
+        Self::for_protocol(tracer, Protocol::Http)
     }
 
-    /// The same for `protocol` (used by `tracewire-grpc`).
+    /// The same for `protocol` (used by `tracewire-grpc`; gRPC also extracts
+    /// `grpc-trace-bin`, right after W3C).
     pub fn for_protocol(tracer: Tracer, protocol: Protocol) -> Self {
-        let propagator: Arc<dyn Propagator> = match protocol {
-            Protocol::Http => default_propagator(),
-            Protocol::Grpc => Arc::new(
-                CompositePropagator::new()
-                    .with(TraceContextPropagator::new())
-                    .with(tracewire::propagation::GrpcTraceBinPropagator::new())
-                    .with(tracewire::propagation::BaggagePropagator::new()),
-            ),
-        };
-        Self::build(tracer, protocol, propagator)
+        Self::build(tracer, protocol, default_extractor(protocol))
     }
 
     fn build(tracer: Tracer, protocol: Protocol, propagator: Arc<dyn Propagator>) -> Self {
@@ -265,8 +311,10 @@ impl TraceLayer {
         }
     }
 
-    /// Extracts (in order) and injects with `propagator`, e.g. a
-    /// [`CompositePropagator`] of W3C, B3 and `X-Cloud-Trace-Context`.
+    /// Extracts with `propagator` instead of the default formats, e.g. only
+    /// [`TraceContextPropagator`], or a [`CompositePropagator`] in another order
+    /// (its members are tried in order). A server layer injects nothing; what
+    /// its handler's calls carry is the [`ClientTraceLayer`]'s choice.
     pub fn with_propagator(self, propagator: impl Propagator + 'static) -> Self {
         self.edit(|c| c.propagator = Arc::new(propagator))
     }
@@ -509,11 +557,12 @@ impl ClientTraceLayer {
 
     /// The same for `protocol` (gRPC also injects `grpc-trace-bin`).
     pub fn for_protocol(tracer: Tracer, protocol: Protocol) -> Self {
-        let TraceLayer { config } = TraceLayer::for_protocol(tracer, protocol);
+        let TraceLayer { config } = TraceLayer::build(tracer, protocol, default_injector(protocol));
         ClientTraceLayer { config }
     }
 
-    /// Injects with `propagator` instead (every format it holds is written).
+    /// Injects with `propagator` instead (every format it holds is written), e.g.
+    /// `B3Propagator::new(B3Encoding::Multi)` for peers that read only B3.
     pub fn with_propagator(self, propagator: impl Propagator + 'static) -> Self {
         let TraceLayer { config } = TraceLayer {
             config: self.config,
