@@ -1,10 +1,11 @@
 //! Helpers for the end-to-end tests: the example binaries as child processes, a
-//! Zipkin-compatible collector, and `go tool pprof`.
+//! Zipkin-compatible collector, `go tool pprof`, and the OpenCensus Go peers in
+//! `peers/` built with `go build`.
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -184,19 +185,31 @@ pub async fn get(url: &str) -> (u16, Bytes) {
     )
 }
 
+/// Whether `missing` is false; if it is true, fails the test under `CI=true`
+/// (where everything the tests need is installed), and otherwise notes that
+/// `skipped` is skipped.
+fn available(missing: bool, what: &str, skipped: &str) -> bool {
+    if missing {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but {what} is not installed"
+        );
+        eprintln!("{what} not installed: skipping {skipped}");
+    }
+    !missing
+}
+
+fn go_runs() -> bool {
+    Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// Runs `go` with `args`; `None` (with a note) if go is missing, except under
 /// `CI=true`, where a missing go fails the test.
 pub fn go(args: &[&str]) -> Option<String> {
-    let found = Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but `go` is not installed"
-        );
-        eprintln!("go not installed: skipping the go tool pprof part");
+    if !available(!go_runs(), "`go`", "the go tool pprof part") {
         return None;
     }
     let out = Command::new("go").args(args).output().expect("run go");
@@ -206,4 +219,63 @@ pub fn go(args: &[&str]) -> Option<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Where Debian's `golang-*-dev` packages install Go sources, as a GOPATH
+/// (`golang-go.opencensus-dev`: `go.opencensus.io`; `golang-google-grpc-dev`:
+/// `google.golang.org/grpc`).
+pub const DEBIAN_GOPATH: &str = "/usr/share/gocode";
+
+/// Builds the Go program in `integration-tests/peers/<name>` with `go build` in
+/// GOPATH mode (`GO111MODULE=off`, `GOPATH=`[`DEBIAN_GOPATH`], so offline) into
+/// `dir`, and returns the executable's path.
+///
+/// `None` (with a note) if `go` or one of the `packages` it imports (GOPATH
+/// import paths, e.g. `go.opencensus.io`) is not installed, except under
+/// `CI=true`, where that fails the test. A build that fails otherwise fails the
+/// test.
+pub fn go_peer(name: &str, packages: &[&str], dir: &Path) -> Option<PathBuf> {
+    let skipped = format!("the {name} peer test");
+    if !available(!go_runs(), "`go`", &skipped) {
+        return None;
+    }
+    for package in packages {
+        let source = Path::new(DEBIAN_GOPATH).join("src").join(package);
+        let what = format!("the Go package {package} ({})", source.display());
+        if !available(!source.is_dir(), &what, &skipped) {
+            return None;
+        }
+    }
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("peers")
+        .join(name);
+    std::fs::create_dir_all(dir).expect("create the peer build directory");
+    let exe = dir.join(name);
+    let out = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&exe)
+        .arg(".")
+        .current_dir(&source)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", DEBIAN_GOPATH)
+        .env("GOFLAGS", "")
+        .env("GOCACHE", dir.join("go-build-cache"))
+        .output()
+        .expect("run go build");
+    assert!(
+        out.status.success(),
+        "go build {}: {}",
+        source.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(exe)
+}
+
+/// What a Go peer printed: `key=value` pairs on its one line of output.
+pub fn peer_output(stdout: &[u8]) -> std::collections::HashMap<String, String> {
+    String::from_utf8_lossy(stdout)
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }

@@ -46,6 +46,7 @@ fn label_shares_and_total_cpu_match_the_threads_own_cpu_clocks() {
     let sampled: Duration = by_job.values().sum();
     let s = shares(&by_job);
     eprintln!("by job {by_job:?} shares {s:?} sampled {sampled:?} measured {measured:?}");
+    eprintln!("total {:?} stats {:?}", p.total_cpu(), p.stats());
     assert!((s["heavy"] - 75.0).abs() <= 3.0, "{s:?}");
     assert!((s["light"] - 25.0).abs() <= 3.0, "{s:?}");
     let captured = sampled.as_secs_f64() / measured.as_secs_f64();

@@ -283,6 +283,24 @@ fn flamegraph_keeps_only_the_samples_with_the_tagfocus_labels() {
         );
         assert!(svg.contains("burn_focused_work"), "{svg}");
         assert!(!svg.contains("burn_unfocused_work"), "{svg}");
+        // Frames read as paths without generic arguments.
+        assert!(
+            svg.contains("debug::burn_focused_work"),
+            "path-qualified: {svg}"
+        );
+        let titles: Vec<&str> = svg
+            .split("<title>")
+            .skip(1)
+            .filter_map(|t| t.split(" (").next())
+            .collect();
+        let generic = titles.iter().find(|t| {
+            t.match_indices("&lt;")
+                .any(|(i, _)| i > 0 && t.as_bytes()[i - 1].is_ascii_alphanumeric())
+        });
+        assert!(
+            generic.is_none(),
+            "a frame with generic arguments: {generic:?}"
+        );
 
         // Without tagfocus, both threads are there.
         let all = get(addr, "/debug/pprof/flamegraph?seconds=1").await.text();

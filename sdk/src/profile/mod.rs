@@ -16,6 +16,24 @@
 //!
 //! Linux only; elsewhere [`ProfilerBuilder::start`] returns an "unsupported" error.
 //!
+//! Build settings for readable profiles (both in this repository's workspace):
+//! - **frame pointers**: `-C force-frame-pointers=yes` (e.g. in
+//!   `.cargo/config.toml`: `[build] rustflags = ["-C", "force-frame-pointers=yes"]`).
+//!   The handler unwinds by frame pointers; code built without them yields
+//!   truncated stacks.
+//! - **`debug = "limited"`** (or more) in the profile you run, e.g.
+//!   `[profile.release] debug = "limited"`: DWARF then keeps linkage names, so
+//!   inlined frames are named by their full path. With `"line-tables-only"`
+//!   inlined frames carry short names (`poll`, `{closure#0}`); with no debug info
+//!   at all, frames are named from the symbol table (no files, lines or inlined
+//!   frames); a fully stripped binary yields addresses and its GNU build id, and
+//!   `go tool pprof BINARY profile.pb.gz` names them from the unstripped binary.
+//!
+//! Frames are named by their demangled path without the hash
+//! (`tokio::runtime::task::harness::Harness<T,S>::poll`); each mapping carries its
+//! object's build id, and its `has_functions` / `has_filenames` /
+//! `has_line_numbers` / `has_inline_frames` are set only when true.
+//!
 //! What it promises the process it samples:
 //! - One profile runs at a time; a refused start ([`ProfileError::is_busy`], e.g. a
 //!   second `/debug/pprof/profile` request) touches nothing of the running one.
@@ -61,7 +79,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use custom::{custom_profiles, CustomProfile};
-pub use symbol::{resolve, Frame};
+pub use symbol::{resolve, short_name, Frame};
 
 use crate::labels::LabelSet;
 use crate::trace::{Span, SpanId, Str, TraceId};

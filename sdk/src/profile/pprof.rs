@@ -248,9 +248,23 @@ pub fn decode(bytes: &[u8]) -> io::Result<Profile> {
 pub(crate) struct Builder {
     pub(crate) profile: Profile,
     strings: HashMap<String, i64>,
-    functions: HashMap<(String, String), u64>,
+    functions: HashMap<(String, String, String), u64>,
     locations: HashMap<(usize, bool), u64>,
-    mappings: Vec<(u64, u64, u64)>,
+    mappings: Vec<MapEntry>,
+}
+
+/// A mapping of the profile and what symbolization found for its locations.
+#[derive(Debug)]
+struct MapEntry {
+    start: u64,
+    end: u64,
+    /// Index in `profile.mapping`.
+    index: usize,
+    named: usize,
+    unnamed: usize,
+    with_lines: usize,
+    without_lines: usize,
+    inline_frames: bool,
 }
 
 impl Builder {
@@ -283,19 +297,31 @@ impl Builder {
         for m in symbol::mappings() {
             let id = b.profile.mapping.len() as u64 + 1;
             let filename = b.string(&m.path);
+            let build_id = match symbol::build_id(&m.path) {
+                Some(hex) => b.string(&hex),
+                None => 0,
+            };
+            // The has_* fields are set as locations are symbolized, only when true.
+            let (start, offset) = symbol::segment_start(&m);
             b.profile.mapping.push(Mapping {
                 id,
-                memory_start: m.start as u64,
+                memory_start: start as u64,
                 memory_limit: m.end as u64,
-                file_offset: m.offset as u64,
+                file_offset: offset as u64,
                 filename,
-                has_functions: true,
-                has_filenames: true,
-                has_line_numbers: true,
-                has_inline_frames: true,
+                build_id,
                 ..Mapping::default()
             });
-            b.mappings.push((m.start as u64, m.end as u64, id));
+            b.mappings.push(MapEntry {
+                start: start as u64,
+                end: m.end as u64,
+                index: b.profile.mapping.len() - 1,
+                named: 0,
+                unnamed: 0,
+                with_lines: 0,
+                without_lines: 0,
+                inline_frames: false,
+            });
         }
         b
     }
@@ -310,17 +336,26 @@ impl Builder {
         i
     }
 
-    fn function(&mut self, name: &str, file: &str) -> u64 {
-        let key = (name.to_owned(), file.to_owned());
+    fn function(&mut self, frame: &Frame) -> u64 {
+        let file = frame.file.as_deref().unwrap_or("");
+        let key = (
+            frame.function.clone(),
+            frame.system_name.clone(),
+            file.to_owned(),
+        );
         if let Some(&id) = self.functions.get(&key) {
             return id;
         }
         let id = self.profile.function.len() as u64 + 1;
-        let (n, f) = (self.string(name), self.string(file));
+        let (n, sn, f) = (
+            self.string(&frame.function),
+            self.string(&frame.system_name),
+            self.string(file),
+        );
         self.profile.function.push(Function {
             id,
             name: n,
-            system_name: n,
+            system_name: sn,
             filename: f,
             start_line: 0,
         });
@@ -334,12 +369,31 @@ impl Builder {
         if let Some(&id) = self.locations.get(&(addr, is_return)) {
             return id;
         }
-        let frames = symbol::resolve(if is_return {
+        let resolved = symbol::resolve_full(if is_return {
             addr.saturating_sub(1)
         } else {
             addr
         });
-        self.location_with(addr, is_return, &frames)
+        let a = addr as u64;
+        if let Some(m) = self.mappings.iter_mut().find(|m| a >= m.start && a < m.end) {
+            let mapping = &mut self.profile.mapping[m.index];
+            if resolved.named {
+                m.named += 1;
+            } else {
+                m.unnamed += 1;
+            }
+            if resolved.lines {
+                m.with_lines += 1;
+            } else {
+                m.without_lines += 1;
+            }
+            m.inline_frames |= resolved.frames.len() > 1;
+            mapping.has_functions = m.named > 0 && m.unnamed == 0;
+            mapping.has_filenames = m.with_lines > 0 && m.without_lines == 0;
+            mapping.has_line_numbers = mapping.has_filenames;
+            mapping.has_inline_frames = m.inline_frames && mapping.has_line_numbers;
+        }
+        self.location_with(addr, is_return, &resolved.frames)
     }
 
     /// A location for `addr` with the given frames (innermost first).
@@ -348,7 +402,7 @@ impl Builder {
         let line = frames
             .iter()
             .map(|f| Line {
-                function_id: self.function(&f.function, f.file.as_deref().unwrap_or("")),
+                function_id: self.function(f),
                 line: i64::from(f.line.unwrap_or(0)),
                 column: 0,
             })
@@ -357,8 +411,8 @@ impl Builder {
         let mapping_id = self
             .mappings
             .iter()
-            .find(|(s, e, _)| a >= *s && a < *e)
-            .map_or(0, |m| m.2);
+            .find(|m| a >= m.start && a < m.end)
+            .map_or(0, |m| self.profile.mapping[m.index].id);
         self.profile.location.push(Location {
             id,
             mapping_id,
@@ -400,11 +454,7 @@ impl Builder {
     /// A sample standing for what the profile could not record (`what` is its one
     /// frame), so `go tool pprof -top` shows the gap beside the real samples.
     pub(crate) fn gap_sample(&mut self, what: &str, count: i64, nanos: i64) {
-        let frame = super::Frame {
-            function: what.into(),
-            file: None,
-            line: None,
-        };
+        let frame = super::Frame::named(what);
         let loc = self.location_with(0, false, &[frame]);
         self.profile.sample.push(Sample {
             location_id: vec![loc],

@@ -175,12 +175,18 @@ pub(crate) fn collapse(profile: &Profile, tagfocus: &[(String, String)]) -> (Vec
         if !focused || sample.count == 0 {
             continue;
         }
-        // `;` separates frames in the collapsed format (Rust names may hold one,
-        // as in `[u8; 4]`); a newline would end the line.
+        // Frames are named by their path without generic arguments (which would
+        // fill the boxes: `Harness::poll`, not `Harness<T,S>::poll`). `;`
+        // separates frames in the collapsed format (Rust names may hold one, as
+        // in `[u8; 4]`); a newline would end the line.
         let mut frames: Vec<String> = sample
             .functions()
             .into_iter()
-            .map(|f| f.replace(';', ",").replace(['\n', '\r'], " "))
+            .map(|f| {
+                tracewire::profile::short_name(&f)
+                    .replace(';', ",")
+                    .replace(['\n', '\r'], " ")
+            })
             .collect();
         if frames.is_empty() {
             frames.push("[unknown]".to_owned());
