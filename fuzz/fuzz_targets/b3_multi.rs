@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tracewire::propagation::{B3Encoding, B3Propagator, Propagator};
-use tracewire_fuzz::{check_round_trip, RawHeaders};
+use tracewire_fuzz::{check_round_trip_with_state, RawHeaders};
 
 fuzz_target!(|data: &[u8]| {
     let h = RawHeaders::from_lines(
@@ -19,6 +19,6 @@ fuzz_target!(|data: &[u8]| {
     );
     let p = B3Propagator::new(B3Encoding::Multi);
     if let Some(sc) = p.extract_span_context(&h) {
-        check_round_trip(&p, &sc);
+        check_round_trip_with_state(&p, &sc);
     }
 });

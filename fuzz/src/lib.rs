@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use tracewire::propagation::{Extractor, HeaderValues, Propagator};
-use tracewire::{Context, Span, SpanContext};
+use tracewire::{Context, SamplingState, Span, SpanContext};
 
 /// A carrier of raw header bytes, as a transport might hand them over (any byte,
 /// any case, repeated names).
@@ -64,13 +64,25 @@ pub fn reinject(
     (out, back)
 }
 
-/// Checks what every extracted span context must satisfy, and that injecting it
-/// and extracting again gives the same ids and sampling decision.
+/// Checks what every extracted span context must satisfy (valid ids, or a
+/// sampling decision without ids), and that injecting it and extracting again
+/// gives the same ids and sampling decision.
 pub fn check_round_trip(p: &dyn Propagator, sc: &SpanContext) {
-    assert!(sc.is_valid() && sc.is_remote());
+    assert!(sc.is_remote());
+    assert!(sc.is_valid() || sc.is_sampling_only(), "{sc:?}");
     let (out, back) = reinject(p, sc);
     let back = back.unwrap_or_else(|| panic!("{sc:?} injected as {out:?} did not extract"));
     assert_eq!(back.trace_id(), sc.trace_id());
     assert_eq!(back.span_id(), sc.span_id());
     assert_eq!(back.is_sampled(), sc.is_sampled());
+    assert_eq!(back.is_sampling_only(), sc.is_sampling_only());
+}
+
+/// [`check_round_trip`] for a format that carries every [`SamplingState`]
+/// (B3): the state itself survives too.
+pub fn check_round_trip_with_state(p: &dyn Propagator, sc: &SpanContext) {
+    check_round_trip(p, sc);
+    let (_, back) = reinject(p, sc);
+    let state: Option<SamplingState> = back.map(|b| b.sampling_state());
+    assert_eq!(state, Some(sc.sampling_state()));
 }
