@@ -46,7 +46,10 @@
 //!   [`Profile::stats`] and written into the pprof output as comments and as
 //!   `[tracewire: ...]` samples.
 //! - `fork` is safe: it happens with the profiler's locks held, and the child
-//!   starts with no profile running (it may start its own).
+//!   starts with no profile running ([`is_running`] is `false` there). A child
+//!   that goes on without `exec` may start its own profile where the platform
+//!   allows creating threads after `fork` (POSIX does not promise it in a
+//!   multi-threaded process; glibc mostly does).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -229,6 +232,20 @@ pub fn measure_sample_cost(iterations: u32) -> Result<(Duration, Duration), Prof
     {
         let _ = iterations;
         Err(unsupported())
+    }
+}
+
+/// Whether a CPU profile is running in this process (always `false` in a child
+/// just forked from a profiled process, and where unsupported). Creates no thread
+/// and allocates nothing, so a forked child may call it before `exec`.
+pub fn is_running() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        sampler::is_claimed()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
     }
 }
 

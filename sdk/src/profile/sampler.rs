@@ -907,6 +907,12 @@ pub(crate) fn stop() {
     }
 }
 
+/// Whether a profile owns the sampler. Takes the registry lock only (no
+/// allocation, no thread): usable in a forked child.
+pub(crate) fn is_claimed() -> bool {
+    registry().claimed
+}
+
 /// Gives the sampler up after [`stop`] and the last drain: another profile may start.
 pub(crate) fn release_claim() {
     registry().claimed = false;
