@@ -32,7 +32,9 @@
 //! Frames are named by their demangled path without the hash
 //! (`tokio::runtime::task::harness::Harness<T,S>::poll`); each mapping carries its
 //! object's build id, and its `has_functions` / `has_filenames` /
-//! `has_line_numbers` / `has_inline_frames` are set only when true.
+//! `has_line_numbers` / `has_inline_frames` are set only when tracewire found
+//! them for that object (false for a stripped one, which `go tool pprof` then
+//! symbolizes).
 //!
 //! What it promises the process it samples:
 //! - One profile runs at a time; a refused start ([`ProfileError::is_busy`], e.g. a

@@ -388,10 +388,16 @@ impl Builder {
                 m.without_lines += 1;
             }
             m.inline_frames |= resolved.frames.len() > 1;
-            mapping.has_functions = m.named > 0 && m.unnamed == 0;
-            mapping.has_filenames = m.with_lines > 0 && m.without_lines == 0;
-            mapping.has_line_numbers = mapping.has_filenames;
-            mapping.has_inline_frames = m.inline_frames && mapping.has_line_numbers;
+            // Set when tracewire symbolized this mapping (its symbol table or
+            // DWARF named something), so `go tool pprof` does not redo it. An
+            // object with no symbols at all (stripped) leaves them false, and
+            // go tool pprof symbolizes it from a binary it is given. The few
+            // addresses no symbol covers (PLT stubs) do not clear them: that
+            // would make go tool pprof re-read a whole debug binary in vain.
+            mapping.has_functions = m.named > 0;
+            mapping.has_filenames = m.with_lines > 0;
+            mapping.has_line_numbers = m.with_lines > 0;
+            mapping.has_inline_frames = m.inline_frames && m.with_lines > 0;
         }
         self.location_with(addr, is_return, &resolved.frames)
     }
