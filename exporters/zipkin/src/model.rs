@@ -67,35 +67,60 @@ fn tag_value(v: &Value) -> String {
     v.to_string()
 }
 
-/// Attribute keys that describe the remote peer, in order of preference.
+/// Attribute keys that name the other side of a span, in order of preference, as
+/// OpenTelemetry's Zipkin mapping reads them. A server's remote is its caller; a
+/// client's (or producer's) is the server it called. The server's own
+/// `server.address` is never a server span's remote endpoint.
 const PEER_SERVICE: &[&str] = &["peer.service"];
-const PEER_IP: &[&str] = &[
+const CALLED_NAME: &[&str] = &["server.address", "net.peer.name"];
+const CALLED_IP: &[&str] = &[
+    "server.address",
     "network.peer.address",
     "net.peer.ip",
-    "server.address",
-    "client.address",
     "net.peer.name",
 ];
-const PEER_PORT: &[&str] = &[
-    "network.peer.port",
-    "net.peer.port",
-    "server.port",
-    "client.port",
-];
+const CALLED_PORT: &[&str] = &["server.port", "network.peer.port", "net.peer.port"];
+const CALLER_IP: &[&str] = &["client.address", "network.peer.address", "net.peer.ip"];
+const CALLER_PORT: &[&str] = &["client.port", "network.peer.port", "net.peer.port"];
 
 fn remote_endpoint(span: &SpanData) -> Endpoint {
     let find = |keys: &[&str]| keys.iter().find_map(|k| span.attribute(k));
-    let ip = PEER_IP
-        .iter()
-        .filter_map(|k| span.attribute(k))
-        .find_map(|v| v.as_str().and_then(|s| s.parse::<IpAddr>().ok()));
-    let port = find(PEER_PORT).and_then(|v| match v {
-        Value::I64(p) => u16::try_from(*p).ok(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    });
+    let ip_of = |keys: &[&str]| {
+        keys.iter()
+            .filter_map(|k| span.attribute(k))
+            .find_map(|v| v.as_str().and_then(|s| s.parse::<IpAddr>().ok()))
+    };
+    let port_of = |keys: &[&str]| {
+        find(keys).and_then(|v| match v {
+            Value::I64(p) => u16::try_from(*p).ok(),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        })
+    };
+    let peer_service = find(PEER_SERVICE).map(tag_value);
+    let (service_name, ip, port) = match span.kind {
+        SpanKind::Client | SpanKind::Producer => {
+            // A host name the client called names the remote service when no
+            // `peer.service` does; an address is its IP.
+            let host = CALLED_NAME
+                .iter()
+                .filter_map(|k| span.attribute(k))
+                .filter_map(Value::as_str)
+                .find(|s| s.parse::<IpAddr>().is_err())
+                .map(str::to_owned);
+            (
+                peer_service.or(host),
+                ip_of(CALLED_IP),
+                port_of(CALLED_PORT),
+            )
+        }
+        SpanKind::Server | SpanKind::Consumer => {
+            (peer_service, ip_of(CALLER_IP), port_of(CALLER_PORT))
+        }
+        SpanKind::Internal => (peer_service, None, None),
+    };
     Endpoint {
-        service_name: find(PEER_SERVICE).map(tag_value),
+        service_name,
         ip,
         port: port.filter(|p| *p != 0),
     }

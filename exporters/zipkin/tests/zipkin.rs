@@ -271,6 +271,101 @@ async fn json_bodies_match_the_schema_and_the_zipkin_model() {
     assert_eq!((c.exported, c.dropped, c.failed), (3, 0, 0));
 }
 
+/// Spans with the attributes tracewire's HTTP layers record: a server knows its own
+/// `server.address`/`server.port` (from the Host header) and, when the transport
+/// gives it, the caller's `network.peer.*` or `client.*`; a client knows the
+/// server it calls (`server.address`/`server.port` from the URL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_endpoints_name_the_caller_of_a_server_and_the_server_a_client_called() {
+    let collector = Collector::default();
+    let addr = collector
+        .clone()
+        .start("127.0.0.1:0".parse().unwrap())
+        .await;
+    let provider = TracerProvider::builder()
+        .with_service_name("frontend")
+        .with_batch_exporter(exporter(addr).build().unwrap())
+        .build();
+    let tracer = provider.tracer("remote-endpoints");
+    let span = |name: &str, kind, attrs: Vec<KeyValue>| {
+        let mut b = tracer.span_builder(name.to_owned()).kind(kind);
+        for a in attrs {
+            b = b.attribute(a);
+        }
+        b.start().end();
+    };
+    span(
+        "server, caller unknown",
+        SpanKind::Server,
+        vec![
+            KeyValue::new("server.address", "10.0.0.5"),
+            KeyValue::new("server.port", 8080),
+        ],
+    );
+    span(
+        "server, caller known",
+        SpanKind::Server,
+        vec![
+            KeyValue::new("server.address", "10.0.0.5"),
+            KeyValue::new("server.port", 8080),
+            KeyValue::new("client.address", "10.9.9.9"),
+            KeyValue::new("client.port", 5555),
+        ],
+    );
+    span(
+        "client to a host name",
+        SpanKind::Client,
+        vec![
+            KeyValue::new("server.address", "db.internal"),
+            KeyValue::new("server.port", 5432),
+        ],
+    );
+    span(
+        "client to an address",
+        SpanKind::Client,
+        vec![
+            KeyValue::new("server.address", "10.2.2.2"),
+            KeyValue::new("server.port", 443),
+            KeyValue::new("client.address", "10.0.0.5"),
+        ],
+    );
+    span(
+        "internal",
+        SpanKind::Internal,
+        vec![KeyValue::new("server.address", "10.0.0.5")],
+    );
+    tokio::task::spawn_blocking(move || provider.shutdown(Duration::from_secs(5)).unwrap())
+        .await
+        .unwrap();
+    let spans = collector.json_spans();
+    let remote = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no span {name}"))
+            .get("remoteEndpoint")
+            .cloned()
+    };
+    assert_eq!(
+        remote("server, caller unknown"),
+        None,
+        "not the server itself"
+    );
+    assert_eq!(
+        remote("server, caller known"),
+        Some(serde_json::json!({"ipv4": "10.9.9.9", "port": 5555}))
+    );
+    assert_eq!(
+        remote("client to a host name"),
+        Some(serde_json::json!({"serviceName": "db.internal", "port": 5432}))
+    );
+    assert_eq!(
+        remote("client to an address"),
+        Some(serde_json::json!({"ipv4": "10.2.2.2", "port": 443}))
+    );
+    assert_eq!(remote("internal"), None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proto3_and_gzip_bodies_decode_to_the_same_spans() {
     let collector = Collector::default();
