@@ -60,7 +60,7 @@
 //! | parent is local | `same_process_as_parent_span` (= not remote), absent for roots |
 //! | name | `display_name`, at most 128 bytes |
 //! | kind | `span_kind` (`INTERNAL`, `SERVER`, `CLIENT`, `PRODUCER`, `CONSUMER`) |
-//! | status | `status`: code 0 when unset or ok, 2 (`UNKNOWN`) with the message on error |
+//! | status | `status`: code 0 when unset or ok; on error the message and the real `google.rpc.Code`: the span's `rpc.grpc.status_code`, else its HTTP status as `google/rpc/code.proto` maps it (404 → 5 `NOT_FOUND`, 503 → 14 `UNAVAILABLE`, ...), else 2 `UNKNOWN` |
 //! | attributes | `attributes`: at most 32 (with the two labels below), keys of at most 128 bytes, string values cut to 256 bytes on a UTF-8 boundary (`truncated_byte_count` says how much); bool and i64 as themselves, f64 and arrays as strings (arrays as JSON) |
 //! | events | annotations: at most 32, description at most 256 bytes, at most 4 attributes each |
 //! | links | `links`: at most 128, type `TYPE_UNSPECIFIED`, at most 32 attributes each |
@@ -73,7 +73,8 @@
 //! `http.request.method` → `/http/method`; `http.status_code` and
 //! `http.response.status_code` → `/http/status_code` (an integer, also when given
 //! as a string of digits); `http.url` and `url.full` → `/http/url`; `http.route` →
-//! `/http/route`; `http.host` → `/http/host`; `http.user_agent` and
+//! `/http/route`; `http.host` and `server.address` → `/http/host`; `url.path` →
+//! `/http/path`; `http.user_agent` and
 //! `user_agent.original` → `/http/user_agent`; the request and response body sizes
 //! → `/http/request/size` and `/http/response/size`.
 //!

@@ -78,7 +78,7 @@ impl Mapper {
             stack_trace: None,
             time_events: time_events(&sd.events, sd.dropped_events_count),
             links: links(&sd.links, sd.dropped_links_count),
-            status: Some(status(&sd.status)),
+            status: Some(status(sd)),
             same_process_as_parent_span: (!root).then_some(!sd.parent_is_remote),
             child_span_count: None,
             span_kind: span_kind(sd.kind) as i32,
@@ -166,7 +166,8 @@ fn well_known(key: &str) -> Option<(&'static str, bool)> {
         "http.status_code" | "http.response.status_code" => ("/http/status_code", true),
         "http.url" | "url.full" => ("/http/url", false),
         "http.route" => ("/http/route", false),
-        "http.host" => ("/http/host", false),
+        "http.host" | "server.address" => ("/http/host", false),
+        "url.path" => ("/http/path", false),
         "http.user_agent" | "user_agent.original" => ("/http/user_agent", false),
         "http.request_content_length" | "http.request.body.size" => ("/http/request/size", true),
         "http.response_content_length" | "http.response.body.size" => ("/http/response/size", true),
@@ -292,15 +293,45 @@ fn span_kind(kind: SpanKind) -> span::SpanKind {
     }
 }
 
-/// `OK` (0) for an unset or ok status, `UNKNOWN` (2) with the message for an error.
-fn status(s: &Status) -> rpc::Status {
-    match s {
+/// `OK` (0) for an unset or ok status; for an error, its message and the real
+/// `google.rpc.Code` ([`error_code`]).
+fn status(sd: &SpanData) -> rpc::Status {
+    match &sd.status {
         Status::Unset | Status::Ok => rpc::Status::default(),
         Status::Error { message } => rpc::Status {
-            code: CODE_UNKNOWN,
+            code: error_code(sd),
             message: message.to_string(),
             details: Vec::new(),
         },
+    }
+}
+
+/// The `google.rpc.Code` of an error span: the gRPC status it recorded (gRPC's
+/// codes are `google.rpc.Code`'s numbers), else its HTTP status mapped as
+/// `google/rpc/code.proto` maps them, else `UNKNOWN`.
+fn error_code(sd: &SpanData) -> i32 {
+    let int = |key: &str| match sd.attribute(key)? {
+        Value::I64(i) => Some(*i),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    if let Some(code) = int("rpc.grpc.status_code").filter(|c| (1..=16).contains(c)) {
+        return code as i32;
+    }
+    let http = int("http.response.status_code").or_else(|| int("http.status_code"));
+    match http {
+        Some(400) => 3,  // INVALID_ARGUMENT
+        Some(401) => 16, // UNAUTHENTICATED
+        Some(403) => 7,  // PERMISSION_DENIED
+        Some(404) => 5,  // NOT_FOUND
+        Some(409) => 10, // ABORTED
+        Some(429) => 8,  // RESOURCE_EXHAUSTED
+        Some(499) => 1,  // CANCELLED
+        Some(500) => 13, // INTERNAL
+        Some(501) => 12, // UNIMPLEMENTED
+        Some(503) => 14, // UNAVAILABLE
+        Some(504) => 4,  // DEADLINE_EXCEEDED
+        _ => CODE_UNKNOWN,
     }
 }
 
@@ -396,6 +427,76 @@ mod tests {
             s(Value::Array(Array::F64(vec![0.5, f64::NAN]))),
             r#"[0.5,"NaN"]"#
         );
+    }
+
+    /// One ended span with `attrs` and `status`, as the pipeline exports it.
+    fn span_data(kind: SpanKind, attrs: Vec<KeyValue>, status: Status) -> SpanData {
+        let memory = tracewire::export::InMemoryExporter::new();
+        let provider = tracewire::TracerProvider::builder()
+            .with_simple_exporter(memory.clone())
+            .build();
+        let span = provider
+            .tracer("map")
+            .span_builder("s")
+            .kind(kind)
+            .attributes(attrs)
+            .start();
+        span.set_status(status);
+        span.end();
+        memory.spans().pop().unwrap()
+    }
+
+    #[test]
+    fn the_http_layers_path_and_host_are_cloud_traces_path_and_host() {
+        let sd = span_data(
+            SpanKind::Server,
+            vec![
+                KeyValue::new("url.path", "/users/7"),
+                KeyValue::new("server.address", "api.example.com"),
+            ],
+            Status::Unset,
+        );
+        let span = Mapper::new("p").span(&sd);
+        let map = span.attributes.unwrap().attribute_map;
+        let text = |k: &str| match map.get(k).and_then(|v| v.value.clone()) {
+            Some(attribute_value::Value::StringValue(t)) => Some(t.value),
+            _ => None,
+        };
+        assert_eq!(text("/http/path").as_deref(), Some("/users/7"));
+        assert_eq!(text("/http/host").as_deref(), Some("api.example.com"));
+    }
+
+    #[test]
+    fn error_statuses_carry_the_real_code() {
+        let code = |attrs: Vec<KeyValue>| {
+            let sd = span_data(SpanKind::Client, attrs, Status::error("failed"));
+            Mapper::new("p").span(&sd).status.unwrap().code
+        };
+        // gRPC codes are google.rpc.Code's numbers.
+        assert_eq!(code(vec![KeyValue::new("rpc.grpc.status_code", 14)]), 14);
+        assert_eq!(code(vec![KeyValue::new("rpc.grpc.status_code", 5)]), 5);
+        // HTTP statuses as Google's APIs map them.
+        for (http, rpc) in [(400, 3), (401, 16), (403, 7), (404, 5), (409, 10), (429, 8)] {
+            assert_eq!(
+                code(vec![KeyValue::new("http.response.status_code", http)]),
+                rpc,
+                "HTTP {http}"
+            );
+        }
+        for (http, rpc) in [(499, 1), (500, 13), (501, 12), (503, 14), (504, 4)] {
+            assert_eq!(
+                code(vec![KeyValue::new("http.response.status_code", http)]),
+                rpc,
+                "HTTP {http}"
+            );
+        }
+        assert_eq!(code(vec![]), 2, "no code known: UNKNOWN");
+        let ok = span_data(
+            SpanKind::Server,
+            vec![KeyValue::new("rpc.grpc.status_code", 0)],
+            Status::Unset,
+        );
+        assert_eq!(Mapper::new("p").span(&ok).status.unwrap().code, 0);
     }
 
     #[test]
