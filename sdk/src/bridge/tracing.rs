@@ -14,7 +14,14 @@
 //!   fields chosen with [`TracewireLayer::with_label_fields`] become profiler
 //!   labels.
 //!
+//! **Give the layer a filter.** The libraries under a service (h2, hyper, tower,
+//! tonic) have `tracing` spans of their own, on every frame and poll: without a
+//! filter they outnumber the application's spans many times over (two requests
+//! through a tonic service: 181 spans exported, 9 of them the application's).
+//! Keep the application's targets, at the level you want:
+//!
 //! ```
+//! use tracing_subscriber::filter::{LevelFilter, Targets};
 //! use tracing_subscriber::prelude::*;
 //! use tracewire::bridge::tracing::TracewireLayer;
 //! use tracewire::export::InMemoryExporter;
@@ -22,15 +29,26 @@
 //!
 //! let exporter = InMemoryExporter::new();
 //! let provider = TracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-//! let subscriber = tracing_subscriber::registry()
-//!     .with(TracewireLayer::new(provider.tracer("app")).with_label_fields(["worker"]));
+//! // This crate's spans at INFO and above; nothing of the libraries underneath.
+//! let only_the_app = Targets::new()
+//!     .with_target(module_path!().split("::").next().unwrap(), LevelFilter::INFO);
+//! let subscriber = tracing_subscriber::registry().with(
+//!     TracewireLayer::new(provider.tracer("app"))
+//!         .with_label_fields(["worker"])
+//!         .with_filter(only_the_app),
+//! );
 //! tracing::subscriber::with_default(subscriber, || {
 //!     let span = tracing::info_span!("purge", worker = "purge", batch = 3);
 //!     span.in_scope(|| {
 //!         assert_eq!(tracewire::labels::current().get("worker"), Some("purge"));
+//!         // A library's span (h2 makes one per frame) is not exported.
+//!         tracing::info_span!(target: "h2::proto::streams", "recv_frame").in_scope(|| {});
+//!         // Nor is the application's own span below the chosen level.
+//!         tracing::debug_span!("detail").in_scope(|| {});
 //!     });
 //! });
-//! assert_eq!(exporter.spans()[0].name, "purge");
+//! let names: Vec<_> = exporter.spans().iter().map(|s| s.name.to_string()).collect();
+//! assert_eq!(names, ["purge"]);
 //! ```
 
 use std::cell::RefCell;
