@@ -216,6 +216,99 @@ async fn not_found_is_an_error_for_the_client_only() {
     assert!(client.status.is_error());
 }
 
+/// An HTTP/2 server that is not a gRPC server (a proxy in front of one, say):
+/// every request gets `status` with `headers`, and an empty body.
+async fn serve_h2_reply(
+    status: u16,
+    headers: &'static [(&'static str, &'static str)],
+) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(move |_req| async move {
+                let mut response = http::Response::builder().status(status);
+                for (k, v) in headers {
+                    response = response.header(*k, *v);
+                }
+                Ok::<_, std::convert::Infallible>(
+                    response
+                        .body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap(),
+                )
+            });
+            tokio::spawn(async move {
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The client span of one health check against `addr`.
+async fn client_span_of_a_call(addr: SocketAddr) -> (tonic::Status, SpanData) {
+    let (p, exporter) = pipeline();
+    let svc = ServiceBuilder::new()
+        .layer(GrpcClientLayer::new(p.tracer("client")))
+        .service(channel(addr));
+    let status = HealthClient::new(svc)
+        .check(HealthCheckRequest {
+            service: "backend".into(),
+        })
+        .await
+        .unwrap_err();
+    let spans = spans(&exporter, 1).await;
+    let client = spans
+        .into_iter()
+        .find(|s| s.kind == SpanKind::Client)
+        .unwrap();
+    (status, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_message_is_percent_decoded_in_the_span_status() {
+    let addr = serve_h2_reply(
+        200,
+        &[
+            ("content-type", "application/grpc"),
+            ("grpc-status", "14"),
+            ("grpc-message", "caf%C3%A9%20is%20closed%25"),
+        ],
+    )
+    .await;
+    let (status, client) = client_span_of_a_call(addr).await;
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(
+        client.status,
+        Status::error("café is closed%"),
+        "the message as the server meant it"
+    );
+    assert_eq!(
+        client.attribute("rpc.grpc.status_code"),
+        Some(&Value::I64(14))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxys_502_without_grpc_status_is_an_unavailable_error() {
+    let addr = serve_h2_reply(502, &[("content-type", "text/plain")]).await;
+    let (status, client) = client_span_of_a_call(addr).await;
+    // tonic maps the HTTP status as the gRPC spec says; so does the span.
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(client.status.is_error(), "{:?}", client.status);
+    assert_eq!(
+        client.attribute("rpc.grpc.status_code"),
+        Some(&Value::I64(14))
+    );
+    assert_eq!(
+        client.attribute("http.response.status_code"),
+        Some(&Value::I64(502))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_stream_is_traced_until_it_ends() {
     let (p, exporter) = pipeline();

@@ -132,23 +132,12 @@ impl Protocol {
         else {
             return;
         };
-        span.set_attribute(KeyValue::new("rpc.grpc.status_code", code));
-        let error = match side {
-            Side::Server => GRPC_SERVER_ERRORS.contains(&code),
-            Side::Client => code != 0,
-        };
-        if error {
-            let message = headers
-                .get("grpc-message")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
-            span.set_status(Status::error(if message.is_empty() {
-                format!("grpc-status {code}")
-            } else {
-                message
-            }));
-        }
+        // `grpc-message` is percent-encoded UTF-8 (gRPC over HTTP/2 spec).
+        let message = headers
+            .get("grpc-message")
+            .map(|v| percent_encoding::percent_decode(v.as_bytes()).decode_utf8_lossy())
+            .unwrap_or_default();
+        record_grpc_code(span, side, code, &message);
     }
 
     pub(crate) fn record_response<B>(self, span: &Span, side: Side, response: &Response<B>) {
@@ -167,6 +156,23 @@ impl Protocol {
                     span.set_status(Status::error(format!("HTTP {status}")));
                 }
             }
+            Protocol::Grpc if status != 200 && !response.headers().contains_key("grpc-status") => {
+                // Not a gRPC response (a proxy's 502, say): the code is the one
+                // the gRPC spec maps the HTTP status to, as clients report it.
+                span.set_attribute(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                ));
+                let code = match status {
+                    400 => 13,             // INTERNAL
+                    401 => 16,             // UNAUTHENTICATED
+                    403 => 7,              // PERMISSION_DENIED
+                    404 => 12,             // UNIMPLEMENTED
+                    429 | 502..=504 => 14, // UNAVAILABLE
+                    _ => 2,                // UNKNOWN
+                };
+                record_grpc_code(span, side, code, &format!("HTTP {status}"));
+            }
             Protocol::Grpc => {
                 // Trailers-only responses carry grpc-status in the headers.
                 self.record_grpc_status(span, side, response.headers());
@@ -178,6 +184,23 @@ impl Protocol {
         if self == Protocol::Grpc {
             self.record_grpc_status(span, side, trailers);
         }
+    }
+}
+
+/// Records gRPC status `code` on `span`, and an error status (with `message`, or
+/// the code when it is empty) when the code is an error for `side`.
+fn record_grpc_code(span: &Span, side: Side, code: i64, message: &str) {
+    span.set_attribute(KeyValue::new("rpc.grpc.status_code", code));
+    let error = match side {
+        Side::Server => GRPC_SERVER_ERRORS.contains(&code),
+        Side::Client => code != 0,
+    };
+    if error {
+        span.set_status(Status::error(if message.is_empty() {
+            format!("grpc-status {code}")
+        } else {
+            message.to_owned()
+        }));
     }
 }
 
