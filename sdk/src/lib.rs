@@ -15,6 +15,9 @@
 //! - [`export`]: the non-blocking batch pipeline, the in-memory and JSON-lines
 //!   exporters, and the [`SpanExporter`](export::SpanExporter) trait the Zipkin and
 //!   Cloud Trace crates implement.
+//! - [`env`]: configuration from the OpenTelemetry `OTEL_*` variables
+//!   ([`TracerProviderBuilder::from_env`](trace::TracerProviderBuilder::from_env));
+//!   values set in code win.
 //!
 //! ## Example
 //!
@@ -78,6 +81,7 @@
 pub mod bridge;
 pub mod context;
 mod counter;
+pub mod env;
 pub mod export;
 pub mod global;
 pub mod labels;

@@ -49,6 +49,59 @@ impl Default for BatchConfig {
     }
 }
 
+impl BatchConfig {
+    /// The configuration the `OTEL_BSP_*` variables of the process environment
+    /// give; see [`from_env_with`](Self::from_env_with).
+    pub fn from_env() -> Self {
+        Self::from_env_with(crate::env::system)
+    }
+
+    /// The default configuration with what the `OTEL_BSP_*` variables (read with
+    /// `lookup`) set; an invalid value (not a positive integer) is reported on
+    /// standard error and leaves the default.
+    ///
+    /// | variable | field | note |
+    /// |---|---|---|
+    /// | `OTEL_BSP_SCHEDULE_DELAY` (ms) | [`scheduled_delay`](Self::scheduled_delay) | default 1000 here (the specification says 5000) |
+    /// | `OTEL_BSP_EXPORT_TIMEOUT` (ms) | [`export_timeout`](Self::export_timeout) | |
+    /// | `OTEL_BSP_MAX_QUEUE_SIZE` | [`queue_capacity`](Self::queue_capacity) | the bound is **per thread that ends spans**: tracewire has one queue per producing thread, not one shared queue |
+    /// | `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | [`max_batch_size`](Self::max_batch_size) | larger than the queue: reported, and the queue size is used (the default follows a smaller queue) |
+    pub fn from_env_with(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let lookup: &dyn Fn(&str) -> Option<String> = &lookup;
+        let mut config = BatchConfig::default();
+        if let Some(d) = crate::env::millis(lookup, "OTEL_BSP_SCHEDULE_DELAY") {
+            config.scheduled_delay = d;
+        }
+        if let Some(d) = crate::env::millis(lookup, "OTEL_BSP_EXPORT_TIMEOUT") {
+            config.export_timeout = d;
+        }
+        let size = |name| {
+            crate::env::positive_integer(lookup, name)
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        };
+        if let Some(n) = size("OTEL_BSP_MAX_QUEUE_SIZE") {
+            config.queue_capacity = n;
+        }
+        let batch = size("OTEL_BSP_MAX_EXPORT_BATCH_SIZE");
+        if let Some(n) = batch {
+            config.max_batch_size = n;
+        }
+        if config.max_batch_size > config.queue_capacity {
+            // The default batch size follows a smaller queue silently.
+            if let Some(n) = batch {
+                crate::env::warn_invalid(
+                    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                    &n.to_string(),
+                    "larger than the queue (OTEL_BSP_MAX_QUEUE_SIZE)",
+                    format_args!("the queue size {}", config.queue_capacity),
+                );
+            }
+            config.max_batch_size = config.queue_capacity;
+        }
+        config
+    }
+}
+
 enum Reply {
     Sync(mpsc::SyncSender<Result<(), ExportError>>),
     Async(tokio::sync::oneshot::Sender<Result<(), ExportError>>),

@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use super::span::{limit_attributes, Record};
 use super::{
-    AlwaysOn, KeyValue, Link, ParentBased, Sampler, SamplingDecision, SamplingParams,
+    AlwaysOff, AlwaysOn, KeyValue, Link, ParentBased, Sampler, SamplingDecision, SamplingParams,
     SamplingState, Span, SpanContext, SpanData, SpanId, SpanKind, SpanLimits, Status, Str,
-    TraceFlags, TraceId, TraceState,
+    TraceFlags, TraceId, TraceIdRatio, TraceState,
 };
 use crate::context::Context;
 use crate::counter::StripedCounter;
@@ -56,6 +56,8 @@ impl Default for Resource {
 pub(crate) struct ProviderInner {
     enabled: AtomicBool,
     shut_down: AtomicBool,
+    /// `OTEL_SDK_DISABLED=true`: never enabled, no processors.
+    sdk_disabled: bool,
     sampler: Box<dyn Sampler>,
     pub(crate) limits: SpanLimits,
     processors: Box<[Arc<dyn SpanProcessor>]>,
@@ -174,9 +176,10 @@ impl TracerProvider {
 
     /// Stops or resumes collection at runtime. While stopped, new spans are
     /// non-recording (they still propagate their parent) and cost one atomic load.
+    /// A provider built with `OTEL_SDK_DISABLED=true` stays stopped.
     pub fn set_enabled(&self, enabled: bool) {
         let inner = self.owner.inner;
-        if !inner.shut_down.load(Ordering::Acquire) {
+        if !inner.shut_down.load(Ordering::Acquire) && !inner.sdk_disabled {
             inner.enabled.store(enabled, Ordering::Release);
         }
     }
@@ -222,29 +225,120 @@ impl fmt::Debug for TracerProvider {
 }
 
 /// Configures a [`TracerProvider`].
-#[derive(Debug)]
+///
+/// # Configuration from the environment
+///
+/// [`from_env`](Self::from_env) reads the OpenTelemetry SDK variables (see the
+/// [`env`](crate::env) module). **Values set in code win**, whichever order the
+/// calls come in: `from_env` only records what the environment says, and
+/// [`build`](Self::build) uses it for what the code did not set:
+///
+/// | variable | used unless the code called | default |
+/// |---|---|---|
+/// | `OTEL_SDK_DISABLED=true` | (always applies) a provider that records nothing, with no processors | `false` |
+/// | `OTEL_SERVICE_NAME` | [`with_service_name`](Self::with_service_name), [`with_resource`](Self::with_resource) | `service.name` of `OTEL_RESOURCE_ATTRIBUTES`, else the [fallback](Self::with_fallback_service_name), else `unknown_service` |
+/// | `OTEL_RESOURCE_ATTRIBUTES` | a resource attribute of the same key in [`with_resource`](Self::with_resource) | none |
+/// | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | [`with_sampler`](Self::with_sampler) | `parentbased_always_on` |
+/// | `OTEL_BSP_*` | [`with_batch_exporter_config`](Self::with_batch_exporter_config) (its config is used as given) | [`BatchConfig::default`] |
+///
+/// The `OTEL_BSP_*` variables configure the processors added with
+/// [`with_batch_exporter`](Self::with_batch_exporter); see
+/// [`BatchConfig::from_env`].
+///
+/// ```
+/// use tracewire::TracerProvider;
+///
+/// let env = |name: &str| (name == "OTEL_SERVICE_NAME").then(|| "from-env".to_owned());
+/// // Code wins, before or after `from_env`.
+/// let provider = TracerProvider::builder()
+///     .with_service_name("from-code")
+///     .from_env_with(env)
+///     .build();
+/// assert_eq!(provider.resource().service_name, "from-code");
+/// // The fallback only names a service neither the code nor the environment names.
+/// let provider = TracerProvider::builder()
+///     .with_fallback_service_name("fallback")
+///     .from_env_with(env)
+///     .build();
+/// assert_eq!(provider.resource().service_name, "from-env");
+/// ```
+#[derive(Debug, Default)]
 pub struct TracerProviderBuilder {
-    sampler: Box<dyn Sampler>,
+    sampler: Option<Box<dyn Sampler>>,
     limits: SpanLimits,
-    processors: Vec<Arc<dyn SpanProcessor>>,
+    processors: Vec<Pending>,
     resource: Resource,
+    /// Whether the code set the service name (directly or with a resource).
+    service_name_set: bool,
+    fallback_service_name: Option<Str>,
+    env: Option<Env>,
 }
 
-impl Default for TracerProviderBuilder {
-    fn default() -> Self {
-        TracerProviderBuilder {
-            sampler: Box::new(ParentBased::new(AlwaysOn)),
-            limits: SpanLimits::default(),
-            processors: Vec::new(),
-            resource: Resource::default(),
+/// A processor, or a batch processor to start at `build` with the batch
+/// configuration then known (from the environment or the default).
+enum Pending {
+    Ready(Arc<dyn SpanProcessor>),
+    Batch(Box<dyn FnOnce(BatchConfig) -> BatchProcessor + Send>),
+}
+
+impl fmt::Debug for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pending::Ready(p) => p.fmt(f),
+            Pending::Batch(_) => f.write_str("BatchProcessor(not started)"),
         }
     }
 }
 
+/// What [`TracerProviderBuilder::from_env`] read.
+#[derive(Debug)]
+struct Env {
+    disabled: bool,
+    service_name: Option<Str>,
+    attributes: Vec<KeyValue>,
+    sampler: Option<Box<dyn Sampler>>,
+    batch: BatchConfig,
+}
+
 impl TracerProviderBuilder {
-    /// Uses `sampler` (default: parent-based, always on for roots).
+    /// Reads the OpenTelemetry SDK variables from the process environment; what
+    /// the code sets wins (see [Configuration from the
+    /// environment](Self#configuration-from-the-environment)). Invalid values are
+    /// reported on standard error and ignored.
+    pub fn from_env(self) -> Self {
+        self.from_env_with(crate::env::system)
+    }
+
+    /// Like [`from_env`](Self::from_env), reading each variable with `lookup`
+    /// (for tests, or another configuration source).
+    pub fn from_env_with(mut self, lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let lookup: &dyn Fn(&str) -> Option<String> = &lookup;
+        let attributes = resource_attributes(lookup);
+        let service_name = crate::env::get(lookup, "OTEL_SERVICE_NAME")
+            .map(Str::from)
+            .or_else(|| {
+                attributes
+                    .iter()
+                    .find(|kv| kv.key == "service.name")
+                    .map(|kv| Str::from(kv.value.to_string()))
+            });
+        self.env = Some(Env {
+            disabled: crate::env::boolean(lookup, "OTEL_SDK_DISABLED"),
+            service_name,
+            attributes: attributes
+                .into_iter()
+                .filter(|kv| kv.key != "service.name")
+                .collect(),
+            sampler: sampler(lookup),
+            batch: BatchConfig::from_env_with(lookup),
+        });
+        self
+    }
+
+    /// Uses `sampler` (default: parent-based, always on for roots). Wins over
+    /// `OTEL_TRACES_SAMPLER`.
     pub fn with_sampler(mut self, sampler: impl Sampler + 'static) -> Self {
-        self.sampler = Box::new(sampler);
+        self.sampler = Some(Box::new(sampler));
         self
     }
     /// Uses `limits` (default: [`SpanLimits::default`]).
@@ -252,26 +346,45 @@ impl TracerProviderBuilder {
         self.limits = limits;
         self
     }
-    /// Sets the service name of the resource.
+    /// Sets the service name of the resource. Wins over `OTEL_SERVICE_NAME`.
     pub fn with_service_name(mut self, name: impl Into<Str>) -> Self {
         self.resource.service_name = name.into();
+        self.service_name_set = true;
         self
     }
-    /// Uses `resource`.
+    /// The service name used when neither the code
+    /// ([`with_service_name`](Self::with_service_name),
+    /// [`with_resource`](Self::with_resource)) nor the environment
+    /// (`OTEL_SERVICE_NAME`, `service.name` in `OTEL_RESOURCE_ATTRIBUTES`) gives
+    /// one, instead of `unknown_service`: what a program calls itself by default.
+    pub fn with_fallback_service_name(mut self, name: impl Into<Str>) -> Self {
+        self.fallback_service_name = Some(name.into());
+        self
+    }
+    /// Uses `resource`, service name included. Its attributes win over those of
+    /// `OTEL_RESOURCE_ATTRIBUTES` with the same key; the others are added.
     pub fn with_resource(mut self, resource: Resource) -> Self {
         self.resource = resource;
+        self.service_name_set = true;
         self
     }
     /// Adds a processor.
     pub fn with_processor(mut self, processor: impl SpanProcessor + 'static) -> Self {
-        self.processors.push(Arc::new(processor));
+        self.processors.push(Pending::Ready(Arc::new(processor)));
         self
     }
-    /// Adds `exporter` behind a [`BatchProcessor`] with the default configuration.
-    pub fn with_batch_exporter(self, exporter: impl SpanExporter) -> Self {
-        self.with_batch_exporter_config(exporter, BatchConfig::default())
+    /// Adds `exporter` behind a [`BatchProcessor`] with the default configuration,
+    /// or the one the `OTEL_BSP_*` variables give if [`from_env`](Self::from_env)
+    /// is used. The processor starts at [`build`](Self::build).
+    pub fn with_batch_exporter(mut self, exporter: impl SpanExporter) -> Self {
+        self.processors.push(Pending::Batch(Box::new(move |config| {
+            BatchProcessor::new(exporter, config)
+        })));
+        self
     }
-    /// Adds `exporter` behind a [`BatchProcessor`] configured by `config`.
+    /// Adds `exporter` behind a [`BatchProcessor`] configured by `config` (used
+    /// as given: the `OTEL_BSP_*` variables do not apply; start from
+    /// [`BatchConfig::from_env`] to honour them).
     pub fn with_batch_exporter_config(
         self,
         exporter: impl SpanExporter,
@@ -285,18 +398,53 @@ impl TracerProviderBuilder {
         self.with_processor(SimpleProcessor::new(exporter))
     }
 
-    /// Builds the provider.
+    /// Builds the provider, applying what [`from_env`](Self::from_env) read to what
+    /// the code did not set.
     pub fn build(self) -> TracerProvider {
-        for p in &self.processors {
-            p.set_resource(&self.resource);
+        let mut resource = self.resource;
+        let mut sampler = self.sampler;
+        let mut batch = BatchConfig::default();
+        let mut disabled = false;
+        let mut env_service_name = None;
+        if let Some(env) = self.env {
+            disabled = env.disabled;
+            env_service_name = env.service_name;
+            sampler = sampler.or(env.sampler);
+            batch = env.batch;
+            for kv in env.attributes {
+                if !resource.attributes.iter().any(|a| a.key == kv.key) {
+                    resource.attributes.push(kv);
+                }
+            }
+        }
+        if !self.service_name_set {
+            if let Some(name) = env_service_name.or(self.fallback_service_name) {
+                resource.service_name = name;
+            }
+        }
+        let processors: Vec<Arc<dyn SpanProcessor>> = if disabled {
+            // Processors already started shut down as they drop here.
+            Vec::new()
+        } else {
+            self.processors
+                .into_iter()
+                .map(|p| match p {
+                    Pending::Ready(p) => p,
+                    Pending::Batch(start) => Arc::new(start(batch)) as Arc<dyn SpanProcessor>,
+                })
+                .collect()
+        };
+        for p in &processors {
+            p.set_resource(&resource);
         }
         let inner: &'static ProviderInner = Box::leak(Box::new(ProviderInner {
-            enabled: AtomicBool::new(true),
+            enabled: AtomicBool::new(!disabled),
             shut_down: AtomicBool::new(false),
-            sampler: self.sampler,
+            sdk_disabled: disabled,
+            sampler: sampler.unwrap_or_else(|| Box::new(ParentBased::new(AlwaysOn))),
             limits: self.limits,
-            processors: self.processors.into_boxed_slice(),
-            resource: self.resource,
+            processors: processors.into_boxed_slice(),
+            resource,
             started: StripedCounter::default(),
             ended: StripedCounter::default(),
         }));
@@ -304,6 +452,82 @@ impl TracerProviderBuilder {
             owner: Arc::new(Owner { inner }),
         }
     }
+}
+
+/// `OTEL_RESOURCE_ATTRIBUTES`: `key=value` pairs separated by commas, keys and
+/// values percent-encoded. A malformed value is discarded as a whole (reported),
+/// as the OpenTelemetry resource specification says.
+fn resource_attributes(lookup: &dyn Fn(&str) -> Option<String>) -> Vec<KeyValue> {
+    const NAME: &str = "OTEL_RESOURCE_ATTRIBUTES";
+    let Some(value) = crate::env::get(lookup, NAME) else {
+        return Vec::new();
+    };
+    let mut attributes: Vec<KeyValue> = Vec::new();
+    for member in value.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let decoded = member.split_once('=').and_then(|(k, v)| {
+            let key = crate::env::percent_decode(k.trim())?;
+            let value = crate::env::percent_decode(v.trim())?;
+            (!key.is_empty()).then_some((key, value))
+        });
+        let Some((key, value)) = decoded else {
+            crate::env::warn_invalid(
+                NAME,
+                &value,
+                format_args!("{member:?} is not a percent-encoded key=value"),
+                "no attributes from it",
+            );
+            return Vec::new();
+        };
+        // A repeated key: the last one wins.
+        attributes.retain(|kv| kv.key != key.as_str());
+        attributes.push(KeyValue::new(key, value));
+    }
+    attributes
+}
+
+/// `OTEL_TRACES_SAMPLER_ARG` for the ratio samplers: within `0.0..=1.0`, default
+/// (and instead of an invalid value) 1.0.
+fn sampler_ratio(lookup: &dyn Fn(&str) -> Option<String>) -> f64 {
+    const ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
+    let Some(arg) = crate::env::get(lookup, ARG) else {
+        return 1.0;
+    };
+    match arg.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => r,
+        Ok(_) => {
+            crate::env::warn_invalid(ARG, &arg, "not within 0.0..=1.0", "1.0");
+            1.0
+        }
+        Err(e) => {
+            crate::env::warn_invalid(ARG, &arg, e, "1.0");
+            1.0
+        }
+    }
+}
+
+/// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`; `None` (the default) if
+/// unset or invalid (reported).
+fn sampler(lookup: &dyn Fn(&str) -> Option<String>) -> Option<Box<dyn Sampler>> {
+    const NAME: &str = "OTEL_TRACES_SAMPLER";
+    let name = crate::env::get(lookup, NAME)?.to_ascii_lowercase();
+    let ratio = || TraceIdRatio::new(sampler_ratio(lookup));
+    Some(match name.as_str() {
+        "always_on" => Box::new(AlwaysOn),
+        "always_off" => Box::new(AlwaysOff),
+        "traceidratio" => Box::new(ratio()),
+        "parentbased_always_on" => Box::new(ParentBased::new(AlwaysOn)),
+        "parentbased_always_off" => Box::new(ParentBased::new(AlwaysOff)),
+        "parentbased_traceidratio" => Box::new(ParentBased::new(ratio())),
+        _ => {
+            crate::env::warn_invalid(
+                NAME,
+                &name,
+                "not a sampler tracewire has (always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio)",
+                "parentbased_always_on",
+            );
+            return None;
+        }
+    })
 }
 
 /// Starts spans. Cheap to clone; does not keep the provider alive.
