@@ -34,6 +34,12 @@
 //! # }
 //! ```
 //!
+//! [`ZipkinExporter::from_env`] reads `OTEL_EXPORTER_ZIPKIN_ENDPOINT` (default
+//! `http://localhost:9411/api/v2/spans`) and `OTEL_EXPORTER_ZIPKIN_TIMEOUT`
+//! (milliseconds, default 10000), as the OpenTelemetry specification names them;
+//! [`ZipkinExporterBuilder::from_env`] does the same on a builder, where values
+//! set in code win.
+//!
 //! Mapping (Zipkin model): 32-hex trace ids (16-hex when the upper 64 bits are
 //! zero, as B3's 64-bit ids), 16-hex span ids, `parentId` absent on roots, `kind`
 //! absent for internal spans, microsecond timestamps and durations (at least 1),
@@ -47,6 +53,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod env;
 mod json;
 mod model;
 pub mod proto;
@@ -97,6 +104,10 @@ pub struct ZipkinExporterBuilder {
     timeout: Duration,
     backoff: Backoff,
     max_request_bytes: usize,
+    /// Whether the code set the endpoint or the timeout (they then win over
+    /// `OTEL_EXPORTER_ZIPKIN_*`).
+    endpoint_set: bool,
+    timeout_set: bool,
 }
 
 impl Default for ZipkinExporterBuilder {
@@ -109,6 +120,8 @@ impl Default for ZipkinExporterBuilder {
             timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
             max_request_bytes: 4 << 20,
+            endpoint_set: false,
+            timeout_set: false,
         }
     }
 }
@@ -118,6 +131,7 @@ impl ZipkinExporterBuilder {
     /// `http` only.
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoint = url.into();
+        self.endpoint_set = true;
         self
     }
     /// The body encoding (default JSON).
@@ -139,6 +153,7 @@ impl ZipkinExporterBuilder {
     /// Timeout of one HTTP request (default 10 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self.timeout_set = true;
         self
     }
     /// Retry policy (default [`Backoff::default`]: 100 ms doubling to 5 s, 30 s in
