@@ -922,3 +922,143 @@ async fn a_server_given_a_propagator_extracts_only_its_formats() {
     assert!(spans[0].is_root(), "B3 is not read");
     assert_eq!(ids(&spans[1]), (W3C_TRACE.into(), W3C_SPAN.into()));
 }
+
+/// One request through a traced client to a traced server; the server span and the
+/// client span (in that order).
+async fn traced_call(method: &str, path: &str) -> (SpanData, SpanData) {
+    let (p, exporter) = pipeline();
+    let addr = serve(TraceLayer::new(p.tracer("server"))).await;
+    let client = ServiceBuilder::new()
+        .layer(ClientTraceLayer::new(p.tracer("client")))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+    let req = Request::builder()
+        .method(http::Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(format!("http://{addr}{path}"))
+        .body(Full::default())
+        .unwrap();
+    let resp = client.oneshot(req).await.unwrap();
+    let _ = resp.into_body().collect().await;
+    let spans = spans(&exporter, 2).await;
+    let server = spans.iter().find(|s| s.kind == SpanKind::Server).unwrap();
+    let client = spans.iter().find(|s| s.kind == SpanKind::Client).unwrap();
+    (server.clone(), client.clone())
+}
+
+/// The OpenTelemetry HTTP semantic conventions, one attribute per row: (method,
+/// path, which span, attribute, expected value; `None`: absent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_carry_the_current_http_semantic_conventions() {
+    type Row = (
+        &'static str,
+        &'static str,
+        SpanKind,
+        &'static str,
+        Option<Value>,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            "GET",
+            "/q?x=1&y=2",
+            SpanKind::Server,
+            "url.query",
+            Some("x=1&y=2".into()),
+        ),
+        ("GET", "/q", SpanKind::Server, "url.query", None),
+        (
+            "GET",
+            "/q?x=1",
+            SpanKind::Server,
+            "url.path",
+            Some("/q".into()),
+        ),
+        (
+            "GET",
+            "/q",
+            SpanKind::Server,
+            "network.protocol.version",
+            Some("1.1".into()),
+        ),
+        (
+            "GET",
+            "/q",
+            SpanKind::Server,
+            "client.address",
+            Some("127.0.0.1".into()),
+        ),
+        (
+            "GET",
+            "/q",
+            SpanKind::Server,
+            "http.request.method",
+            Some("GET".into()),
+        ),
+        (
+            "BREW",
+            "/q",
+            SpanKind::Server,
+            "http.request.method",
+            Some("_OTHER".into()),
+        ),
+        (
+            "BREW",
+            "/q",
+            SpanKind::Server,
+            "http.request.method_original",
+            Some("BREW".into()),
+        ),
+        (
+            "GET",
+            "/q",
+            SpanKind::Server,
+            "http.request.method_original",
+            None,
+        ),
+        (
+            "BREW",
+            "/q",
+            SpanKind::Client,
+            "http.request.method",
+            Some("_OTHER".into()),
+        ),
+        (
+            "BREW",
+            "/q",
+            SpanKind::Client,
+            "http.request.method_original",
+            Some("BREW".into()),
+        ),
+        (
+            "GET",
+            "/fail",
+            SpanKind::Server,
+            "error.type",
+            Some("500".into()),
+        ),
+        ("GET", "/missing", SpanKind::Server, "error.type", None),
+        (
+            "GET",
+            "/missing",
+            SpanKind::Client,
+            "error.type",
+            Some("404".into()),
+        ),
+        ("GET", "/q", SpanKind::Client, "error.type", None),
+    ];
+    for (method, path, kind, key, want) in rows {
+        let (server, client) = traced_call(method, path).await;
+        let span = if kind == SpanKind::Server {
+            &server
+        } else {
+            &client
+        };
+        assert_eq!(
+            span.attribute(key),
+            want.as_ref(),
+            "{method} {path}, {kind:?} span, {key}"
+        );
+    }
+    // The span name of an unknown method is `HTTP {route}`, or `HTTP` alone.
+    let (server, client) = traced_call("BREW", "/q").await;
+    assert_eq!(server.name, "HTTP /q");
+    assert_eq!(client.name, "HTTP");
+}

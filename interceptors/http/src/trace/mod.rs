@@ -153,6 +153,7 @@ impl Protocol {
                     Side::Client => status >= 400,
                 };
                 if error {
+                    span.set_attribute(KeyValue::new("error.type", status.to_string()));
                     span.set_status(Status::error(format!("HTTP {status}")));
                 }
             }
@@ -476,13 +477,33 @@ impl Config {
         let mut attrs = Vec::with_capacity(8);
         match self.protocol {
             Protocol::Http => {
-                attrs.push(KeyValue::new(
-                    "http.request.method",
-                    parts.method.to_string(),
-                ));
+                // Known methods as themselves; others as `_OTHER`, the original
+                // beside it (OpenTelemetry HTTP conventions).
+                let method = route::method_str(&parts.method);
+                attrs.push(KeyValue::new("http.request.method", method));
+                if method == "_OTHER" {
+                    attrs.push(KeyValue::new(
+                        "http.request.method_original",
+                        parts.method.as_str().to_owned(),
+                    ));
+                }
+                let version = match parts.version {
+                    http::Version::HTTP_09 => Some("0.9"),
+                    http::Version::HTTP_10 => Some("1.0"),
+                    http::Version::HTTP_11 => Some("1.1"),
+                    http::Version::HTTP_2 => Some("2"),
+                    http::Version::HTTP_3 => Some("3"),
+                    _ => None,
+                };
+                if let Some(v) = version {
+                    attrs.push(KeyValue::new("network.protocol.version", v));
+                }
                 match side {
                     Side::Server => {
                         attrs.push(KeyValue::new("url.path", parts.uri.path().to_owned()));
+                        if let Some(q) = parts.uri.query().filter(|q| !q.is_empty()) {
+                            attrs.push(KeyValue::new("url.query", q.to_owned()));
+                        }
                         if let Some(route) = route {
                             attrs.push(KeyValue::new("http.route", route));
                         }
@@ -528,6 +549,12 @@ impl Config {
         if let Some(peer) = parts.extensions.get::<std::net::SocketAddr>() {
             attrs.push(KeyValue::new("network.peer.address", peer.ip().to_string()));
             attrs.push(KeyValue::new("network.peer.port", i64::from(peer.port())));
+            if side == Side::Server {
+                // The caller as the connection shows it (no Forwarded header is
+                // trusted: any client can write one).
+                attrs.push(KeyValue::new("client.address", peer.ip().to_string()));
+                attrs.push(KeyValue::new("client.port", i64::from(peer.port())));
+            }
         }
         attrs
     }
@@ -640,7 +667,10 @@ where
         let c = &self.config;
         let (mut parts, body) = req.into_parts();
         let name: Str = match c.protocol {
-            Protocol::Http => Str::Borrowed(route::method_str(&parts.method)),
+            Protocol::Http => Str::Borrowed(match route::method_str(&parts.method) {
+                "_OTHER" => "HTTP",
+                known => known,
+            }),
             Protocol::Grpc => parts.uri.path().to_owned().into(),
         };
         let span = c

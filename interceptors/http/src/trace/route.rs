@@ -119,7 +119,8 @@ fn intern(name: &str, label_key: &'static str) -> &'static Route {
     for (i, m) in METHOD_NAMES.iter().enumerate() {
         span_names[i] = leak(format!("{m} {name}"));
     }
-    span_names[METHODS.len()] = leak(format!("_OTHER {name}"));
+    // An unknown method's span is `HTTP {route}` (OpenTelemetry HTTP conventions).
+    span_names[METHODS.len()] = leak(format!("HTTP {name}"));
     let route = Box::leak(Box::new(Route {
         name,
         labels: LabelSet::new([(label_key, name)]),
@@ -135,7 +136,7 @@ fn intern(name: &str, label_key: &'static str) -> &'static Route {
 /// `http-path=unmatched`. It takes no slot of any guard.
 pub(crate) fn unmatched() -> &'static Route {
     static ROUTE: LazyLock<Route> = LazyLock::new(|| {
-        let mut span_names = ["_OTHER"; METHODS.len() + 1];
+        let mut span_names = ["HTTP"; METHODS.len() + 1];
         span_names[..METHODS.len()].copy_from_slice(&METHOD_NAMES);
         Route {
             name: UNMATCHED,
@@ -219,7 +220,7 @@ mod tests {
     fn unmatched_requests_are_named_by_their_method_alone() {
         let r = unmatched();
         assert_eq!(r.span_name(&Method::GET), "GET");
-        assert_eq!(r.span_name(&Method::from_bytes(b"BREW").unwrap()), "_OTHER");
+        assert_eq!(r.span_name(&Method::from_bytes(b"BREW").unwrap()), "HTTP");
         assert_eq!(r.http_route(), None);
         assert_eq!(r.labels.get("http-path"), Some(UNMATCHED));
     }
@@ -230,7 +231,7 @@ mod tests {
         let r = g.admit("/u");
         assert_eq!(r.span_name(&Method::POST), "POST /u");
         let custom = Method::from_bytes(b"BREW").unwrap();
-        assert_eq!(r.span_name(&custom), "_OTHER /u");
+        assert_eq!(r.span_name(&custom), "HTTP /u");
         assert_eq!(method_str(&custom), "_OTHER");
     }
 }
