@@ -249,3 +249,52 @@ fn go_installed() -> bool {
     );
     found
 }
+
+/// A comparator that burns CPU, called by libc's `qsort` (glibc is built without
+/// frame pointers, so the frames between it and the test are not chained).
+extern "C" fn slow_compare(a: *const libc::c_void, b: *const libc::c_void) -> libc::c_int {
+    let mut x = 0u64;
+    for i in 0..20_000u64 {
+        x = std::hint::black_box(x.wrapping_mul(31) ^ i);
+    }
+    std::hint::black_box(x);
+    // SAFETY: qsort passes pointers to two elements of the u32 array below.
+    let (a, b) = unsafe { (*(a as *const u32), *(b as *const u32)) };
+    a.cmp(&b) as libc::c_int
+}
+
+#[test]
+fn stacks_cut_short_by_code_without_frame_pointers_are_counted_and_said() {
+    let _serial = serial();
+    profile::register_current_thread().unwrap();
+    let p = Profiler::builder().frequency(250).start().unwrap();
+    let start = profile::thread_cpu_time().unwrap();
+    while profile::thread_cpu_time().unwrap() - start < Duration::from_millis(400) {
+        let mut v: Vec<u32> = (0..64u32).rev().collect();
+        // SAFETY: a valid array of 64 u32s and a comparator for u32s.
+        unsafe {
+            libc::qsort(
+                v.as_mut_ptr().cast(),
+                v.len(),
+                std::mem::size_of::<u32>(),
+                Some(slow_compare),
+            )
+        };
+    }
+    let p = p.stop().unwrap();
+    let stats = p.stats();
+    eprintln!("{stats:?}");
+    assert!(stats.walked_samples > 50, "{stats:?}");
+    assert!(
+        stats.truncated_samples * 2 > stats.walked_samples,
+        "most stacks pass through qsort: {stats:?}"
+    );
+    let mut bytes = Vec::new();
+    p.write_pprof(&mut bytes).unwrap();
+    let d = pprof::decode(&bytes).unwrap();
+    let said = d
+        .comment
+        .iter()
+        .any(|&i| d.string(i).contains("force-frame-pointers"));
+    assert!(said, "the profile says so");
+}

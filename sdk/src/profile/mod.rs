@@ -20,7 +20,10 @@
 //! - **frame pointers**: `-C force-frame-pointers=yes` (e.g. in
 //!   `.cargo/config.toml`: `[build] rustflags = ["-C", "force-frame-pointers=yes"]`).
 //!   The handler unwinds by frame pointers; code built without them yields
-//!   truncated stacks.
+//!   truncated stacks. The profiler notices: [`ProfileStats::truncated_samples`]
+//!   counts them, and when more than 10 % of stacks are cut short the profile
+//!   says so in a comment and a line on stderr (once per process). A few are cut
+//!   short in any build, where prebuilt C code (glibc) is on the stack.
 //! - **`debug = "limited"`** (or more) in the profile you run, e.g.
 //!   `[profile.release] debug = "limited"`: DWARF then keeps linkage names, so
 //!   inlined frames are named by their full path. With `"line-tables-only"`
@@ -331,6 +334,12 @@ pub struct ProfileStats {
     pub unsampled_threads: u64,
     /// CPU time those threads used while not sampled.
     pub unsampled_cpu: Duration,
+    /// Sampling periods of registered threads, whose stacks are walked.
+    pub walked_samples: u64,
+    /// Of those, the ones whose stack was cut short: code built without frame
+    /// pointers was running or on the stack (build with
+    /// `-C force-frame-pointers=yes`; see the [module docs](self)).
+    pub truncated_samples: u64,
 }
 
 impl fmt::Debug for Profiler {
@@ -354,6 +363,10 @@ struct Key {
 #[derive(Default)]
 struct Aggregate {
     samples: HashMap<Key, u64>,
+    /// Periods whose stacks were walked (registered threads), and of those, the
+    /// ones whose walk was cut short by code without frame pointers.
+    walked: u64,
+    truncated: u64,
 }
 
 impl Profiler {
@@ -461,7 +474,10 @@ impl Profiler {
             }
         };
         sampler::release_claim();
-        let stats = stats_of(&counts);
+        let mut stats = stats_of(&counts);
+        stats.walked_samples = agg.walked;
+        stats.truncated_samples = agg.truncated;
+        warn_if_truncated(&stats);
         let failure = counts.first_failure.map(|e| e.to_string());
         let period = self.period;
         let samples = agg
@@ -495,6 +511,28 @@ fn stats_of(c: &sampler::Counts) -> ProfileStats {
         dropped_samples: c.dropped,
         unsampled_threads: c.timer_failures,
         unsampled_cpu: c.unsampled_cpu,
+        walked_samples: 0,
+        truncated_samples: 0,
+    }
+}
+
+/// Whether more than 10 % of a profile's walked stacks were cut short. A few
+/// always are, whatever the build: stacks through prebuilt C code (glibc is built
+/// without frame pointers; the demo: 13 of 1,167 samples). Code built without
+/// them cuts nearly every stack short.
+fn mostly_truncated(stats: &ProfileStats) -> bool {
+    stats.truncated_samples * 10 > stats.walked_samples
+}
+
+/// Says once per process, on stderr, that stacks are being cut short.
+fn warn_if_truncated(stats: &ProfileStats) {
+    static WARNED: AtomicU8 = AtomicU8::new(0);
+    if mostly_truncated(stats) && WARNED.swap(1, Ordering::Relaxed) == 0 {
+        eprintln!(
+            "tracewire: {} of {} CPU samples had truncated stacks: code built without frame \
+             pointers; build with RUSTFLAGS=\"-C force-frame-pointers=yes\" for whole stacks",
+            stats.truncated_samples, stats.walked_samples
+        );
     }
 }
 
@@ -511,9 +549,7 @@ impl Drop for Profiler {
 /// the ring's only consumer while the profile runs.
 #[cfg(target_os = "linux")]
 fn collect(stop: mpsc::Receiver<()>, span_ids: SpanIds, epoch: u32) -> Aggregate {
-    let mut agg = Aggregate {
-        samples: HashMap::new(),
-    };
+    let mut agg = Aggregate::default();
     let drain = |agg: &mut Aggregate| {
         #[cfg(test)]
         if tests::PANIC_IN_COLLECTOR.load(Ordering::Relaxed) {
@@ -538,6 +574,12 @@ fn collect(stop: mpsc::Receiver<()>, span_ids: SpanIds, epoch: u32) -> Aggregate
                 span_name,
             };
             *agg.samples.entry(key).or_default() += u64::from(raw.weight);
+            if raw.flags & sampler::WALKED != 0 {
+                agg.walked += u64::from(raw.weight);
+                if raw.flags & sampler::TRUNCATED != 0 {
+                    agg.truncated += u64::from(raw.weight);
+                }
+            }
         });
     };
     let mut last_scan = Instant::now();
@@ -679,6 +721,13 @@ impl Profile {
             ));
             let cpu = nanos(self.period) * dropped as i64;
             b.gap_sample("[tracewire: dropped samples]", dropped as i64, cpu);
+        }
+        if mostly_truncated(&self.stats) {
+            b.comment(&format!(
+                "tracewire: {} of {} samples have truncated stacks (code built without frame \
+                 pointers; build with -C force-frame-pointers=yes)",
+                self.stats.truncated_samples, self.stats.walked_samples
+            ));
         }
         let threads = self.stats.unsampled_threads;
         if threads > 0 {

@@ -158,6 +158,13 @@ pub(crate) unsafe fn take(copy: &SlotCopy) -> (crate::labels::LabelSet, Option<A
     (labels, name)
 }
 
+/// A sample's stack was walked (a registered thread: its stack bounds are known).
+pub(crate) const WALKED: u32 = 1;
+/// The walk stopped at a frame pointer that was not zero yet led outside the
+/// stack, or not towards its top: code without frame pointers was on the stack,
+/// and the frames above it are missing.
+pub(crate) const TRUNCATED: u32 = 2;
+
 /// One sample as the handler writes it.
 #[derive(Clone, Copy)]
 pub(crate) struct RawSample {
@@ -170,6 +177,8 @@ pub(crate) struct RawSample {
     /// another profile (left in the ring, or inherited through `fork`) is released,
     /// never counted.
     pub(crate) epoch: u32,
+    /// [`WALKED`] and [`TRUNCATED`].
+    pub(crate) flags: u32,
     pub(crate) slot: SlotCopy,
     /// Return addresses, leaf first; `pcs[0]` is the interrupted instruction. Only
     /// the first `depth` are this sample's.
@@ -182,6 +191,7 @@ impl RawSample {
         depth: 0,
         tid: 0,
         epoch: 0,
+        flags: 0,
         slot: SlotCopy::EMPTY,
         pcs: [0; MAX_DEPTH],
     };
@@ -1154,12 +1164,17 @@ unsafe fn sample(info: *const TimerInfo, uctx: *mut libc::c_void) -> bool {
         let pcs = std::ptr::addr_of_mut!((*out).pcs) as *mut usize;
         *pcs = pc;
         let mut depth = 1usize;
+        let mut flags = 0;
         if !thread.is_null() {
+            flags |= WALKED;
             let t = &*thread;
             let lo = t.stack_lo.max(sp);
             let hi = t.stack_hi;
-            while depth < MAX_DEPTH {
+            // The outermost frame's saved frame pointer is zero; stopping anywhere
+            // else (but at MAX_DEPTH) means the chain was broken.
+            while depth < MAX_DEPTH && fp != 0 {
                 if fp < lo || fp > hi - 16 || fp % std::mem::align_of::<usize>() != 0 {
+                    flags |= TRUNCATED;
                     break;
                 }
                 // The frame record [saved fp, return address] lies within the
@@ -1171,7 +1186,8 @@ unsafe fn sample(info: *const TimerInfo, uctx: *mut libc::c_void) -> bool {
                 }
                 *pcs.add(depth) = ret;
                 depth += 1;
-                if next <= fp {
+                if next != 0 && next <= fp {
+                    flags |= TRUNCATED;
                     break;
                 }
                 fp = next;
@@ -1181,6 +1197,7 @@ unsafe fn sample(info: *const TimerInfo, uctx: *mut libc::c_void) -> bool {
         (*out).weight = weight;
         (*out).tid = libc::gettid();
         (*out).epoch = EPOCH.load(Ordering::Relaxed) as u32;
+        (*out).flags = flags;
         (*out).slot = copy_current();
     }
     ring.commit(pos, cell, weight);
