@@ -44,6 +44,22 @@ pub fn system(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// A lookup over fixed `(name, value)` pairs instead of the process environment:
+/// for tests, or a program that keeps its configuration elsewhere.
+///
+/// ```
+/// let lookup = tracewire::env::lookup_in(&[("OTEL_SERVICE_NAME", "checkout")]);
+/// assert_eq!(lookup("OTEL_SERVICE_NAME").as_deref(), Some("checkout"));
+/// assert_eq!(lookup("OTEL_TRACES_SAMPLER"), None);
+/// ```
+pub fn lookup_in(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let vars: std::collections::HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| vars.get(name).cloned()
+}
+
 /// The value of `name` found by `lookup`, trimmed; `None` if it is unset or empty.
 pub fn get(lookup: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
     let value = lookup(name)?;
@@ -139,7 +155,7 @@ fn known_members<T>(
 }
 
 /// `OTEL_PROPAGATORS` from the process environment; see [`propagators_with`].
-pub fn propagators() -> CompositePropagator {
+pub fn propagators() -> Option<CompositePropagator> {
     propagators_with(&system)
 }
 
@@ -155,15 +171,17 @@ pub fn propagators() -> CompositePropagator {
 /// | `grpctracebin` | OpenCensus `grpc-trace-bin` (a tracewire name; binary, for gRPC metadata) |
 /// | `none` | no format: nothing is injected |
 ///
-/// Unset: `tracecontext,baggage`, the specification's default. Unknown names
-/// (`jaeger`, `xray`, `ottrace` have no tracewire implementation) are reported and
-/// skipped; a list with no known name keeps the default.
+/// `None` when the variable is unset, or names no known format (unknown names,
+/// such as `jaeger`, `xray` and `ottrace`, which tracewire does not implement, are
+/// reported and skipped): the layers then keep their own defaults, which already
+/// match the specification's `tracecontext,baggage` (gRPC layers also write
+/// `grpc-trace-bin`).
 ///
 /// Give the result to the client layers (`ClientTraceLayer::with_propagator`,
 /// `GrpcClientLayer::with_propagator`) to choose what they *inject*. Server layers
 /// extract every format by default, a superset of any list here; pass the result
 /// to `TraceLayer::with_propagator` too only to restrict what a server accepts.
-pub fn propagators_with(lookup: &dyn Fn(&str) -> Option<String>) -> CompositePropagator {
+pub fn propagators_with(lookup: &dyn Fn(&str) -> Option<String>) -> Option<CompositePropagator> {
     const NAME: &str = "OTEL_PROPAGATORS";
     let known = |name: &str| -> Option<Box<dyn Propagator>> {
         Some(match name {
@@ -176,10 +194,8 @@ pub fn propagators_with(lookup: &dyn Fn(&str) -> Option<String>) -> CompositePro
             _ => return None,
         })
     };
-    match list(lookup, NAME).and_then(|members| known_members(NAME, members, known)) {
-        Some(formats) => formats.into_iter().collect(),
-        None => CompositePropagator::default(),
-    }
+    let formats = known_members(NAME, list(lookup, NAME)?, known)?;
+    Some(formats.into_iter().collect())
 }
 
 /// An exporter named by `OTEL_TRACES_EXPORTER`.
@@ -250,14 +266,7 @@ mod tests {
     use crate::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
     use crate::{Context, Span};
 
-    /// A lookup over `vars`.
-    fn vars(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name| map.get(name).cloned()
-    }
+    use super::lookup_in as vars;
 
     fn injected(propagator: &CompositePropagator) -> Vec<String> {
         let sc = SpanContext::new(
@@ -314,11 +323,9 @@ mod tests {
     }
 
     #[test]
-    fn propagators_default_to_tracecontext_and_baggage() {
-        assert_eq!(
-            propagators_with(&vars(&[])).fields(),
-            ["traceparent", "tracestate", "baggage"]
-        );
+    fn unset_propagators_leave_the_layers_defaults() {
+        assert!(propagators_with(&vars(&[])).is_none());
+        assert!(propagators_with(&vars(&[("OTEL_PROPAGATORS", " ")])).is_none());
     }
 
     #[test]
@@ -332,14 +339,14 @@ mod tests {
             ("B3, TraceContext", &["b3", "traceparent"]),
             ("none", &[]),
         ] {
-            let p = propagators_with(&vars(&[("OTEL_PROPAGATORS", value)]));
+            let p = propagators_with(&vars(&[("OTEL_PROPAGATORS", value)])).unwrap();
             assert_eq!(injected(&p), headers, "{value:?}");
         }
     }
 
     #[test]
     fn baggage_propagator_name_adds_the_baggage_field() {
-        let p = propagators_with(&vars(&[("OTEL_PROPAGATORS", "baggage")]));
+        let p = propagators_with(&vars(&[("OTEL_PROPAGATORS", "baggage")])).unwrap();
         assert_eq!(p.fields(), ["baggage"]);
     }
 
@@ -347,13 +354,13 @@ mod tests {
     fn unknown_propagators_are_skipped_and_none_wins() {
         let p = propagators_with(&vars(&[("OTEL_PROPAGATORS", "jaeger,b3multi,xray")]));
         assert_eq!(
-            injected(&p),
+            injected(&p.unwrap()),
             ["x-b3-sampled", "x-b3-spanid", "x-b3-traceid"]
         );
         let p = propagators_with(&vars(&[("OTEL_PROPAGATORS", "jaeger,xray")]));
-        assert_eq!(p.fields(), ["traceparent", "tracestate", "baggage"]);
+        assert!(p.is_none());
         let p = propagators_with(&vars(&[("OTEL_PROPAGATORS", "tracecontext,none")]));
-        assert!(p.fields().is_empty());
+        assert!(p.unwrap().fields().is_empty());
     }
 
     #[test]

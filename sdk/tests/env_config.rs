@@ -3,7 +3,6 @@
 //! never a panic) and the rule that values set in code win, before or after
 //! `from_env`. The variables come from a map, never the process environment.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use tracewire::export::{BatchConfig, InMemoryExporter};
@@ -12,13 +11,7 @@ use tracewire::{
     KeyValue, SpanContext, SpanId, TraceFlags, TraceId, TraceState, TracerProvider, Value,
 };
 
-fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let map: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    move |name| map.get(name).cloned()
-}
+use tracewire::env::lookup_in as env;
 
 fn from_env(vars: &[(&str, &str)]) -> TracerProviderBuilder {
     TracerProvider::builder().from_env_with(env(vars))

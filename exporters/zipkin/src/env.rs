@@ -61,14 +61,7 @@ mod tests {
 
     use super::*;
 
-    fn env(vars: &[(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        let vars = vars.to_vec();
-        move |name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
-    }
+    use tracewire::env::lookup_in as env;
 
     #[test]
     fn without_variables_the_defaults_hold() {

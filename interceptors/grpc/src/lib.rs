@@ -161,6 +161,13 @@ impl GrpcClientLayer {
             inner: ClientTraceLayer::for_protocol(tracer, Protocol::Grpc),
         }
     }
+    /// Injects with `propagator` instead (every format it holds is written), e.g.
+    /// the one `OTEL_PROPAGATORS` names ([`tracewire::env::propagators`]).
+    pub fn with_propagator(self, propagator: impl Propagator + 'static) -> Self {
+        GrpcClientLayer {
+            inner: self.inner.with_propagator(propagator),
+        }
+    }
 }
 
 impl<S> Layer<S> for GrpcClientLayer {
