@@ -12,12 +12,28 @@
 //! | `--stackdriver-project P --stackdriver-endpoint URL` | a Cloud Trace stand-in at `URL` (emulator, test server), no credentials |
 //!
 //! Both `--flag VALUE` and `--flag=VALUE` are accepted.
+//!
+//! The OpenTelemetry variables configure the examples too (see the README's
+//! configuration table): [`install_pipeline`] reads them with
+//! [`TracerProviderBuilder::from_env`]. Where a flag and a variable say the same
+//! thing, the flag wins: exporter flags replace `OTEL_TRACES_EXPORTER`, and
+//! `--zipkin URL` replaces `OTEL_EXPORTER_ZIPKIN_ENDPOINT`. Without either, each
+//! example keeps its own default (JSON lines on standard output, or no export).
+//!
+//! | `OTEL_TRACES_EXPORTER` | spans go to |
+//! |---|---|
+//! | `zipkin` | Zipkin, at `OTEL_EXPORTER_ZIPKIN_ENDPOINT` (default `http://localhost:9411/api/v2/spans`) |
+//! | `console` | JSON lines on standard output |
+//! | `none` | nowhere |
+//! | `otlp` | not available: there is no tracewire OTLP exporter yet; reported on standard error and skipped |
 
 #![warn(missing_docs, missing_debug_implementations)]
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 
+use tracewire::env::TracesExporter;
+use tracewire::export::JsonLinesExporter;
 use tracewire::trace::{Str, TracerProviderBuilder};
 use tracewire::TracerProvider;
 
@@ -99,13 +115,46 @@ impl PipelineFlags {
     /// `--stackdriver-project`.
     pub fn add_exporters(
         &self,
+        builder: TracerProviderBuilder,
+    ) -> Result<TracerProviderBuilder, String> {
+        self.add_flag_exporters(builder, &tracewire::env::system, &mut Vec::new())
+    }
+
+    /// Adds the exporters the flags name or, without exporter flags, those
+    /// `OTEL_TRACES_EXPORTER` (read with `lookup`) names. The second value
+    /// describes each exporter added (`None` if neither the flags nor the
+    /// variable chose: the caller then adds its default exporter).
+    pub fn add_exporters_or_env(
+        &self,
+        builder: TracerProviderBuilder,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(TracerProviderBuilder, Option<Vec<String>>), String> {
+        let mut added = Vec::new();
+        let builder = if self.exporter_count() > 0 {
+            self.add_flag_exporters(builder, lookup, &mut added)?
+        } else {
+            match tracewire::env::traces_exporters_with(lookup) {
+                Some(exporters) => add_env_exporters(builder, &exporters, lookup, &mut added)?,
+                None => return Ok((builder, None)),
+            }
+        };
+        Ok((builder, Some(added)))
+    }
+
+    fn add_flag_exporters(
+        &self,
         mut builder: TracerProviderBuilder,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        added: &mut Vec<String>,
     ) -> Result<TracerProviderBuilder, String> {
         if let Some(url) = &self.zipkin {
+            // The flag's URL wins; OTEL_EXPORTER_ZIPKIN_TIMEOUT still applies.
             let exporter = tracewire_zipkin::ZipkinExporter::builder()
+                .from_env_with(lookup)
                 .endpoint(url.clone())
                 .build()
                 .map_err(|e| format!("--zipkin: {e}"))?;
+            added.push(format!("{exporter:?}"));
             builder = builder.with_batch_exporter(exporter);
         }
         match (&self.stackdriver_project, &self.stackdriver_endpoint) {
@@ -119,6 +168,7 @@ impl PipelineFlags {
                 let exporter = exporter
                     .build()
                     .map_err(|e| format!("--stackdriver-project: {e}"))?;
+                added.push(format!("{exporter:?}"));
                 builder = builder.with_batch_exporter(exporter);
             }
             (None, Some(_)) => {
@@ -196,21 +246,81 @@ impl Flags {
     }
 }
 
-/// Builds a provider for `service_name` with a batch exporter chosen by `flags`
-/// (Zipkin with `--zipkin`, Cloud Trace with `--stackdriver-project`, both if
-/// both are given, and JSON lines on standard output if neither is), and installs
-/// it as the global provider with [`tracewire::global::set_tracer_provider`].
-/// Binaries call [`tracewire::global::shutdown_tracer_provider`] before exiting to
-/// export what is still queued.
+/// Adds the exporters `OTEL_TRACES_EXPORTER` named, in its order, describing
+/// each in `added`.
+fn add_env_exporters(
+    mut builder: TracerProviderBuilder,
+    exporters: &[TracesExporter],
+    lookup: &dyn Fn(&str) -> Option<String>,
+    added: &mut Vec<String>,
+) -> Result<TracerProviderBuilder, String> {
+    for exporter in exporters {
+        builder = match exporter {
+            TracesExporter::Zipkin => {
+                let zipkin = tracewire_zipkin::ZipkinExporter::builder()
+                    .from_env_with(lookup)
+                    .build()
+                    .map_err(|e| format!("OTEL_TRACES_EXPORTER=zipkin: {e}"))?;
+                added.push(format!("{zipkin:?}"));
+                builder.with_batch_exporter(zipkin)
+            }
+            TracesExporter::Console => {
+                let console = JsonLinesExporter::stdout();
+                added.push(format!("{console:?} on standard output"));
+                builder.with_batch_exporter(console)
+            }
+            TracesExporter::Otlp => {
+                eprintln!(
+                    "tracewire: OTEL_TRACES_EXPORTER=otlp is not available in this build \
+                     (there is no tracewire OTLP exporter yet): spans are not sent over OTLP"
+                );
+                builder
+            }
+            other => {
+                eprintln!("tracewire: OTEL_TRACES_EXPORTER: {other:?} is not available here");
+                builder
+            }
+        };
+    }
+    Ok(builder)
+}
+
+/// The provider [`install_pipeline`] installs, reading the variables with
+/// `lookup`: the OpenTelemetry SDK variables
+/// ([`TracerProviderBuilder::from_env_with`]), `service_name` unless
+/// `OTEL_SERVICE_NAME` (or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`) names
+/// the service, and the exporters the flags choose or, without exporter flags,
+/// `OTEL_TRACES_EXPORTER`; without either, JSON lines on standard output. The
+/// second value describes each exporter added.
+pub fn pipeline_with(
+    service_name: impl Into<Str>,
+    flags: &PipelineFlags,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(TracerProviderBuilder, Vec<String>), String> {
+    let builder = TracerProvider::builder()
+        .with_fallback_service_name(service_name)
+        .from_env_with(lookup);
+    Ok(match flags.add_exporters_or_env(builder, lookup)? {
+        (builder, Some(added)) => (builder, added),
+        (builder, None) => {
+            let console = JsonLinesExporter::stdout();
+            let added = vec![format!("{console:?} on standard output")];
+            (builder.with_batch_exporter(console), added)
+        }
+    })
+}
+
+/// Builds a provider configured by the environment and `flags` (see
+/// [`pipeline_with`]; `service_name` is the name used unless `OTEL_SERVICE_NAME`
+/// gives one), and installs it as the global provider with
+/// [`tracewire::global::set_tracer_provider`]. Binaries call
+/// [`tracewire::global::shutdown_tracer_provider`] before exiting to export what
+/// is still queued.
 pub fn install_pipeline(
     service_name: impl Into<Str>,
     flags: &PipelineFlags,
 ) -> Result<TracerProvider, String> {
-    let mut builder = TracerProvider::builder().with_service_name(service_name);
-    builder = flags.add_exporters(builder)?;
-    if flags.exporter_count() == 0 {
-        builder = builder.with_batch_exporter(tracewire::export::JsonLinesExporter::stdout());
-    }
+    let (builder, _) = pipeline_with(service_name, flags, &tracewire::env::system)?;
     let provider = builder.build();
     tracewire::global::set_tracer_provider(provider.clone());
     Ok(provider)
@@ -279,6 +389,79 @@ mod tests {
         })
         .unwrap();
         assert_eq!((flags.addr.as_str(), name.as_deref()), ("x", Some("bob")));
+    }
+
+    use tracewire::env::lookup_in as env;
+
+    /// What `pipeline_with` builds for service "example": the provider's debug
+    /// form (with its service name) and the exporters added, one a line.
+    fn pipeline(flags: &str, vars: &[(&'static str, &'static str)]) -> String {
+        let flags = Flags::parse(args(flags), "a").unwrap().pipeline;
+        let (builder, added) = pipeline_with("example", &flags, &env(vars)).unwrap();
+        let provider = builder.build();
+        let debug = format!("{provider:?}\n{}", added.join("\n"));
+        provider
+            .shutdown(std::time::Duration::from_secs(1))
+            .unwrap();
+        debug
+    }
+
+    #[test]
+    fn the_service_name_comes_from_the_environment_before_the_example_name() {
+        assert!(pipeline("", &[]).contains(r#"service_name: "example""#));
+        let named = pipeline("", &[("OTEL_SERVICE_NAME", "from-env")]);
+        assert!(named.contains(r#"service_name: "from-env""#), "{named}");
+    }
+
+    #[test]
+    fn otel_traces_exporter_chooses_the_exporters_without_exporter_flags() {
+        let zipkin = [
+            ("OTEL_TRACES_EXPORTER", "zipkin"),
+            ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", "http://127.0.0.1:1/env"),
+        ];
+        let p = pipeline("", &zipkin);
+        assert!(
+            p.contains("127.0.0.1:1/env") && !p.contains("JsonLines"),
+            "{p}"
+        );
+        let p = pipeline("", &[("OTEL_TRACES_EXPORTER", "console,zipkin")]);
+        assert!(
+            p.contains("JsonLines") && p.contains("localhost:9411"),
+            "{p}"
+        );
+        assert!(!pipeline("", &[("OTEL_TRACES_EXPORTER", "none")]).contains("Exporter"));
+        // otlp is reported as unavailable and skipped, not replaced by another.
+        assert!(!pipeline("", &[("OTEL_TRACES_EXPORTER", "otlp")]).contains("Exporter"));
+        // Unset or unknown: the example's default, JSON lines.
+        assert!(pipeline("", &[]).contains("JsonLines"));
+        assert!(pipeline("", &[("OTEL_TRACES_EXPORTER", "jaeger")]).contains("JsonLines"));
+    }
+
+    #[test]
+    fn exporter_flags_win_over_otel_traces_exporter_and_the_zipkin_endpoint() {
+        let p = pipeline(
+            "--zipkin http://127.0.0.1:2/flag",
+            &[
+                ("OTEL_TRACES_EXPORTER", "console"),
+                ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", "http://127.0.0.1:1/env"),
+            ],
+        );
+        assert!(p.contains("127.0.0.1:2/flag"), "{p}");
+        assert!(!p.contains("/env") && !p.contains("JsonLines"), "{p}");
+    }
+
+    #[test]
+    fn an_invalid_zipkin_endpoint_from_the_environment_is_an_error() {
+        let flags = PipelineFlags::default();
+        let vars = env(&[
+            ("OTEL_TRACES_EXPORTER", "zipkin"),
+            (
+                "OTEL_EXPORTER_ZIPKIN_ENDPOINT",
+                "https://zipkin/api/v2/spans",
+            ),
+        ]);
+        let err = pipeline_with("example", &flags, &vars).unwrap_err();
+        assert!(err.contains("OTEL_TRACES_EXPORTER=zipkin"), "{err}");
     }
 
     #[test]

@@ -48,8 +48,15 @@ pub struct Proc {
 impl Proc {
     /// Starts example `name` with `args`; stdout is captured, stderr inherited.
     pub fn start(name: &str, args: &[&str]) -> Proc {
+        Proc::start_with_env(name, args, &[])
+    }
+
+    /// Like [`start`](Proc::start), with the variables `env` set for the child
+    /// (besides the inherited environment).
+    pub fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(example_bin(name))
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

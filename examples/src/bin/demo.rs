@@ -339,11 +339,19 @@ fn provider(
 ) -> Result<TracerProvider, String> {
     let file = flags.out.join(format!("{service}.spans.jsonl"));
     let json = JsonLinesExporter::file(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    // The demo's two services keep their names (code wins over
+    // OTEL_SERVICE_NAME); the other OTEL_* variables apply. Its own JSON file and
+    // in-memory exporters always run; exporter flags, else OTEL_TRACES_EXPORTER,
+    // add more.
     let builder = TracerProvider::builder()
         .with_service_name(service)
+        .from_env()
         .with_batch_exporter(json)
         .with_batch_exporter(memory.clone());
-    flags.pipeline.add_exporters(builder).map(|b| b.build())
+    let (builder, _) = flags
+        .pipeline
+        .add_exporters_or_env(builder, &tracewire::env::system)?;
+    Ok(builder.build())
 }
 
 fn main() {

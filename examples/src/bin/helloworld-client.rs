@@ -17,8 +17,11 @@
 //! ```
 //!
 //! Exporter flags as for the server: `--zipkin URL`, or `--stackdriver-project P`
-//! [`--stackdriver-endpoint URL`]; without either, spans are printed to standard
-//! output as JSON lines. The reply goes to standard error. The client waits for
+//! [`--stackdriver-endpoint URL`]; without either, the exporters
+//! `OTEL_TRACES_EXPORTER` names, else JSON lines on standard output. The
+//! `OTEL_*` variables configure the rest (`OTEL_SERVICE_NAME` replaces the
+//! service name `helloworld-client`; `OTEL_PROPAGATORS` chooses what the client
+//! sends); flags win over them. The reply goes to standard error. The client waits for
 //! its spans to be exported (at most 5 s) before it exits: with status 0 if the
 //! call succeeded, 1 if it failed.
 
@@ -94,9 +97,14 @@ async fn say_hello(addr: &str, name: String) -> Result<String, String> {
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10));
     let tracer = tracewire::global::tracer("helloworld-client");
-    // Every call through this channel gets a client span and carries its context.
+    // Every call through this channel gets a client span and carries its context,
+    // in the formats OTEL_PROPAGATORS names (default: W3C, grpc-trace-bin, baggage).
+    let mut layer = GrpcClientLayer::new(tracer.clone());
+    if let Some(propagator) = tracewire::env::propagators() {
+        layer = layer.with_propagator(propagator);
+    }
     let channel = ServiceBuilder::new()
-        .layer(GrpcClientLayer::new(tracer.clone()))
+        .layer(layer)
         .service(endpoint.connect_lazy());
     let mut client = GreeterClient::new(channel);
 

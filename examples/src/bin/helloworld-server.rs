@@ -12,7 +12,10 @@
 //! Exporter flags: `--zipkin http://HOST:9411/api/v2/spans`, or
 //! `--stackdriver-project P` (Google Cloud Trace with Application Default
 //! Credentials; add `--stackdriver-endpoint URL` for an emulator, without
-//! credentials). Without either, spans are printed to standard output as JSON lines.
+//! credentials). Without either, the exporters `OTEL_TRACES_EXPORTER` names, else
+//! JSON lines on standard output. The `OTEL_*` variables configure the rest
+//! (`OTEL_SERVICE_NAME` replaces the service name `helloworld-server`); flags win
+//! over them.
 //!
 //! It prints `listening on http://ADDR` as its first line of standard output once
 //! bound (`--addr 127.0.0.1:0` picks a free port); logs go to standard error. On

@@ -70,10 +70,16 @@ fn main() {
         .build()
         .expect("cannot start the tokio runtime");
     // A binary installs the pipeline; the layer takes its tracer from it.
-    // Spans go where the exporter flags say, or nowhere.
-    let builder = tracewire::TracerProvider::builder().with_service_name("http-labels");
-    match flags.pipeline.add_exporters(builder) {
-        Ok(builder) => {
+    // Spans go where the exporter flags say, else where OTEL_TRACES_EXPORTER
+    // says, or nowhere; the OTEL_* variables configure the rest (code wins).
+    let builder = tracewire::TracerProvider::builder()
+        .with_fallback_service_name("http-labels")
+        .from_env();
+    match flags
+        .pipeline
+        .add_exporters_or_env(builder, &tracewire::env::system)
+    {
+        Ok((builder, _)) => {
             tracewire::global::set_tracer_provider(builder.build());
         }
         Err(e) => {

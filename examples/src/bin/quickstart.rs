@@ -14,13 +14,25 @@ use tracewire::{Context, FutureExt, KeyValue, SpanKind, Status, TracerProvider};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    // A binary installs its pipeline; libraries only take a Tracer.
+    // A binary installs its pipeline; libraries only take a Tracer. The OTEL_*
+    // variables configure it (OTEL_SERVICE_NAME, the sampler, OTEL_BSP_*, and
+    // OTEL_TRACES_EXPORTER instead of the JSON lines below).
     let memory = InMemoryExporter::new();
-    let provider = TracerProvider::builder()
-        .with_service_name("quickstart")
-        .with_batch_exporter(JsonLinesExporter::stdout())
-        .with_batch_exporter(memory.clone())
-        .build();
+    let builder = TracerProvider::builder()
+        .with_fallback_service_name("quickstart")
+        .from_env()
+        .with_batch_exporter(memory.clone());
+    let builder = match examples::PipelineFlags::default()
+        .add_exporters_or_env(builder, &tracewire::env::system)
+    {
+        Ok((builder, Some(_))) => builder,
+        Ok((builder, None)) => builder.with_batch_exporter(JsonLinesExporter::stdout()),
+        Err(e) => {
+            eprintln!("quickstart: {e}");
+            std::process::exit(2);
+        }
+    };
+    let provider = builder.build();
     let tracer = provider.tracer("quickstart");
 
     println!("# exported spans (JSON lines):");
