@@ -173,13 +173,19 @@ fn failed_exports_are_counted_as_failures_and_drops() {
     for _ in 0..5 {
         t.start("s").end();
     }
+    // The failed export may have been the export thread's own (it wakes when a
+    // thread's first span arrives): the flush still reports it.
     assert!(p.force_flush(Duration::from_secs(5)).is_err());
     for _ in 0..3 {
         t.start("s").end();
     }
     p.force_flush(Duration::from_secs(5)).unwrap();
     let s = p.stats();
-    assert_eq!((s.exported, s.dropped, s.export_failures), (3, 5, 1));
+    // Which of the first five spans the failed export held depends on when the
+    // export thread woke; every span is exported or counted as dropped either way.
+    assert_eq!(s.export_failures, 1);
+    assert!(s.dropped >= 1 && s.exported >= 3, "{s:?}");
+    assert_eq!(s.exported + s.dropped, 8, "{s:?}");
 }
 
 #[test]

@@ -425,6 +425,10 @@ async fn export_loop<E: SpanExporter>(shared: Arc<Shared>, exporter: E) {
         origin: Vec::new(),
         log: FailureLog::new(Duration::from_secs(10)),
     };
+    // A failed export no flush has reported yet: the next flush answers with it,
+    // so `force_flush` says whether what ended before it was delivered, also when
+    // the export thread had already sent (and lost) those spans on its own.
+    let mut unreported: Option<String> = None;
     loop {
         let delay = st.shared.config.scheduled_delay;
         let _ = tokio::time::timeout(delay, st.shared.wake.notified()).await;
@@ -441,11 +445,17 @@ async fn export_loop<E: SpanExporter>(shared: Arc<Shared>, exporter: E) {
         }
         let deadline = shutdown.as_ref().map(|(d, _)| *d);
         let result = st.drain(deadline).await;
-        for reply in flushes {
-            reply.send(match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(ExportError::new(e)),
-            });
+        if let Err(e) = &result {
+            unreported = Some(e.to_string());
+        }
+        if !flushes.is_empty() {
+            let failure = unreported.take();
+            for reply in flushes {
+                reply.send(match &failure {
+                    None => Ok(()),
+                    Some(e) => Err(ExportError::new(e)),
+                });
+            }
         }
         if let Some((deadline, reply)) = shutdown {
             // Spans queued by threads that registered while we drained.

@@ -50,7 +50,9 @@ pub trait SpanExporter: Send + 'static {
 pub trait SpanProcessor: Send + Sync + fmt::Debug {
     /// Called on the thread that ended a sampled span. Must not block.
     fn on_end(&self, span: SpanData);
-    /// Exports every span ended before the call; waits at most `timeout`.
+    /// Exports every span ended before the call; waits at most `timeout`. An error
+    /// when an export since the previous flush failed (spans were lost), also one
+    /// the processor made on its own before this call.
     fn force_flush(&self, timeout: Duration) -> Result<(), ExportError>;
     /// Like `force_flush`, as a future (used by `Span::end_and_flush`).
     fn flush(&self) -> FlushHandle;

@@ -189,7 +189,8 @@ impl TracerProvider {
         self.owner.inner.enabled.load(Ordering::Relaxed)
     }
 
-    /// Exports every span ended before this call, waiting at most `timeout`.
+    /// Exports every span ended before this call, waiting at most `timeout`. An
+    /// error when an export since the previous flush failed: spans were lost.
     pub fn force_flush(&self, timeout: Duration) -> Result<(), ExportError> {
         let mut result = Ok(());
         for p in self.owner.inner.processors.iter() {
