@@ -316,6 +316,11 @@ struct ThreadInfo {
     pthread: libc::pthread_t,
     stack_lo: usize,
     stack_hi: usize,
+    /// The outermost frame record the thread's frame-pointer chain reached when it
+    /// registered, when that chain does not end at a zero frame pointer (0: it
+    /// does). The main thread's chain ends in libc's start code, built without
+    /// frame pointers: a walk that reaches this frame is whole all the same.
+    root_fp: usize,
 }
 
 /// A POSIX timer id (a kernel handle; safe to move between threads).
@@ -500,11 +505,16 @@ pub(crate) fn register_current() -> Result<(), OsError> {
         if rc != 0 {
             return Err(os_error("pthread_attr_getstack"));
         }
+        let (lo, hi) = (addr as usize, addr as usize + size);
+        let mut uc: libc::ucontext_t = std::mem::zeroed();
+        libc::getcontext(&mut uc);
+        let (_, fp, sp) = registers((&uc as *const libc::ucontext_t).cast());
         ThreadInfo {
             tid: AtomicI32::new(libc::gettid()),
             pthread,
-            stack_lo: addr as usize,
-            stack_hi: addr as usize + size,
+            stack_lo: lo,
+            stack_hi: hi,
+            root_fp: outermost_frame(fp, lo.max(sp), hi),
         }
     };
     let info = Arc::new(info);
@@ -529,6 +539,34 @@ pub(crate) fn register_current() -> Result<(), OsError> {
     reset_fallback_credit();
     let _ = REGISTRATION.try_with(|r| *r.borrow_mut() = Some(Registration));
     Ok(())
+}
+
+/// The address of the outermost frame record reachable from `fp` within
+/// `[lo, hi)`, or 0 when the chain ends at a zero frame pointer.
+///
+/// # Safety
+/// `[lo, hi)` must be the calling thread's stack and `fp` its frame pointer.
+unsafe fn outermost_frame(mut fp: usize, lo: usize, hi: usize) -> usize {
+    let mut last = 0;
+    for _ in 0..MAX_DEPTH * 64 {
+        if fp == 0 {
+            return 0;
+        }
+        if fp < lo || fp > hi - 16 || !fp.is_multiple_of(std::mem::align_of::<usize>()) {
+            return last;
+        }
+        // SAFETY: the record lies within this thread's stack, checked above.
+        let next = unsafe { *(fp as *const usize) };
+        last = fp;
+        if next == 0 {
+            return 0;
+        }
+        if next <= fp {
+            return last;
+        }
+        fp = next;
+    }
+    last
 }
 
 /// Unregisters the calling thread (deleting its timer). Idempotent.
@@ -1170,13 +1208,19 @@ unsafe fn sample(info: *const TimerInfo, uctx: *mut libc::c_void) -> bool {
             let t = &*thread;
             let lo = t.stack_lo.max(sp);
             let hi = t.stack_hi;
-            // The outermost frame's saved frame pointer is zero; stopping anywhere
-            // else (but at MAX_DEPTH) means the chain was broken.
+            // The outermost frame's saved frame pointer is zero, or the walk
+            // reached the thread's root frame; stopping anywhere else (but at
+            // MAX_DEPTH) means the chain was broken.
+            let whole = |last: usize| t.root_fp != 0 && last >= t.root_fp;
+            let mut last = 0;
             while depth < MAX_DEPTH && fp != 0 {
                 if fp < lo || fp > hi - 16 || fp % std::mem::align_of::<usize>() != 0 {
-                    flags |= TRUNCATED;
+                    if !whole(last) {
+                        flags |= TRUNCATED;
+                    }
                     break;
                 }
+                last = fp;
                 // The frame record [saved fp, return address] lies within the
                 // thread's stack, checked just above: reading it cannot fault.
                 let next = *(fp as *const usize);
@@ -1187,7 +1231,9 @@ unsafe fn sample(info: *const TimerInfo, uctx: *mut libc::c_void) -> bool {
                 *pcs.add(depth) = ret;
                 depth += 1;
                 if next != 0 && next <= fp {
-                    flags |= TRUNCATED;
+                    if !whole(fp) {
+                        flags |= TRUNCATED;
+                    }
                     break;
                 }
                 fp = next;

@@ -1,0 +1,33 @@
+//! The main thread's frame-pointer chain ends in libc's start code, which is built
+//! without frame pointers; its stacks are whole all the same and must not be
+//! counted as truncated. A test without the harness, so it runs on the process's
+//! real main thread (libtest runs tests on threads of its own).
+
+#[cfg(target_os = "linux")]
+#[path = "support/mod.rs"]
+mod support;
+
+#[cfg(target_os = "linux")]
+fn main() {
+    use std::time::Duration;
+    use tracewire::profile::{self, Profiler};
+
+    profile::register_current_thread().unwrap();
+    let p = Profiler::builder().frequency(250).start().unwrap();
+    support::burn_cpu(Duration::from_millis(400));
+    let stats = p.stop().unwrap().stats();
+    let ok = stats.walked_samples >= 50 && stats.truncated_samples * 20 <= stats.walked_samples;
+    println!(
+        "main thread: {} of {} samples counted as truncated",
+        stats.truncated_samples, stats.walked_samples
+    );
+    if ok {
+        println!("test main_thread_stacks_are_whole ... ok\n1 passed; 0 failed");
+    } else {
+        println!("test main_thread_stacks_are_whole ... FAILED\n0 passed; 1 failed");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {}
