@@ -3,6 +3,10 @@
 //! flame graph's label focus, custom profiles, and bad requests.
 #![cfg(target_os = "linux")]
 
+mod support;
+
+use support::serve;
+
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,8 +18,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
+use hyper_util::rt::TokioExecutor;
 use tracewire::labels::{self, LabelSet};
 use tracewire::profile::{self, pprof, CustomProfile};
 use tracewire_http::debug::PprofService;
@@ -35,23 +38,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .on_thread_stop(profile::unregister_current_thread)
         .build()
         .unwrap()
-}
-
-/// Serves `service` over HTTP/1 on `127.0.0.1:0` until the runtime shuts down.
-async fn serve(service: PprofService) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let service = TowerToHyperService::new(service.clone());
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
 }
 
 struct Reply {

@@ -14,6 +14,8 @@
 //! In its own test binary: the live-set counter is process-wide.
 #![cfg(target_os = "linux")]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,8 +25,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
+use hyper_util::rt::TokioExecutor;
 use tracewire::labels::{self, LabelSet};
 use tracewire::profile::{self, pprof, Profiler};
 use tracewire::{Context, TracerProvider};
@@ -37,52 +38,23 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn serve(service: PprofService) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let service = TowerToHyperService::new(service.clone());
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 /// The application under load: a traced handler doing a little CPU work under its
 /// route's `http-path` label.
 async fn serve_app(provider: &TracerProvider) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let layer = TraceLayer::new(provider.tracer("app"));
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let service =
-                tower::ServiceBuilder::new()
-                    .layer(layer.clone())
-                    .service(tower::service_fn(
-                        |_req: Request<hyper::body::Incoming>| async {
-                            let mut x = 0u64;
-                            for k in 0..50_000u64 {
-                                x = std::hint::black_box(x.wrapping_mul(31) ^ k);
-                            }
-                            Ok::<_, std::convert::Infallible>(http::Response::new(
-                                http_body_util::Full::new(Bytes::from(format!("{x}"))),
-                            ))
-                        },
-                    ));
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                    .await;
-            });
-        }
-    });
-    addr
+    let app = tower::ServiceBuilder::new()
+        .layer(TraceLayer::new(provider.tracer("app")))
+        .service(tower::service_fn(
+            |_req: Request<hyper::body::Incoming>| async {
+                let mut x = 0u64;
+                for k in 0..50_000u64 {
+                    x = std::hint::black_box(x.wrapping_mul(31) ^ k);
+                }
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    Bytes::from(format!("{x}")),
+                )))
+            },
+        ));
+    support::serve(app).await
 }
 
 async fn get(addr: SocketAddr, path: &str) -> (StatusCode, Bytes) {
@@ -196,7 +168,7 @@ fn stress(run_for: Duration) -> Outcome {
         .on_thread_stop(profile::unregister_current_thread)
         .build()
         .unwrap();
-    let addr = rt.block_on(serve(PprofService::new().max_seconds(2)));
+    let addr = rt.block_on(support::serve(PprofService::new().max_seconds(2)));
     let provider = TracerProvider::builder().build();
     let app = rt.block_on(serve_app(&provider));
     // The layer interns its routes' label sets for the life of the process: one
