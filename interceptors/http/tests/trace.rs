@@ -1,5 +1,7 @@
 //! The HTTP layers on real hyper servers and clients on loopback.
 
+mod support;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,9 +17,9 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::io::AsyncWriteExt;
-use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+use tower::{service_fn, ServiceBuilder, ServiceExt};
 use tracewire::export::InMemoryExporter;
 use tracewire::propagation::{
     baggage, B3Encoding, B3Propagator, CloudTraceContextPropagator, CompositePropagator,
@@ -26,6 +28,8 @@ use tracewire::propagation::{
 use tracewire::trace::SpanData;
 use tracewire::{labels, SpanKind, Status, TracerProvider, Value};
 use tracewire_http::trace::{ClientTraceLayer, TraceLayer};
+
+use support::serve_app;
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -57,35 +61,6 @@ async fn handler(req: Request<Incoming>) -> Result<Response<BoxBody>, Infallible
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Serves HTTP/1 on 127.0.0.1:0 with the service `app` makes for each connection
-/// (given the peer's address).
-async fn serve_app<S, B>(app: impl Fn(SocketAddr) -> S + Send + 'static) -> SocketAddr
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                return;
-            };
-            let svc = hyper_util::service::TowerToHyperService::new(app(peer));
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
 
 /// `handler` (a closure) behind `layer`.
 async fn serve_handler<H, F, B>(layer: TraceLayer, handler: H) -> SocketAddr

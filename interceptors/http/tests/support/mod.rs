@@ -10,8 +10,9 @@ use hyper_util::service::TowerToHyperService;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Serves `service` over HTTP/1 on `127.0.0.1:0` until the runtime shuts down.
-pub async fn serve<S, B>(service: S) -> SocketAddr
+/// Serves HTTP/1 on `127.0.0.1:0`, until the runtime shuts down, with the service
+/// `app` makes for each connection (given the peer's address).
+pub async fn serve_app<S, B>(app: impl Fn(SocketAddr) -> S + Send + 'static) -> SocketAddr
 where
     S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -23,8 +24,8 @@ where
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let service = TowerToHyperService::new(service.clone());
+        while let Ok((stream, peer)) = listener.accept().await {
+            let service = TowerToHyperService::new(app(peer));
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -33,4 +34,17 @@ where
         }
     });
     addr
+}
+
+/// Serves `service` over HTTP/1 on `127.0.0.1:0` until the runtime shuts down.
+pub async fn serve<S, B>(service: S) -> SocketAddr
+where
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    serve_app(move |_| service.clone()).await
 }
