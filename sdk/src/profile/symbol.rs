@@ -243,39 +243,18 @@ fn demangle(name: &str) -> String {
 /// arguments dropped.
 pub fn short_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
-    // Depth of generic-argument brackets being dropped, and of qualified-self
-    // brackets being kept.
+    // Depth of the generic-argument brackets being dropped.
     let mut dropping = 0usize;
-    let mut kept: Vec<usize> = Vec::new();
-    let bytes = name.as_bytes();
-    for (i, c) in name.char_indices() {
+    for c in name.chars() {
         match c {
             '<' if dropping > 0 => dropping += 1,
-            '<' => {
-                // `<` at the start of a path segment opens a qualified self;
-                // after an identifier it opens generic arguments.
-                let prev = out.chars().last();
-                let opens_self =
-                    matches!(prev, None | Some(':') | Some('<') | Some(' ') | Some('&'));
-                if opens_self {
-                    kept.push(dropping);
-                    out.push('<');
-                } else {
-                    dropping = 1;
-                }
+            // `<` at the start of a path segment opens a qualified self (kept);
+            // after an identifier it opens generic arguments (dropped).
+            '<' if matches!(out.chars().last(), None | Some(':' | '<' | ' ' | '&')) => {
+                out.push('<');
             }
-            '>' if dropping > 0 => {
-                dropping -= 1;
-            }
-            '>' => {
-                // Ignore `->` in fn pointer types.
-                if i > 0 && bytes[i - 1] == b'-' {
-                    out.push('>');
-                } else {
-                    kept.pop();
-                    out.push('>');
-                }
-            }
+            '<' => dropping = 1,
+            '>' if dropping > 0 => dropping -= 1,
             _ if dropping > 0 => {}
             _ => out.push(c),
         }
