@@ -253,18 +253,13 @@ pub(crate) struct Builder {
     mappings: Vec<MapEntry>,
 }
 
-/// A mapping of the profile and what symbolization found for its locations.
+/// The address range of a mapping of the profile.
 #[derive(Debug)]
 struct MapEntry {
     start: u64,
     end: u64,
     /// Index in `profile.mapping`.
     index: usize,
-    named: usize,
-    unnamed: usize,
-    with_lines: usize,
-    without_lines: usize,
-    inline_frames: bool,
 }
 
 impl Builder {
@@ -316,11 +311,6 @@ impl Builder {
                 start: start as u64,
                 end: m.end as u64,
                 index: b.profile.mapping.len() - 1,
-                named: 0,
-                unnamed: 0,
-                with_lines: 0,
-                without_lines: 0,
-                inline_frames: false,
             });
         }
         b
@@ -375,29 +365,18 @@ impl Builder {
             addr
         });
         let a = addr as u64;
-        if let Some(m) = self.mappings.iter_mut().find(|m| a >= m.start && a < m.end) {
+        if let Some(m) = self.mappings.iter().find(|m| a >= m.start && a < m.end) {
             let mapping = &mut self.profile.mapping[m.index];
-            if resolved.named {
-                m.named += 1;
-            } else {
-                m.unnamed += 1;
-            }
-            if resolved.lines {
-                m.with_lines += 1;
-            } else {
-                m.without_lines += 1;
-            }
-            m.inline_frames |= resolved.frames.len() > 1;
             // Set when tracewire symbolized this mapping (its symbol table or
             // DWARF named something), so `go tool pprof` does not redo it. An
             // object with no symbols at all (stripped) leaves them false, and
             // go tool pprof symbolizes it from a binary it is given. The few
             // addresses no symbol covers (PLT stubs) do not clear them: that
             // would make go tool pprof re-read a whole debug binary in vain.
-            mapping.has_functions = m.named > 0;
-            mapping.has_filenames = m.with_lines > 0;
-            mapping.has_line_numbers = m.with_lines > 0;
-            mapping.has_inline_frames = m.inline_frames && m.with_lines > 0;
+            mapping.has_functions |= resolved.named;
+            mapping.has_filenames |= resolved.lines;
+            mapping.has_line_numbers |= resolved.lines;
+            mapping.has_inline_frames |= resolved.lines && resolved.frames.len() > 1;
         }
         self.location_with(addr, is_return, &resolved.frames)
     }
