@@ -25,15 +25,16 @@
 //! | `zipkin` | Zipkin, at `OTEL_EXPORTER_ZIPKIN_ENDPOINT` (default `http://localhost:9411/api/v2/spans`) |
 //! | `console` | JSON lines on standard output |
 //! | `none` | nowhere |
-//! | `otlp` | not available: there is no tracewire OTLP exporter yet; reported on standard error and skipped |
+//! | `otlp` | OTLP ([`tracewire_otlp`]), configured by `OTEL_EXPORTER_OTLP_*` and `OTEL_EXPORTER_OTLP_TRACES_*` (default OTLP/HTTP to `http://localhost:4318/v1/traces`) |
 
 #![warn(missing_docs, missing_debug_implementations)]
 #![forbid(unsafe_code)]
 
+use std::fmt;
 use std::net::SocketAddr;
 
 use tracewire::env::TracesExporter;
-use tracewire::export::JsonLinesExporter;
+use tracewire::export::{JsonLinesExporter, SpanExporter};
 use tracewire::trace::{Str, TracerProviderBuilder};
 use tracewire::TracerProvider;
 
@@ -154,8 +155,7 @@ impl PipelineFlags {
                 .endpoint(url.clone())
                 .build()
                 .map_err(|e| format!("--zipkin: {e}"))?;
-            added.push(format!("{exporter:?}"));
-            builder = builder.with_batch_exporter(exporter);
+            builder = add_batch(builder, exporter, added);
         }
         match (&self.stackdriver_project, &self.stackdriver_endpoint) {
             (Some(project), endpoint) => {
@@ -168,8 +168,7 @@ impl PipelineFlags {
                 let exporter = exporter
                     .build()
                     .map_err(|e| format!("--stackdriver-project: {e}"))?;
-                added.push(format!("{exporter:?}"));
-                builder = builder.with_batch_exporter(exporter);
+                builder = add_batch(builder, exporter, added);
             }
             (None, Some(_)) => {
                 return Err("--stackdriver-endpoint needs --stackdriver-project".to_owned())
@@ -246,6 +245,16 @@ impl Flags {
     }
 }
 
+/// Adds `exporter` behind a batch processor, describing it in `added`.
+fn add_batch<E: SpanExporter + fmt::Debug>(
+    builder: TracerProviderBuilder,
+    exporter: E,
+    added: &mut Vec<String>,
+) -> TracerProviderBuilder {
+    added.push(format!("{exporter:?}"));
+    builder.with_batch_exporter(exporter)
+}
+
 /// Adds the exporters `OTEL_TRACES_EXPORTER` named, in its order, describing
 /// each in `added`.
 fn add_env_exporters(
@@ -261,8 +270,7 @@ fn add_env_exporters(
                     .from_env_with(lookup)
                     .build()
                     .map_err(|e| format!("OTEL_TRACES_EXPORTER=zipkin: {e}"))?;
-                added.push(format!("{zipkin:?}"));
-                builder.with_batch_exporter(zipkin)
+                add_batch(builder, zipkin, added)
             }
             TracesExporter::Console => {
                 let console = JsonLinesExporter::stdout();
@@ -270,11 +278,11 @@ fn add_env_exporters(
                 builder.with_batch_exporter(console)
             }
             TracesExporter::Otlp => {
-                eprintln!(
-                    "tracewire: OTEL_TRACES_EXPORTER=otlp is not available in this build \
-                     (there is no tracewire OTLP exporter yet): spans are not sent over OTLP"
-                );
-                builder
+                let otlp = tracewire_otlp::OtlpExporter::builder()
+                    .from_env_with(lookup)
+                    .build()
+                    .map_err(|e| format!("OTEL_TRACES_EXPORTER=otlp: {e}"))?;
+                add_batch(builder, otlp, added)
             }
             other => {
                 eprintln!("tracewire: OTEL_TRACES_EXPORTER: {other:?} is not available here");
@@ -430,8 +438,11 @@ mod tests {
             "{p}"
         );
         assert!(!pipeline("", &[("OTEL_TRACES_EXPORTER", "none")]).contains("Exporter"));
-        // otlp is reported as unavailable and skipped, not replaced by another.
-        assert!(!pipeline("", &[("OTEL_TRACES_EXPORTER", "otlp")]).contains("Exporter"));
+        let p = pipeline("", &[("OTEL_TRACES_EXPORTER", "otlp")]);
+        assert!(
+            p.contains("OtlpExporter") && p.contains("localhost:4318/v1/traces"),
+            "{p}"
+        );
         // Unset or unknown: the example's default, JSON lines.
         assert!(pipeline("", &[]).contains("JsonLines"));
         assert!(pipeline("", &[("OTEL_TRACES_EXPORTER", "jaeger")]).contains("JsonLines"));
@@ -448,6 +459,25 @@ mod tests {
         );
         assert!(p.contains("127.0.0.1:2/flag"), "{p}");
         assert!(!p.contains("/env") && !p.contains("JsonLines"), "{p}");
+    }
+
+    #[test]
+    fn otel_traces_exporter_otlp_is_configured_by_the_otlp_variables() {
+        let p = pipeline(
+            "",
+            &[
+                ("OTEL_TRACES_EXPORTER", "otlp"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1"),
+                ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=secret"),
+            ],
+        );
+        assert!(p.contains("protocol: Grpc"), "{p}");
+        assert!(p.contains(r#"endpoint: "http://127.0.0.1:1""#), "{p}");
+        assert!(p.contains("compression: Gzip"), "{p}");
+        assert!(p.contains("api-key") && !p.contains("secret"), "{p}");
+        assert!(!p.contains("JsonLines"), "{p}");
     }
 
     #[test]

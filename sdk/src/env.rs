@@ -7,7 +7,9 @@
 //!   client layers' `with_propagator`.
 //! - [`traces_exporters`]: `OTEL_TRACES_EXPORTER`, the names of the exporters to
 //!   install. This crate holds no network exporter, so it only parses the list;
-//!   binaries (or `tracewire-zipkin`'s `ZipkinExporter::from_env`) build them.
+//!   binaries build them (`tracewire-zipkin`'s `ZipkinExporter::from_env`,
+//!   `tracewire-otlp`'s `OtlpExporter::from_env`, which reads the
+//!   `OTEL_EXPORTER_OTLP_*` variables).
 //!
 //! As the OpenTelemetry specification says, an empty value counts as unset, and
 //! names (sampler, propagator, exporter, `true`) are matched case-insensitively.
@@ -205,8 +207,8 @@ pub enum TracesExporter {
     /// `zipkin`: Zipkin v2 (`tracewire-zipkin`, configured by
     /// `OTEL_EXPORTER_ZIPKIN_ENDPOINT` and `OTEL_EXPORTER_ZIPKIN_TIMEOUT`).
     Zipkin,
-    /// `otlp`: OTLP. There is no tracewire OTLP exporter yet; binaries report it
-    /// as unavailable.
+    /// `otlp`: OTLP (`tracewire-otlp`, configured by the `OTEL_EXPORTER_OTLP_*`
+    /// and `OTEL_EXPORTER_OTLP_TRACES_*` variables).
     Otlp,
     /// `console`: JSON lines on standard output
     /// ([`JsonLinesExporter::stdout`](crate::export::JsonLinesExporter::stdout)).
@@ -223,8 +225,9 @@ pub fn traces_exporters() -> Option<Vec<TracesExporter>> {
 /// `otlp`, `console`, comma-separated, or `none` (an empty list).
 ///
 /// `None` when the variable is unset, or names nothing known (reported): the
-/// caller keeps its own default. (The specification's default is `otlp`, which
-/// tracewire cannot honour yet.)
+/// caller keeps its own default. (The specification's default is `otlp`; the
+/// core depends on no exporter crate, so choosing a default is the binary's
+/// business.)
 pub fn traces_exporters_with(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Option<Vec<TracesExporter>> {
