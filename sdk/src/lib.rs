@@ -15,7 +15,7 @@
 //! - [`export`]: the non-blocking batch pipeline, the in-memory and JSON-lines
 //!   exporters, and the [`SpanExporter`](export::SpanExporter) trait the Zipkin and
 //!   Cloud Trace crates implement.
-//! - [`env`]: configuration from the OpenTelemetry `OTEL_*` variables
+//! - [`env`](mod@env): configuration from the OpenTelemetry `OTEL_*` variables
 //!   ([`TracerProviderBuilder::from_env`](trace::TracerProviderBuilder::from_env));
 //!   values set in code win.
 //!

@@ -197,7 +197,7 @@ thread_local! {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Queues ended spans without blocking and exports them in batches from a
-/// dedicated thread. See the [module docs](self) for the design.
+/// dedicated thread. See the [module docs](crate::export) for the design.
 ///
 /// Guarantees: `on_end` never blocks and never runs the exporter; a full queue
 /// drops the span and counts it; after [`shutdown`](SpanProcessor::shutdown)

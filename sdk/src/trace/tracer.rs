@@ -14,7 +14,8 @@ use super::{
 use crate::context::Context;
 use crate::counter::StripedCounter;
 use crate::export::{
-    BatchConfig, BatchProcessor, ExportError, SimpleProcessor, SpanExporter, SpanProcessor, Stats,
+    BatchConfig, BatchProcessor, ExportError, SimpleProcessor, SpanExporter, SpanObserver,
+    SpanProcessor, SpanStart, Stats,
 };
 
 /// Describes the process that produces spans: its service name and attributes.
@@ -61,6 +62,7 @@ pub(crate) struct ProviderInner {
     sampler: Box<dyn Sampler>,
     pub(crate) limits: SpanLimits,
     processors: Box<[Arc<dyn SpanProcessor>]>,
+    observers: Box<[Arc<dyn SpanObserver>]>,
     resource: Resource,
     started: StripedCounter,
     ended: StripedCounter,
@@ -69,6 +71,9 @@ pub(crate) struct ProviderInner {
 impl ProviderInner {
     pub(crate) fn on_end(&self, data: SpanData) {
         self.ended.add(1);
+        for o in self.observers.iter() {
+            o.on_end(&data);
+        }
         if let Some((last, rest)) = self.processors.split_last() {
             for p in rest {
                 p.on_end(data.clone());
@@ -220,6 +225,7 @@ impl fmt::Debug for TracerProvider {
             .field("resource", &inner.resource)
             .field("sampler", &inner.sampler)
             .field("processors", &inner.processors)
+            .field("observers", &inner.observers)
             .field("enabled", &inner.enabled.load(Ordering::Relaxed))
             .finish()
     }
@@ -268,6 +274,7 @@ pub struct TracerProviderBuilder {
     sampler: Option<Box<dyn Sampler>>,
     limits: SpanLimits,
     processors: Vec<Pending>,
+    observers: Vec<Arc<dyn SpanObserver>>,
     resource: Resource,
     /// Whether the code set the service name (directly or with a resource).
     service_name_set: bool,
@@ -374,6 +381,12 @@ impl TracerProviderBuilder {
         self.processors.push(Pending::Ready(Arc::new(processor)));
         self
     }
+    /// Adds an observer: it sees each sampled span start and end, by reference, on
+    /// the instrumented thread (see [`SpanObserver`]).
+    pub fn with_observer(mut self, observer: impl SpanObserver + 'static) -> Self {
+        self.observers.push(Arc::new(observer));
+        self
+    }
     /// Adds `exporter` behind a [`BatchProcessor`] with the default configuration,
     /// or the one the `OTEL_BSP_*` variables give if [`from_env`](Self::from_env)
     /// is used. The processor starts at [`build`](Self::build).
@@ -445,6 +458,11 @@ impl TracerProviderBuilder {
             sampler: sampler.unwrap_or_else(|| Box::new(ParentBased::new(AlwaysOn))),
             limits: self.limits,
             processors: processors.into_boxed_slice(),
+            observers: if disabled {
+                Box::default()
+            } else {
+                self.observers.into_boxed_slice()
+            },
             resource,
             started: StripedCounter::default(),
             ended: StripedCounter::default(),
@@ -677,8 +695,22 @@ impl Tracer {
         if result.decision == SamplingDecision::Drop {
             return Span::non_recording(span_context);
         }
+        let start_time = b.start_time.unwrap_or_else(SystemTime::now);
         if sampled {
             provider.started.add(1);
+            for o in provider.observers.iter() {
+                o.on_start(&SpanStart {
+                    span_context: &span_context,
+                    parent_span_id: if parent_valid {
+                        parent.span_id()
+                    } else {
+                        SpanId::INVALID
+                    },
+                    name: &b.name,
+                    kind: b.kind,
+                    start_time,
+                });
+            }
         }
         let limits = &provider.limits;
         let mut attributes = b.attributes;
@@ -691,7 +723,7 @@ impl Tracer {
         let mut record = Record {
             name: b.name,
             kind: b.kind,
-            start_time: b.start_time.unwrap_or_else(SystemTime::now),
+            start_time,
             attributes,
             events: Vec::new(),
             links: Vec::new(),
