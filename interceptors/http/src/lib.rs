@@ -12,7 +12,10 @@
 //!   profiles a running Rust server, with the labels of every sample
 //!   (`-tagfocus http-path:/user`). It also serves the process's
 //!   [custom profiles](tracewire::profile::CustomProfile) and a CPU flame graph
-//!   filtered by label.
+//!   filtered by label. And [`TracezService`](debug::TracezService), the
+//!   `/debug/tracez` pages: spans by name and latency, a trace's waterfall with
+//!   the CPU sampled under each span, and that span's flame graph, fed by a
+//!   [`Tracez`](debug::Tracez) store on the span pipeline.
 //!
 //! ## Example
 //!

@@ -29,17 +29,6 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A runtime whose workers the profiler samples with full stacks.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .on_thread_start(|| profile::register_current_thread().unwrap())
-        .on_thread_stop(profile::unregister_current_thread)
-        .build()
-        .unwrap()
-}
-
 struct Reply {
     status: StatusCode,
     headers: HeaderMap,
@@ -145,7 +134,7 @@ fn conns() -> &'static CustomProfile {
 #[test]
 fn index_lists_the_cpu_profile_the_flamegraph_and_custom_profiles_with_counts() {
     conns();
-    runtime().block_on(async {
+    support::profiled_runtime().block_on(async {
         let addr = serve(PprofService::new()).await;
         let r = get(addr, "/debug/pprof/").await;
         assert_eq!(r.status, StatusCode::OK);
@@ -170,7 +159,7 @@ fn index_lists_the_cpu_profile_the_flamegraph_and_custom_profiles_with_counts() 
 
 #[test]
 fn the_prefix_without_slash_redirects_to_the_index() {
-    runtime().block_on(async {
+    support::profiled_runtime().block_on(async {
         let addr = serve(PprofService::new()).await;
         let r = get(addr, "/debug/pprof").await;
         assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
@@ -182,7 +171,7 @@ fn the_prefix_without_slash_redirects_to_the_index() {
 fn cpu_profile_is_gzipped_pprof_with_the_labels_of_the_samples() {
     let _serial = serial();
     let _burners = Burners::start(&[("k", "v", burn_focused_work)]);
-    runtime().block_on(async {
+    support::profiled_runtime().block_on(async {
         let addr = serve(PprofService::new()).await;
         let r = get(addr, "/debug/pprof/profile?seconds=1").await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -213,7 +202,7 @@ fn cpu_profile_is_gzipped_pprof_with_the_labels_of_the_samples() {
 #[test]
 fn hz_sets_the_sampling_period() {
     let _serial = serial();
-    runtime().block_on(async {
+    support::profiled_runtime().block_on(async {
         let addr = serve(PprofService::new()).await;
         let r = get(addr, "/debug/pprof/profile?seconds=1&hz=250").await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -225,7 +214,7 @@ fn hz_sets_the_sampling_period() {
 #[test]
 fn a_second_cpu_profile_while_one_runs_gets_409() {
     let _serial = serial();
-    runtime().block_on(async {
+    support::profiled_runtime().block_on(async {
         let addr = serve(PprofService::new()).await;
         let first = tokio::spawn(get(addr, "/debug/pprof/profile?seconds=2"));
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -256,7 +245,7 @@ fn flamegraph_keeps_only_the_samples_with_the_tagfocus_labels() {
         ("k", "v", burn_focused_work),
         ("k", "other", burn_unfocused_work),
     ]);
-    runtime().block_on(async {
+    support::profiled_runtime().block_on(async {
         let addr = serve(PprofService::new()).await;
         let r = get(addr, "/debug/pprof/flamegraph?seconds=1&tagfocus=k:v").await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -298,7 +287,7 @@ fn flamegraph_keeps_only_the_samples_with_the_tagfocus_labels() {
 #[test]
 fn flamegraph_with_no_matching_sample_is_still_an_svg() {
     let _serial = serial();
-    runtime().block_on(async {
+    support::profiled_runtime().block_on(async {
         let addr = serve(PprofService::new()).await;
         let r = get(addr, "/debug/pprof/flamegraph?seconds=1&tagfocus=no:such").await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -310,7 +299,7 @@ fn flamegraph_with_no_matching_sample_is_still_an_svg() {
 #[test]
 fn custom_profile_is_served_as_gzipped_pprof() {
     conns();
-    runtime().block_on(async {
+    support::profiled_runtime().block_on(async {
         let addr = serve(PprofService::new()).await;
         let r = get(addr, "/debug/pprof/debugtest.Conns").await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -326,7 +315,7 @@ fn custom_profile_is_served_as_gzipped_pprof() {
 
 #[test]
 fn unknown_custom_profile_is_404_with_a_message() {
-    runtime().block_on(async {
+    support::profiled_runtime().block_on(async {
         let addr = serve(PprofService::new()).await;
         let r = get(addr, "/debug/pprof/no.Such").await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -342,7 +331,7 @@ fn unknown_custom_profile_is_404_with_a_message() {
 
 #[test]
 fn bad_queries_are_400_and_start_no_profile() {
-    runtime().block_on(async {
+    support::profiled_runtime().block_on(async {
         let addr = serve(PprofService::new()).await;
         for path in [
             "/debug/pprof/profile?seconds=abc",
@@ -362,7 +351,7 @@ fn bad_queries_are_400_and_start_no_profile() {
 
 #[test]
 fn methods_other_than_get_are_405() {
-    runtime().block_on(async {
+    support::profiled_runtime().block_on(async {
         let addr = serve(PprofService::new()).await;
         let r = request(Method::POST, addr, "/debug/pprof/profile?seconds=1").await;
         assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
@@ -373,7 +362,7 @@ fn methods_other_than_get_are_405() {
 #[test]
 fn a_custom_prefix_moves_every_endpoint() {
     conns();
-    runtime().block_on(async {
+    support::profiled_runtime().block_on(async {
         let addr = serve(PprofService::new().prefix("/admin/pprof/")).await;
         assert_eq!(
             get(addr, "/admin/pprof/debugtest.Conns").await.status,

@@ -161,13 +161,7 @@ struct Outcome {
 }
 
 fn stress(run_for: Duration) -> Outcome {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .on_thread_start(|| profile::register_current_thread().unwrap())
-        .on_thread_stop(profile::unregister_current_thread)
-        .build()
-        .unwrap();
+    let rt = support::profiled_runtime();
     let addr = rt.block_on(support::serve(PprofService::new().max_seconds(2)));
     let provider = TracerProvider::builder().build();
     let app = rt.block_on(serve_app(&provider));

@@ -1,8 +1,10 @@
 //! The response future of [`PprofService`](super::PprofService).
 
 use std::convert::Infallible;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -12,14 +14,16 @@ use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tokio::task::JoinHandle;
 use tokio::time::Sleep;
-use tracewire::profile::{CustomProfile, Profiler};
+use tracewire::profile::{CustomProfile, Profile, Profiler};
 
 use super::query::CpuRequest;
 use super::render;
 
+/// What is done with a finished profile, for [`Render::Then`].
+pub(crate) type ThenFn = Box<dyn FnOnce(&Profile) -> Response<Full<Bytes>> + Send>;
+
 /// What a response is made of, once its profile is ready. Symbolizing and encoding
 /// take a while, so they run on tokio's blocking pool.
-#[derive(Debug)]
 pub(crate) enum Render {
     /// Stop the CPU profile and answer gzip'd pprof.
     Cpu(Profiler),
@@ -28,6 +32,23 @@ pub(crate) enum Render {
     Flamegraph(Profiler, CpuRequest),
     /// Answer the custom profile as gzip'd pprof.
     Custom(CustomProfile),
+    /// Answer a flame graph of the samples of a finished profile the request
+    /// focuses on.
+    FlamegraphOf(Arc<Profile>, CpuRequest),
+    /// Stop the CPU profile and answer what the function makes of it.
+    Then(Profiler, ThenFn),
+}
+
+impl fmt::Debug for Render {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Render::Cpu(p) => f.debug_tuple("Cpu").field(p).finish(),
+            Render::Flamegraph(p, r) => f.debug_tuple("Flamegraph").field(p).field(r).finish(),
+            Render::Custom(p) => f.debug_tuple("Custom").field(p).finish(),
+            Render::FlamegraphOf(_, r) => f.debug_tuple("FlamegraphOf").field(r).finish(),
+            Render::Then(p, _) => f.debug_tuple("Then").field(p).finish(),
+        }
+    }
 }
 
 impl Render {
@@ -42,6 +63,11 @@ impl Render {
                 Err(e) => render::stop_failed(&e),
             },
             Render::Custom(profile) => render::custom(&profile),
+            Render::FlamegraphOf(profile, request) => render::flamegraph(&profile, &request),
+            Render::Then(profiler, then) => match profiler.stop() {
+                Ok(profile) => then(&profile),
+                Err(e) => render::stop_failed(&e),
+            },
         }
     }
 }

@@ -1,6 +1,6 @@
 //! A `/debug/pprof` endpoint that answers like Go's `net/http/pprof`.
 //!
-//! [`PprofService`] is a tower [`Service`] for [`http::Request`]s (any body type,
+//! [`PprofService`] is a tower [`Service`](tower_service::Service) for [`http::Request`]s (any body type,
 //! ignored) that answers with `http::Response<Full<Bytes>>`. Under its prefix
 //! (default `/debug/pprof`) it serves:
 //!
@@ -65,19 +65,18 @@
 mod future;
 mod query;
 mod render;
+pub mod tracez;
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
-use tower_service::Service;
 use tracewire::profile::{CustomProfile, Profiler};
 
 pub use future::ResponseFuture;
+pub use tracez::{Tracez, TracezConfig, TracezService};
 
 /// Draws a CPU flame graph (SVG) of the samples of `profile` that carry every
 /// `(key, value)` label of `tagfocus` (all samples if empty), as the
@@ -213,20 +212,9 @@ impl PprofService {
     }
 
     fn cpu_profile(&self, flamegraph: bool, request: query::CpuRequest) -> ResponseFuture {
-        let profiler = match Profiler::builder().frequency(request.hz).start() {
+        let profiler = match start_profiler(Profiler::builder().frequency(request.hz)) {
             Ok(p) => p,
-            Err(e) if e.is_busy() => {
-                return ResponseFuture::ready(render::text(
-                    StatusCode::CONFLICT,
-                    "a CPU profile is already running: try again when it ends\n".to_owned(),
-                ))
-            }
-            Err(e) => {
-                return ResponseFuture::ready(render::text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("cannot start the CPU profiler: {e}\n"),
-                ))
-            }
+            Err(answer) => return ResponseFuture::ready(*answer),
         };
         let seconds = Duration::from_secs(request.seconds);
         let render = if flamegraph {
@@ -251,19 +239,50 @@ fn redirect_to_dir(path: &str) -> Response<Full<Bytes>> {
     response
 }
 
-impl<B> Service<Request<B>> for PprofService {
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = ResponseFuture;
+/// Implements [`Service`] for a type with a `handle(&self, method, path, query)
+/// -> ResponseFuture` method: any body type, ignored; always ready.
+macro_rules! page_service {
+    ($ty:ty) => {
+        impl<B> tower_service::Service<http::Request<B>> for $ty {
+            type Response = http::Response<http_body_util::Full<bytes::Bytes>>;
+            type Error = std::convert::Infallible;
+            type Future = $crate::debug::ResponseFuture;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
+            fn poll_ready(
+                &mut self,
+                _cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Result<(), Self::Error>> {
+                std::task::Poll::Ready(Ok(()))
+            }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let uri = request.uri();
-        self.handle(request.method(), uri.path(), uri.query())
-    }
+            fn call(&mut self, request: http::Request<B>) -> Self::Future {
+                let uri = request.uri();
+                self.handle(request.method(), uri.path(), uri.query())
+            }
+        }
+    };
+}
+pub(crate) use page_service;
+
+page_service!(PprofService);
+
+/// Starts a CPU profile, or says why not: `409` while one runs, `500` otherwise.
+fn start_profiler(
+    builder: tracewire::profile::ProfilerBuilder,
+) -> Result<Profiler, Box<Response<Full<Bytes>>>> {
+    builder.start().map_err(|e| {
+        Box::new(if e.is_busy() {
+            render::text(
+                StatusCode::CONFLICT,
+                "a CPU profile is already running: try again when it ends\n".to_owned(),
+            )
+        } else {
+            render::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot start the CPU profiler: {e}\n"),
+            )
+        })
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use tracewire::profile::{custom_profiles, CustomProfile, Profile, Sample};
 use super::query::{self, CpuRequest};
 
 /// A response with `body` and the given content type, not to be sniffed.
-fn response(
+pub(crate) fn response(
     status: StatusCode,
     content_type: &'static str,
     body: Vec<u8>,
@@ -71,9 +71,13 @@ pub(crate) fn custom(profile: &CustomProfile) -> Response<Full<Bytes>> {
     pprof_download(profile.name(), |out| profile.write_pprof(out))
 }
 
-/// Escapes text for HTML content and quoted attributes.
-fn html_escape(s: &str) -> Cow<'_, str> {
-    if !s.contains(['&', '<', '>', '"', '\'']) {
+/// Escapes text for HTML content and quoted attributes. Control characters (but
+/// tab and newline), which HTML does not allow, are shown as `\u{..}`.
+pub(crate) fn html_escape(s: &str) -> Cow<'_, str> {
+    let special = |c: char| {
+        matches!(c, '&' | '<' | '>' | '"' | '\'') || c.is_control() && !matches!(c, '\t' | '\n')
+    };
+    if !s.contains(special) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -84,6 +88,9 @@ fn html_escape(s: &str) -> Cow<'_, str> {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            c if special(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
             c => out.push(c),
         }
     }

@@ -10,6 +10,17 @@ use hyper_util::service::TowerToHyperService;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A 2-worker runtime whose workers the profiler samples with full stacks.
+pub fn profiled_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(|| tracewire::profile::register_current_thread().unwrap())
+        .on_thread_stop(tracewire::profile::unregister_current_thread)
+        .build()
+        .unwrap()
+}
+
 /// Serves HTTP/1 on `127.0.0.1:0`, until the runtime shuts down, with the service
 /// `app` makes for each connection (given the peer's address).
 pub async fn serve_app<S, B>(app: impl Fn(SocketAddr) -> S + Send + 'static) -> SocketAddr
