@@ -195,7 +195,9 @@ pub async fn get(url: &str) -> (u16, Bytes) {
 /// Whether `missing` is false; if it is true, fails the test under `CI=true`
 /// (where everything the tests need is installed), and otherwise notes that
 /// `skipped` is skipped.
-fn available(missing: bool, what: &str, skipped: &str) -> bool {
+/// Whether a tool the test needs is installed: `false` (with a note naming what
+/// is `skipped`) when `missing`, except under `CI=true`, where that fails the test.
+pub fn available(missing: bool, what: &str, skipped: &str) -> bool {
     if missing {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),

@@ -12,7 +12,7 @@
 //! (and to Zipkin or Cloud Trace with the same flags as the other examples); then
 //! the demo prints one trace as a tree, the CPU share of every `http-path` and
 //! `grpc-method`, and the `go tool pprof` commands that show the same labels.
-//! `--serve` keeps everything (and `/debug/pprof`) up afterwards.
+//! `--serve` keeps everything (and `/debug/pprof`, `/debug/tracez`) up afterwards.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -40,7 +40,7 @@ use tracewire::profile::{self, Profiler, SpanIds};
 use tracewire::trace::SpanData;
 use tracewire::{KeyValue, TracerProvider};
 use tracewire_grpc::{GrpcClientLayer, GrpcTraceLayer};
-use tracewire_http::debug::PprofService;
+use tracewire_http::debug::{PprofService, Tracez, TracezService};
 use tracewire_http::trace::{ResponseBody, TraceLayer};
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::prelude::*;
@@ -136,6 +136,7 @@ async fn serve_frontend(
     listener: tokio::net::TcpListener,
     frontend_provider: TracerProvider,
     backend_addr: SocketAddr,
+    tracez: Tracez,
 ) {
     let channel = tonic::transport::Channel::from_shared(format!("http://{backend_addr}"))
         .expect("a valid URI")
@@ -148,18 +149,22 @@ async fn serve_frontend(
         .layer(TraceLayer::new(frontend_provider.tracer("frontend")))
         .service(tower::service_fn(move |r| frontend(r, backend.clone())));
     let pprof = PprofService::new();
+    let tracez = TracezService::new(tracez);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             return;
         };
-        let (app, pprof) = (app.clone(), pprof.clone());
+        let (app, pprof, tracez) = (app.clone(), pprof.clone(), tracez.clone());
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let (mut app, mut pprof) = (app.clone(), pprof.clone());
+            let (mut app, mut pprof, mut tracez) = (app.clone(), pprof.clone(), tracez.clone());
             async move {
                 if req.uri().path().starts_with("/debug/pprof") {
                     return Ok::<Response<Body>, Infallible>(
                         pprof.call(req).await?.map(BodyExt::boxed_unsync),
                     );
+                }
+                if req.uri().path().starts_with("/debug/tracez") {
+                    return Ok(tracez.call(req).await?.map(BodyExt::boxed_unsync));
                 }
                 let r: Response<ResponseBody<Full<Bytes>>> = app.call(req).await?;
                 Ok(r.map(BodyExt::boxed_unsync))
@@ -227,11 +232,13 @@ async fn drive_load(addr: SocketAddr, seconds: u64) -> (u64, u64) {
     (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
 }
 
-fn print_trace(spans: &[SpanData]) {
-    let Some(root) = spans
-        .iter()
-        .find(|s| s.is_root() && s.name == "GET /messages" && !s.parent_is_remote)
-    else {
+fn print_trace(spans: &[SpanData], trace_id: Option<tracewire::trace::TraceId>) {
+    let Some(root) = spans.iter().find(|s| {
+        s.is_root()
+            && s.name == "GET /messages"
+            && !s.parent_is_remote
+            && trace_id.is_none_or(|t| t == s.span_context.trace_id())
+    }) else {
         println!("  (no complete /messages trace was exported)");
         return;
     };
@@ -336,17 +343,20 @@ fn provider(
     service: &'static str,
     flags: &Flags,
     memory: &InMemoryExporter,
+    tracez: &Tracez,
 ) -> Result<TracerProvider, String> {
     let file = flags.out.join(format!("{service}.spans.jsonl"));
     let json = JsonLinesExporter::file(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     // The demo's two services keep their names (code wins over
     // OTEL_SERVICE_NAME); the other OTEL_* variables apply. Its own JSON file and
     // in-memory exporters always run; exporter flags, else OTEL_TRACES_EXPORTER,
-    // add more.
+    // add more. The tracez page counts spans as they start and end (observer) and
+    // keeps recent traces from the JSON exporter's batches (no further copy).
     let builder = TracerProvider::builder()
         .with_service_name(service)
         .from_env()
-        .with_batch_exporter(json)
+        .with_observer(tracez.observer())
+        .with_batch_exporter(tracez.wrap(json))
         .with_batch_exporter(memory.clone());
     let (builder, _) = flags
         .pipeline
@@ -374,8 +384,9 @@ fn run(flags: Flags) -> Result<(), String> {
         let _ = std::fs::remove_file(flags.out.join(f));
     }
     let memory = InMemoryExporter::new();
-    let frontend_provider = provider("frontend", &flags, &memory)?;
-    let backend_provider = provider("backend", &flags, &memory)?;
+    let tracez = Tracez::default();
+    let frontend_provider = provider("frontend", &flags, &memory, &tracez)?;
+    let backend_provider = provider("backend", &flags, &memory, &tracez)?;
     // A binary may install global state: the backend's tracer, and the `tracing`
     // bridge (the frontend's `#[instrument]` spans).
     tracewire::global::set_tracer_provider(backend_provider.clone());
@@ -421,6 +432,7 @@ fn run(flags: Flags) -> Result<(), String> {
             frontend_listener,
             frontend_provider.clone(),
             backend_addr,
+            tracez.clone(),
         ));
 
         println!("tracewire demo");
@@ -429,11 +441,13 @@ fn run(flags: Flags) -> Result<(), String> {
         println!("  profiling at 100 Hz while {} s of mixed load run", flags.seconds);
         let profiler = Profiler::builder()
             .frequency(100)
-            .span_ids(SpanIds::LocalRoot)
+            // Each sample names the innermost span: tracez shows every span's CPU.
+            .span_ids(SpanIds::Every)
             .start()
             .map_err(|e| e.to_string())?;
         let (done, failed) = drive_load(frontend_addr, flags.seconds).await;
         let cpu = profiler.stop().map_err(|e| e.to_string())?;
+        tracez.set_profile(&cpu);
         println!("  {done} requests served, {failed} failed\n");
 
         // Everything that ended is exported before it is printed.
@@ -446,10 +460,29 @@ fn run(flags: Flags) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
 
-        println!("one trace (HTTP frontend -> #[instrument] fn -> gRPC client -> gRPC backend):");
-        print_trace(&memory.spans());
+        // The slowest /messages request the tracez page keeps, among those the
+        // profiler caught burning CPU (at 100 Hz, a request of a few ms of CPU
+        // gets a sample or none).
+        let slow = tracez
+            .slowest_traces(usize::MAX)
+            .into_iter()
+            .filter(|t| t.root_name == "GET /messages")
+            .max_by_key(|t| (!t.cpu.is_zero(), t.duration));
+        println!("the slowest /messages trace (HTTP frontend -> #[instrument] fn -> gRPC client -> gRPC backend):");
+        print_trace(&memory.spans(), slow.as_ref().map(|t| t.trace_id));
         println!("\nCPU by label (from {} of samples):", fmt_secs(cpu.total_cpu()));
         print_cpu(&cpu);
+        println!(
+            "\nin a browser{}: each span beside the CPU it burned, and its flame graph",
+            if flags.serve { "" } else { " (add --serve to keep these up)" }
+        );
+        println!("  tracez       http://{frontend_addr}/debug/tracez/");
+        if let Some(t) = &slow {
+            println!(
+                "  that trace   http://{frontend_addr}/debug/tracez/trace?id={}",
+                t.trace_id
+            );
+        }
 
         let pb = flags.out.join("profile.pb.gz");
         let svg = flags.out.join("flamegraph.svg");
@@ -479,6 +512,7 @@ fn run(flags: Flags) -> Result<(), String> {
             println!("  curl http://{frontend_addr}/user");
             println!("  go tool pprof -tags http://{frontend_addr}/debug/pprof/profile?seconds=5");
             println!("  http://{frontend_addr}/debug/pprof/flamegraph?seconds=5&tagfocus=http-path:/messages");
+            println!("  http://{frontend_addr}/debug/tracez/  (spans by latency -> a trace's waterfall -> a span's CPU)");
             let _ = tokio::signal::ctrl_c().await;
         }
         Ok::<(), String>(())
