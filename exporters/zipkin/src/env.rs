@@ -9,7 +9,7 @@ impl ZipkinExporter {
     /// An exporter configured by `OTEL_EXPORTER_ZIPKIN_ENDPOINT` and
     /// `OTEL_EXPORTER_ZIPKIN_TIMEOUT` (milliseconds); the defaults where they are
     /// unset. Fails, like [`ZipkinExporterBuilder::build`], on an endpoint that is
-    /// not an `http://` URL. An invalid timeout is reported on standard error and
+    /// not an `http://` or `https://` URL. An invalid timeout is reported on standard error and
     /// the default (10 s) is kept.
     pub fn from_env() -> Result<ZipkinExporter, Error> {
         ZipkinExporter::builder().from_env().build()
@@ -89,9 +89,15 @@ mod tests {
     }
 
     #[test]
-    fn an_endpoint_that_is_not_http_fails_the_build() {
-        let b = ZipkinExporter::builder().from_env_with(env(&[(ENDPOINT, "https://z/api")]));
-        assert!(b.build().is_err());
+    fn an_endpoint_that_is_not_http_or_https_fails_the_build() {
+        for url in ["ftp://z/api", "z:9411/api", "not a url", "http:///api"] {
+            let b = ZipkinExporter::builder().from_env_with(env(&[(ENDPOINT, url)]));
+            assert!(b.build().is_err(), "{url:?}");
+        }
+        for url in ["http://z:9411/api/v2/spans", "https://z/api/v2/spans"] {
+            let b = ZipkinExporter::builder().from_env_with(env(&[(ENDPOINT, url)]));
+            assert!(b.build().is_ok(), "{url:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! # tracewire-zipkin
 //!
 //! Sends tracewire spans to a Zipkin v2 collector (`POST /api/v2/spans`), as JSON
-//! (default) or proto3, optionally gzip'd, through hyper's client. It plugs into
+//! (default) or proto3, optionally gzip'd, over HTTP or HTTPS through hyper's
+//! client. It plugs into
 //! tracewire's batch processor, so the application never waits for the collector:
 //!
 //! - retries with exponential backoff and jitter, bounded in time, only on
@@ -34,6 +35,31 @@
 //! # }
 //! ```
 //!
+//! ## HTTPS and authentication
+//!
+//! An `https://` endpoint is reached over TLS with rustls (the `ring` provider, TLS
+//! 1.2 and 1.3). The server's certificate must chain to one of the
+//! [`TlsRoots`] chosen with [`tls_roots`](ZipkinExporterBuilder::tls_roots):
+//! Mozilla's roots compiled in (`webpki-roots`, the default: the same on every
+//! machine), or the operating system's store (`rustls-native-certs`, read once at
+//! [`build`](ZipkinExporterBuilder::build): where a company installs its own CA),
+//! plus any private CA given with
+//! [`ca_certificate`](ZipkinExporterBuilder::ca_certificate). A certificate the
+//! client refuses fails the export at once (a retry would be refused too), and is
+//! counted like any failed export. Headers for a collector behind an
+//! authenticating proxy are set with [`header`](ZipkinExporterBuilder::header):
+//!
+//! ```no_run
+//! use tracewire_zipkin::{TlsRoots, ZipkinExporter};
+//!
+//! let exporter = ZipkinExporter::builder()
+//!     .endpoint("https://zipkin.internal.example/api/v2/spans")
+//!     .tls_roots(TlsRoots::Native)
+//!     .header("authorization", "Bearer s3cr3t")
+//!     .build()
+//!     .expect("valid endpoint and headers");
+//! ```
+//!
 //! [`ZipkinExporter::from_env`] reads `OTEL_EXPORTER_ZIPKIN_ENDPOINT` (default
 //! `http://localhost:9411/api/v2/spans`) and `OTEL_EXPORTER_ZIPKIN_TIMEOUT`
 //! (milliseconds, default 10000), as the OpenTelemetry specification names them;
@@ -57,6 +83,7 @@ mod env;
 mod json;
 mod model;
 pub mod proto;
+mod tls;
 
 use std::fmt;
 use std::io::Write as _;
@@ -65,6 +92,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use prost::Message;
@@ -72,6 +100,7 @@ use tracewire::export::{Attempt, Backoff, ExportCounters, ExportError, SpanExpor
 use tracewire::trace::{Resource, SpanData};
 
 pub use model::Endpoint;
+pub use tls::TlsRoots;
 
 /// The wire encoding of request bodies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -95,7 +124,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// Configures a [`ZipkinExporter`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ZipkinExporterBuilder {
     endpoint: String,
     encoding: Encoding,
@@ -104,6 +133,10 @@ pub struct ZipkinExporterBuilder {
     timeout: Duration,
     backoff: Backoff,
     max_request_bytes: usize,
+    headers: Vec<(String, String)>,
+    tls_roots: TlsRoots,
+    /// PEM, as given (parsed by `build`).
+    ca_certificates: Vec<Vec<u8>>,
     /// Whether the code set the endpoint or the timeout (they then win over
     /// `OTEL_EXPORTER_ZIPKIN_*`).
     endpoint_set: bool,
@@ -120,15 +153,37 @@ impl Default for ZipkinExporterBuilder {
             timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
             max_request_bytes: 4 << 20,
+            headers: Vec::new(),
+            tls_roots: TlsRoots::default(),
+            ca_certificates: Vec::new(),
             endpoint_set: false,
             timeout_set: false,
         }
     }
 }
 
+impl fmt::Debug for ZipkinExporterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header values often hold credentials: names only.
+        let headers: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("ZipkinExporterBuilder")
+            .field("endpoint", &self.endpoint)
+            .field("encoding", &self.encoding)
+            .field("gzip", &self.gzip)
+            .field("local", &self.local)
+            .field("timeout", &self.timeout)
+            .field("backoff", &self.backoff)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("headers", &headers)
+            .field("tls_roots", &self.tls_roots)
+            .field("ca_certificates", &self.ca_certificates.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ZipkinExporterBuilder {
-    /// The collector's URL (default `http://localhost:9411/api/v2/spans`). Plain
-    /// `http` only.
+    /// The collector's URL (default `http://localhost:9411/api/v2/spans`):
+    /// `http://`, or `https://` for TLS (rustls; see [`tls_roots`](Self::tls_roots)).
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoint = url.into();
         self.endpoint_set = true;
@@ -167,35 +222,133 @@ impl ZipkinExporterBuilder {
         self.max_request_bytes = n.max(1);
         self
     }
-    /// Builds the exporter. Fails on an endpoint that is not an `http://` URL.
-    /// Connections are made lazily: a collector that is down now is not an error.
+    /// A header sent with every request, e.g. `authorization` for a collector
+    /// behind an authenticating proxy; it replaces one of the same name given
+    /// before. `content-type` and `content-encoding` are the exporter's own and
+    /// cannot be replaced. Values are marked sensitive and never printed.
+    /// (OpenTelemetry defines no environment variable for Zipkin headers.)
+    ///
+    /// ```
+    /// use tracewire_zipkin::ZipkinExporter;
+    ///
+    /// let exporter = ZipkinExporter::builder()
+    ///     .endpoint("https://zipkin.example.com/api/v2/spans")
+    ///     .header("authorization", "Bearer s3cr3t")
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(!format!("{exporter:?}").contains("s3cr3t"));
+    /// ```
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let name = name.into();
+        self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(&name));
+        self.headers.push((name, value.into()));
+        self
+    }
+    /// The certificate authorities trusted for an `https://` endpoint (default
+    /// [`TlsRoots::WebPki`]), on top of any [`ca_certificate`](Self::ca_certificate).
+    pub fn tls_roots(mut self, roots: TlsRoots) -> Self {
+        self.tls_roots = roots;
+        self
+    }
+    /// Also trusts the CA certificate(s) in `pem` (one or more `BEGIN
+    /// CERTIFICATE` blocks), e.g. a private CA or a collector's self-signed
+    /// certificate. [`build`](Self::build) fails if it holds none.
+    pub fn ca_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.ca_certificates.push(pem.as_ref().to_vec());
+        self
+    }
+    /// Builds the exporter. Fails on an endpoint that is not an `http://` or
+    /// `https://` URL, on a header HTTP does not allow, on a CA certificate that is
+    /// not PEM, and (for `https://`) when no trusted certificate is left (say
+    /// [`TlsRoots::Native`] on a system without a CA bundle). Connections are made
+    /// lazily: a collector that is down now is not an error.
     pub fn build(self) -> Result<ZipkinExporter, Error> {
         let uri: http::Uri = self
             .endpoint
             .parse()
             .map_err(|e| Error(format!("invalid Zipkin endpoint {:?}: {e}", self.endpoint)))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => {
+                return Err(Error(format!(
+                    "Zipkin endpoint must be an http:// or https:// URL, got {:?}",
+                    self.endpoint
+                )))
+            }
+        };
+        if uri.host().is_none_or(str::is_empty) {
             return Err(Error(format!(
-                "Zipkin endpoint must be an http:// URL, got {:?}",
+                "Zipkin endpoint {:?} has no host",
                 self.endpoint
             )));
         }
+        let headers = self.header_map()?;
+        let mut extra = Vec::new();
+        for pem in &self.ca_certificates {
+            extra.extend(tls::parse_pem(pem)?);
+        }
         let mut connector = HttpConnector::new();
+        connector.enforce_http(false);
         connector.set_connect_timeout(Some(self.timeout));
         connector.set_nodelay(true);
+        let tls = if https {
+            tls::client_config(self.tls_roots, &extra)?
+        } else {
+            // Never used: the endpoint is plain http.
+            tls::client_config(TlsRoots::WebPki, &[])?
+        };
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         Ok(ZipkinExporter {
             client: Client::builder(TokioExecutor::new()).build(connector),
             uri,
+            headers,
             config: self,
             counters: ExportCounters::new(),
         })
+    }
+
+    /// The headers every request carries: the caller's, then the exporter's own.
+    fn header_map(&self) -> Result<http::HeaderMap, Error> {
+        let mut map = http::HeaderMap::with_capacity(self.headers.len() + 2);
+        for (name, value) in &self.headers {
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| Error(format!("{name:?} is not a valid header name")))?;
+            let mut value = http::HeaderValue::from_str(value)
+                .map_err(|_| Error(format!("the value of header {name:?} is not valid")))?;
+            value.set_sensitive(true);
+            map.insert(name, value);
+        }
+        let content_type = match self.encoding {
+            Encoding::Json => "application/json",
+            Encoding::Proto => "application/x-protobuf",
+        };
+        map.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
+        if self.gzip {
+            map.insert(
+                http::header::CONTENT_ENCODING,
+                http::HeaderValue::from_static("gzip"),
+            );
+        } else {
+            map.remove(http::header::CONTENT_ENCODING);
+        }
+        Ok(map)
     }
 }
 
 /// Exports spans to a Zipkin v2 collector. See the [crate docs](crate).
 pub struct ZipkinExporter {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     uri: http::Uri,
+    /// Sent with every request.
+    headers: http::HeaderMap,
     config: ZipkinExporterBuilder,
     counters: ExportCounters,
 }
@@ -301,20 +454,16 @@ impl ZipkinExporter {
         out
     }
 
-    fn http_request(&self, body: Bytes) -> Result<http::Request<Full<Bytes>>, ExportError> {
-        let content_type = match self.config.encoding {
-            Encoding::Json => "application/json",
-            Encoding::Proto => "application/x-protobuf",
-        };
-        let mut req = http::Request::post(self.uri.clone()).header("content-type", content_type);
-        if self.config.gzip {
-            req = req.header("content-encoding", "gzip");
-        }
-        req.body(Full::new(body)).map_err(ExportError::new)
+    fn http_request(&self, body: Bytes) -> http::Request<Full<Bytes>> {
+        let mut req = http::Request::new(Full::new(body));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
     }
 
     async fn post(&self, body: Bytes) -> Result<(), Attempt> {
-        let req = self.http_request(body).map_err(Attempt::Fail)?;
+        let req = self.http_request(body);
         let response = tokio::time::timeout(self.config.timeout, self.client.request(req)).await;
         let response = match response {
             Err(_) => {
@@ -324,10 +473,20 @@ impl ZipkinExporter {
                 ))))
             }
             Ok(Err(e)) => {
-                return Err(Attempt::Retry(ExportError::new(format!(
-                    "Zipkin collector {}: {e}",
-                    self.uri
-                ))))
+                let refused = tls::is_refused_handshake(&e);
+                let mut message = format!("Zipkin collector {}: {e}", self.uri);
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    message.push_str(&format!(": {s}"));
+                    source = s.source();
+                }
+                let err = ExportError::new(message);
+                // A certificate refused now is refused on every retry.
+                return Err(if refused {
+                    Attempt::Fail(err)
+                } else {
+                    Attempt::Retry(err)
+                });
             }
             Ok(Ok(r)) => r,
         };

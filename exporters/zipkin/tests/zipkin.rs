@@ -2,166 +2,20 @@
 //! validated against the official `zipkin2-api.yaml`, fields are checked one by one,
 //! and the collector is made to be down, failing, hanging and slow.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
+mod support;
+
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use prost::Message;
 use serde_json::Value as Json;
-use tokio::net::TcpListener;
 use tracewire::export::{Backoff, BatchConfig, SpanExporter};
 use tracewire::trace::{Link, Resource, SpanData};
 use tracewire::{Context, KeyValue, SpanKind, Status, TracerProvider};
 use tracewire_zipkin::{proto, Encoding, ZipkinExporter};
 
-#[derive(Clone, Copy, Debug)]
-enum Behaviour {
-    Status(u16),
-    Hang,
-}
-
-#[derive(Clone, Debug)]
-struct Received {
-    content_type: String,
-    content_encoding: Option<String>,
-    body: Vec<u8>,
-}
-
-/// A Zipkin-compatible collector: records requests, answers from a script (then 202).
-#[derive(Clone, Default)]
-struct Collector {
-    received: Arc<Mutex<Vec<Received>>>,
-    script: Arc<Mutex<VecDeque<Behaviour>>>,
-    always: Arc<Mutex<Option<Behaviour>>>,
-}
-
-impl Collector {
-    async fn start(self, addr: SocketAddr) -> SocketAddr {
-        let listener = TcpListener::bind(addr).await.unwrap();
-        let local = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let this = self.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let this = this.clone();
-                        async move { Ok::<_, Infallible>(this.handle(req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        local
-    }
-
-    async fn handle(
-        &self,
-        req: hyper::Request<hyper::body::Incoming>,
-    ) -> hyper::Response<Full<Bytes>> {
-        let header = |n: &str| {
-            req.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let content_type = header("content-type").unwrap_or_default();
-        let content_encoding = header("content-encoding");
-        let body = req.into_body().collect().await.unwrap().to_bytes().to_vec();
-        let behaviour = self
-            .script
-            .lock()
-            .unwrap()
-            .pop_front()
-            .or(*self.always.lock().unwrap())
-            .unwrap_or(Behaviour::Status(202));
-        match behaviour {
-            Behaviour::Hang => {
-                std::future::pending::<()>().await;
-                unreachable!()
-            }
-            Behaviour::Status(code) => {
-                if (200..300).contains(&code) {
-                    self.received.lock().unwrap().push(Received {
-                        content_type,
-                        content_encoding,
-                        body,
-                    });
-                }
-                hyper::Response::builder()
-                    .status(code)
-                    .body(Full::new(Bytes::new()))
-                    .unwrap()
-            }
-        }
-    }
-
-    fn bodies(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// Every JSON span received so far, each body checked against the schema.
-    fn json_spans(&self) -> Vec<Json> {
-        let mut out = Vec::new();
-        for r in self.bodies() {
-            let body = if r.content_encoding.as_deref() == Some("gzip") {
-                let mut s = Vec::new();
-                flate2::read::GzDecoder::new(&r.body[..])
-                    .read_to_end(&mut s)
-                    .unwrap();
-                s
-            } else {
-                r.body
-            };
-            assert_eq!(r.content_type, "application/json");
-            let v: Json = serde_json::from_slice(&body).unwrap();
-            validate(&v);
-            out.extend(v.as_array().unwrap().iter().cloned());
-        }
-        out
-    }
-}
-
-/// Validates a body against `ListOfSpans` from zipkin2-api.yaml, plus the exact id
-/// lengths the schema's min/max lengths leave open (16 or 32 for traceId).
-fn validate(body: &Json) {
-    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
-    let validator = SCHEMA.get_or_init(|| {
-        // Vendored (see schema/README.md), so a plain clone's tests need nothing else.
-        let yaml = include_str!("schema/zipkin2-api.yaml");
-        let api: Json = serde_yaml::from_str(yaml).unwrap();
-        let schema = serde_json::json!({
-            "definitions": api["definitions"],
-            "$ref": "#/definitions/ListOfSpans",
-        });
-        jsonschema::validator_for(&schema).unwrap()
-    });
-    let errors: Vec<String> = validator.iter_errors(body).map(|e| e.to_string()).collect();
-    assert!(
-        errors.is_empty(),
-        "body does not match zipkin2-api.yaml: {errors:?}\n{body}"
-    );
-    for span in body.as_array().unwrap() {
-        let len = span["traceId"].as_str().unwrap().len();
-        assert!(len == 16 || len == 32, "traceId of length {len}");
-        assert_eq!(span["id"].as_str().unwrap().len(), 16);
-        if let Some(p) = span.get("parentId") {
-            assert_eq!(p.as_str().unwrap().len(), 16);
-        }
-        assert!(span["duration"].as_u64().unwrap() >= 1);
-    }
-}
+use support::{Behaviour, Collector};
 
 fn exporter(addr: SocketAddr) -> tracewire_zipkin::ZipkinExporterBuilder {
     ZipkinExporter::builder()
