@@ -18,6 +18,19 @@
 //! - [`env`](mod@env): configuration from the OpenTelemetry `OTEL_*` variables
 //!   ([`TracerProviderBuilder::from_env`](trace::TracerProviderBuilder::from_env));
 //!   values set in code win.
+//! - `tower` (feature `tower`): the server and client layers for HTTP and gRPC
+//!   that `tracewire-http` and `tracewire-grpc` are made of.
+//!
+//! ## Features
+//!
+//! All off by default:
+//!
+//! - `tower`: the `tower` module (pulls `http-body`, `tower-service`,
+//!   `tower-layer`, `percent-encoding`).
+//! - `tracing`: a `tracing-subscriber` layer that turns `tracing` spans into
+//!   tracewire spans ([`bridge`]).
+//! - `opentelemetry`: span context conversions and an adapter to
+//!   `opentelemetry_sdk` span exporters ([`bridge`]).
 //!
 //! ## Example
 //!
@@ -88,6 +101,9 @@ pub mod labels;
 #[allow(unsafe_code)]
 pub mod profile;
 pub mod propagation;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 pub mod trace;
 
 pub use context::{spawn, spawn_blocking, spawn_thread, Context, ContextGuard, FutureExt};

@@ -87,7 +87,7 @@ impl Greeter for Backend {
 // ----------------------------------------------------------------------------
 // The HTTP frontend.
 
-type Backend_ = GreeterClient<tracewire_http::trace::ClientTrace<tonic::transport::Channel>>;
+type Backend_ = GreeterClient<tracewire_grpc::GrpcClient<tonic::transport::Channel>>;
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Between the HTTP handler and the gRPC call: an ordinary `tracing`-instrumented

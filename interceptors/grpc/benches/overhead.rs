@@ -20,10 +20,10 @@ use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower::ServiceBuilder;
 use tracewire::export::{ExportError, SpanExporter};
+use tracewire::tower::TraceLayer;
 use tracewire::trace::SpanData;
 use tracewire::TracerProvider;
 use tracewire_grpc::GrpcTraceLayer;
-use tracewire_http::trace::TraceLayer;
 
 const ROUNDS: usize = 3;
 const SECONDS: u64 = 5;

@@ -6,8 +6,8 @@
 //!   format, tried in this order: `traceparent`/`tracestate`, `grpc-trace-bin`
 //!   (what OpenCensus `ocgrpc` sends), B3 `b3` then `x-b3-*`, and
 //!   `x-cloud-trace-context` (the first valid one wins; see
-//!   [`tracewire_http::trace`'s extraction
-//!   rules](tracewire_http::trace#extraction)), and `baggage`; starts a server span named
+//!   [`tracewire::tower`'s extraction
+//!   rules](tracewire::tower#extraction)), and `baggage`; starts a server span named
 //!   `/package.Service/Method` with the `rpc.*` attributes, polls the handler —
 //!   and, for streaming RPCs, the whole response stream — inside a context with
 //!   that span and the profiler label `grpc-method`, reads the outcome from
@@ -53,10 +53,10 @@ use tracewire::propagation::{
     CompositePropagator, GrpcTraceBinPropagator, Injector, Propagator, TraceContextPropagator,
     TrustPolicy,
 };
+use tracewire::tower::{ClientTrace, ClientTraceLayer, Protocol, Trace, TraceLayer};
 use tracewire::{Context, Tracer};
-use tracewire_http::trace::{ClientTrace, ClientTraceLayer, Protocol, Trace, TraceLayer};
 
-pub use tracewire_http::trace::{ResponseBody, ResponseFuture};
+pub use tracewire::tower::{ResponseBody, ResponseFuture};
 
 /// The server layer. See the [crate docs](crate).
 #[derive(Clone, Debug)]
@@ -119,6 +119,10 @@ impl<S> GrpcTrace<S> {
     pub fn get_ref(&self) -> &S {
         self.inner.get_ref()
     }
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.inner.get_mut()
+    }
     /// Unwraps the service.
     pub fn into_inner(self) -> S {
         self.inner.into_inner()
@@ -171,9 +175,50 @@ impl GrpcClientLayer {
 }
 
 impl<S> Layer<S> for GrpcClientLayer {
-    type Service = ClientTrace<S>;
-    fn layer(&self, inner: S) -> ClientTrace<S> {
-        self.inner.layer(inner)
+    type Service = GrpcClient<S>;
+    fn layer(&self, inner: S) -> GrpcClient<S> {
+        GrpcClient {
+            inner: self.inner.layer(inner),
+        }
+    }
+}
+
+/// The client service made by [`GrpcClientLayer`]: what a generated client is
+/// built on (`GreeterClient<GrpcClient<Channel>>`).
+#[derive(Clone, Debug)]
+pub struct GrpcClient<S> {
+    inner: ClientTrace<S>,
+}
+
+impl<S> GrpcClient<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.inner.get_mut()
+    }
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner.into_inner()
+    }
+}
+
+impl<S, B, RB> Service<http::Request<B>> for GrpcClient<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Error: std::fmt::Display,
+{
+    type Response = http::Response<ResponseBody<RB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        self.inner.call(req)
     }
 }
 

@@ -4,8 +4,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
-use tracewire::context::InContext;
-use tracewire::Context;
+use crate::context::InContext;
+use crate::Context;
 
 use super::body::OpenSpan;
 use super::{Protocol, ResponseBody, Side};

@@ -7,8 +7,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
+use crate::{Context, KeyValue, Status};
 use http_body::{Body, Frame, SizeHint};
-use tracewire::{Context, KeyValue, Status};
 
 use super::{Protocol, Side};
 

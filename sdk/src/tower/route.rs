@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{LazyLock, RwLock};
 
+use crate::labels::LabelSet;
 use http::Method;
-use tracewire::labels::LabelSet;
 
 /// What a route needs per request, made once per distinct route.
 #[derive(Debug)]

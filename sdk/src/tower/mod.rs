@@ -1,4 +1,9 @@
-//! Tracing for HTTP servers and clients as tower layers.
+//! Tracing for HTTP and gRPC servers and clients as tower layers: the machinery
+//! `tracewire-http` and `tracewire-grpc` share (feature `tower`).
+//!
+//! Applications use it through those crates (`tracewire_http::trace` re-exports
+//! these types; `tracewire_grpc` wraps them for tonic); it lives here so that
+//! neither interceptor crate depends on the other.
 //!
 //! - [`TraceLayer`] (server): extracts the caller's context in any common format
 //!   (W3C `traceparent`/`tracestate`, B3 single and multiple headers,
@@ -43,30 +48,35 @@
 //! Bad input never fails a request: an invalid or hostile header starts a new trace
 //! (or is ignored), as the W3C processing model says.
 //!
+//! A client layer writes the current context into each request it sends:
+//!
 //! ```
 //! use std::convert::Infallible;
-//! use http::{Request, Response};
+//! use http::{Request, Response, StatusCode};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use tracewire::{labels, TracerProvider};
-//! use tracewire_http::trace::TraceLayer;
+//! use tracewire::tower::ClientTraceLayer;
+//! use tracewire::TracerProvider;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let provider = TracerProvider::builder().build();
-//! let svc = ServiceBuilder::new()
-//!     .layer(TraceLayer::new(provider.tracer("frontend")))
-//!     .service(service_fn(|_req: Request<()>| async {
-//!         // CPU samples taken here carry http-path=/user.
-//!         let path = labels::current().get("http-path").map(str::to_owned);
-//!         Ok::<_, Infallible>(Response::new(http_body_util::Full::<bytes::Bytes>::from(
-//!             path.unwrap_or_default(),
-//!         )))
+//! let client = ServiceBuilder::new()
+//!     .layer(ClientTraceLayer::new(provider.tracer("frontend")))
+//!     .service(service_fn(|req: Request<()>| async move {
+//!         // What the server receives: the client span's context.
+//!         let status = match req.headers().contains_key("traceparent") {
+//!             true => StatusCode::OK,
+//!             false => StatusCode::BAD_REQUEST,
+//!         };
+//!         let mut response = Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+//!         *response.status_mut() = status;
+//!         Ok::<_, Infallible>(response)
 //!     }));
-//! let req = Request::get("/user")
-//!     .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-//!     .body(())
+//! let response = client
+//!     .oneshot(Request::get("http://backend/user").body(()).unwrap())
+//!     .await
 //!     .unwrap();
-//! let response = svc.oneshot(req).await.unwrap();
+//! assert_eq!(response.status(), StatusCode::OK);
 //! # }
 //! ```
 
@@ -78,16 +88,16 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 
-use http::{HeaderMap, Request, Response};
-use tower_layer::Layer;
-use tower_service::Service;
-use tracewire::propagation::{
+use crate::propagation::{
     B3Propagator, Baggage, BaggageExt, BaggagePropagator, CloudTraceContextPropagator,
     CompositePropagator, GrpcTraceBinPropagator, Propagator, RemoteParent, TraceContextPropagator,
     TrustPolicy,
 };
-use tracewire::trace::Str;
-use tracewire::{Context, FutureExt, KeyValue, Span, SpanKind, Status, Tracer};
+use crate::trace::Str;
+use crate::{Context, FutureExt, KeyValue, Span, SpanKind, Status, Tracer};
+use http::{HeaderMap, Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
@@ -442,7 +452,7 @@ impl Config {
         let remote = if extracted.has_span() {
             extracted.span().span_context().clone()
         } else {
-            tracewire::SpanContext::INVALID
+            crate::SpanContext::INVALID
         };
         let route = match (self.protocol, self.route.as_ref()) {
             (Protocol::Http, Some(f)) => match f(parts) {
@@ -644,6 +654,10 @@ impl<S> ClientTrace<S> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
     /// Unwraps the service.
     pub fn into_inner(self) -> S {
         self.inner
@@ -694,7 +708,7 @@ mod tests {
     #[test]
     fn builder_calls_intern_no_routes() {
         let before = route::interned_on_this_thread();
-        let mut layer = TraceLayer::new(tracewire::TracerProvider::builder().build().tracer("t"));
+        let mut layer = TraceLayer::new(crate::TracerProvider::builder().build().tracer("t"));
         for _ in 0..100 {
             layer = layer.with_max_routes(10).with_trust(TrustPolicy::LinkOnly);
         }
