@@ -15,6 +15,8 @@
 //! - [`export`]: the non-blocking batch pipeline, the in-memory and JSON-lines
 //!   exporters, and the [`SpanExporter`](export::SpanExporter) trait the Zipkin and
 //!   Cloud Trace crates implement.
+//! - [`alloc`]: the labelled heap profiler, a wrapper a binary installs as its
+//!   `#[global_allocator]`.
 //! - [`env`](mod@env): configuration from the OpenTelemetry `OTEL_*` variables
 //!   ([`TracerProviderBuilder::from_env`](trace::TracerProviderBuilder::from_env));
 //!   values set in code win.
@@ -91,6 +93,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
+pub mod alloc;
 pub mod bridge;
 pub mod context;
 mod counter;

@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{burn_cpu, serial};
+use support::{burn_cpu, go_tool, run, serial};
 
 use tracewire::labels::{self, LabelSet};
 use tracewire::profile::{self, pprof, CustomProfile, Profiler, SpanIds};
@@ -367,31 +367,4 @@ fn custom_profile_lists_live_entries_with_their_stacks() {
         .iter()
         .all(|s| d.stack(s).iter().any(|f| f.contains("open_blob"))));
     assert_eq!(d.string(d.sample_type[0].r#type), "test.blobs");
-}
-
-/// `go`, if installed. Under CI (`CI=true`) it must be: the test fails without it.
-fn go_tool() -> Option<String> {
-    let found = std::process::Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        return Some("go".into());
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but `go` is not installed"
-    );
-    eprintln!("go not installed: skipping the go tool pprof check");
-    None
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -700,19 +700,12 @@ impl Profile {
         );
         let nanos = |d: Duration| d.as_nanos() as i64;
         for s in &self.samples {
-            let trace = s.trace_id.map(|t| t.to_string());
-            let span = s.span_id.map(|t| t.to_string());
-            let mut labels: Vec<(&str, &str)> = s.labels.iter().collect();
-            if let Some(t) = &trace {
-                labels.push(("trace_id", t));
-            }
-            if let Some(t) = &span {
-                labels.push(("span_id", t));
-            }
-            if let Some(n) = s.span_name() {
-                labels.push(("span_name", n));
-            }
-            b.sample(&s.stack, vec![s.count as i64, nanos(s.cpu)], &labels);
+            b.labelled_sample(
+                &s.stack,
+                vec![s.count as i64, nanos(s.cpu)],
+                &s.labels,
+                (s.trace_id, s.span_id, s.span_name()),
+            );
         }
         let dropped = self.stats.dropped_samples;
         if dropped > 0 {

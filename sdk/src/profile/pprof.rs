@@ -431,6 +431,34 @@ impl Builder {
         });
     }
 
+    /// Adds a sample with the labels of `labels` and, when known, the span's
+    /// (`trace_id`, `span_id`, `span_name`), as every tracewire profile writes them.
+    pub(crate) fn labelled_sample(
+        &mut self,
+        stack: &[usize],
+        values: Vec<i64>,
+        labels: &crate::labels::LabelSet,
+        span: (
+            Option<crate::trace::TraceId>,
+            Option<crate::trace::SpanId>,
+            Option<&str>,
+        ),
+    ) {
+        let trace = span.0.map(|t| t.to_string());
+        let span_id = span.1.map(|t| t.to_string());
+        let mut all: Vec<(&str, &str)> = labels.iter().collect();
+        if let Some(t) = &trace {
+            all.push(("trace_id", t));
+        }
+        if let Some(t) = &span_id {
+            all.push(("span_id", t));
+        }
+        if let Some(n) = span.2 {
+            all.push(("span_name", n));
+        }
+        self.sample(stack, values, &all);
+    }
+
     pub(crate) fn comment(&mut self, text: &str) {
         let i = self.string(text);
         self.profile.comment.push(i);

@@ -26,3 +26,30 @@ pub fn burn_cpu(cpu: Duration) {
     }
     black_box(x);
 }
+
+/// `go`, if installed. Under CI (`CI=true`) it must be: the test fails without it.
+pub fn go_tool() -> Option<String> {
+    let found = std::process::Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some("go".into());
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but `go` is not installed"
+    );
+    eprintln!("go not installed: skipping the go tool pprof check");
+    None
+}
+
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
