@@ -45,6 +45,12 @@ use tracewire_http::trace::{ResponseBody, TraceLayer};
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::prelude::*;
 
+/// The heap profiler wraps the system allocator: `/debug/pprof/heap` and
+/// `/debug/pprof/allocs` show the memory each route holds and allocates.
+#[global_allocator]
+static ALLOC: tracewire::alloc::Profiled<std::alloc::System> =
+    tracewire::alloc::Profiled::new(std::alloc::System);
+
 /// The unit of work: `/user` costs one, `/messages` ten, on each side.
 const ROUNDS: u64 = 150_000;
 

@@ -15,6 +15,8 @@
 //! go tool pprof -tags http://127.0.0.1:8080/debug/pprof/profile?seconds=5
 //! go tool pprof -top -tagfocus http-path:/messages http://127.0.0.1:8080/debug/pprof/profile?seconds=5
 //! # or open http://127.0.0.1:8080/debug/pprof/flamegraph?seconds=5&tagfocus=http-path:/user
+//! # memory in use per route (the heap profiler is this binary's allocator):
+//! go tool pprof -sample_index=inuse_space -tagfocus http-path=/messages http://127.0.0.1:8080/debug/pprof/heap
 //! ```
 //!
 //! It prints `listening on http://ADDR` once bound (`--addr 127.0.0.1:0` picks a free
@@ -44,6 +46,12 @@ use tracewire::profile;
 use tracewire::FutureExt;
 use tracewire_http::debug::PprofService;
 use tracewire_http::trace::{ResponseBody, TraceLayer};
+
+/// The heap profiler wraps the system allocator: `/debug/pprof/heap` and
+/// `/debug/pprof/allocs` show the memory each route holds and allocates.
+#[global_allocator]
+static ALLOC: tracewire::alloc::Profiled<std::alloc::System> =
+    tracewire::alloc::Profiled::new(std::alloc::System);
 
 /// Hash rounds of one `/user` request; `/messages` does ten times as many.
 const USER_ROUNDS: u64 = 200_000;

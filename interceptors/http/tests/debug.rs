@@ -326,6 +326,18 @@ fn unknown_custom_profile_is_404_with_a_message() {
         );
         let r = get(addr, "/elsewhere").await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
+        // This binary's allocator is not tracewire's: no heap profile, and why.
+        for path in ["/debug/pprof/heap", "/debug/pprof/allocs?seconds=1"] {
+            let r = get(addr, path).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND);
+            assert!(
+                r.text().contains("tracewire::alloc::Profiled"),
+                "{}",
+                r.text()
+            );
+        }
+        let index = get(addr, "/debug/pprof/").await.text();
+        assert!(!index.contains("href=\"heap\""));
     });
 }
 

@@ -14,6 +14,7 @@ use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tokio::task::JoinHandle;
 use tokio::time::Sleep;
+use tracewire::alloc::{HeapProfile, SampleType};
 use tracewire::profile::{CustomProfile, Profile, Profiler};
 
 use super::query::CpuRequest;
@@ -37,6 +38,9 @@ pub(crate) enum Render {
     FlamegraphOf(Arc<Profile>, CpuRequest),
     /// Stop the CPU profile and answer what the function makes of it.
     Then(Profiler, ThenFn),
+    /// Answer the heap profile now (minus `earlier`, if given) with `default`
+    /// shown first.
+    Heap(Option<Box<HeapProfile>>, SampleType),
 }
 
 impl fmt::Debug for Render {
@@ -47,6 +51,7 @@ impl fmt::Debug for Render {
             Render::Custom(p) => f.debug_tuple("Custom").field(p).finish(),
             Render::FlamegraphOf(_, r) => f.debug_tuple("FlamegraphOf").field(r).finish(),
             Render::Then(p, _) => f.debug_tuple("Then").field(p).finish(),
+            Render::Heap(e, t) => f.debug_tuple("Heap").field(&e.is_some()).field(t).finish(),
         }
     }
 }
@@ -68,6 +73,14 @@ impl Render {
                 Ok(profile) => then(&profile),
                 Err(e) => render::stop_failed(&e),
             },
+            Render::Heap(earlier, default) => {
+                let now = HeapProfile::take();
+                let profile = match earlier {
+                    Some(e) => now.delta(&e),
+                    None => now,
+                };
+                render::heap(&profile, default)
+            }
         }
     }
 }

@@ -9,6 +9,8 @@
 //! | `/debug/pprof/` | an HTML index of the profiles below, with links |
 //! | `/debug/pprof/profile?seconds=N&hz=F` | a CPU profile of the next `N` seconds (default 30, at most [`max_seconds`](PprofService::max_seconds)) sampled at `F` Hz (default 100), as gzip'd pprof with the samples' labels |
 //! | `/debug/pprof/flamegraph?seconds=N&tagfocus=key:value` | a CPU profile of the next `N` seconds as an SVG flame graph, keeping only the samples whose labels hold every `tagfocus` (exact match; none given: all samples) |
+//! | `/debug/pprof/heap` | the [heap profile](tracewire::alloc) (memory in use, `inuse_space` first), with labels and spans, when the program's global allocator is [`Profiled`](tracewire::alloc::Profiled) (else `404`); `?seconds=N`: what changed over the next `N` seconds |
+//! | `/debug/pprof/allocs` | the same, `alloc_space` first (all allocations, freed or not) |
 //! | `/debug/pprof/NAME` | the [custom profile](tracewire::profile::CustomProfile) `NAME`, as gzip'd pprof |
 //!
 //! so the usual tools work against a running server:
@@ -190,6 +192,7 @@ impl PprofService {
                 };
                 self.cpu_profile(name == "flamegraph", request)
             }
+            "heap" | "allocs" => self.heap_profile(name == "heap", &params),
             name => match CustomProfile::lookup(&query::decode_path(name)) {
                 Some(profile) => ResponseFuture::render(Render::Custom(profile)),
                 None => ResponseFuture::ready(render::text(
@@ -198,6 +201,41 @@ impl PprofService {
                         "unknown profile {name:?}: see {}/ for the profiles there are\n",
                         self.prefix
                     ),
+                )),
+            },
+        }
+    }
+
+    /// `/heap` or `/allocs`: the heap profile now, or (`?seconds=N`) what
+    /// changed over the next `N` seconds, as Go's.
+    fn heap_profile(&self, inuse: bool, params: &[(String, String)]) -> ResponseFuture {
+        use tracewire::alloc::{self, HeapProfile, SampleType};
+        if !alloc::is_installed() {
+            return ResponseFuture::ready(render::text(
+                StatusCode::NOT_FOUND,
+                "no heap profile: the program's global allocator is not \
+                 tracewire::alloc::Profiled (#[global_allocator] static A: \
+                 tracewire::alloc::Profiled<std::alloc::System> = \
+                 tracewire::alloc::Profiled::new(std::alloc::System);)\n"
+                    .to_owned(),
+            ));
+        }
+        let default = if inuse {
+            SampleType::InuseSpace
+        } else {
+            SampleType::AllocSpace
+        };
+        let seconds = params.iter().find(|(k, _)| k == "seconds").map(|(_, v)| v);
+        match seconds {
+            None => ResponseFuture::render(Render::Heap(None, default)),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(s) if s > 0 => ResponseFuture::after(
+                    Duration::from_secs(s.min(self.max_seconds)),
+                    Render::Heap(Some(Box::new(HeapProfile::take())), default),
+                ),
+                _ => ResponseFuture::ready(render::text(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad seconds {v:?}: want a whole number of seconds, 1 or more\n"),
                 )),
             },
         }

@@ -66,6 +66,18 @@ pub(crate) fn cpu(profile: &Profile) -> Response<Full<Bytes>> {
     pprof_download("profile", |out| profile.write_pprof(out))
 }
 
+/// A heap profile as gzip'd pprof, `default` shown first.
+pub(crate) fn heap(
+    profile: &tracewire::alloc::HeapProfile,
+    default: tracewire::alloc::SampleType,
+) -> Response<Full<Bytes>> {
+    let name = match default {
+        tracewire::alloc::SampleType::InuseSpace => "heap",
+        _ => "allocs",
+    };
+    pprof_download(name, |out| profile.to_pprof(default).write_gzip(out))
+}
+
 /// A custom profile as gzip'd pprof.
 pub(crate) fn custom(profile: &CustomProfile) -> Response<Full<Bytes>> {
     pprof_download(profile.name(), |out| profile.write_pprof(out))
@@ -120,6 +132,12 @@ pub(crate) fn index(prefix: &str, default_seconds: u64) -> Response<Full<Bytes>>
             format!("flamegraph?seconds={default_seconds}"),
         ),
     ];
+    let heap = tracewire::alloc::is_installed();
+    let live = tracewire::alloc::stats().live_samples.to_string();
+    if heap {
+        rows.push((String::new(), "allocs", "allocs".to_owned()));
+        rows.push((live, "heap", "heap".to_owned()));
+    }
     rows.extend(
         customs
             .iter()
@@ -143,6 +161,16 @@ pub(crate) fn index(prefix: &str, default_seconds: u64) -> Response<Full<Bytes>>
          Add <code>&amp;tagfocus=key:value</code> (repeatable) to keep only the samples with \
          those labels.</li>\n",
     );
+    if heap {
+        html.push_str(
+            "<li><div class=profile-name>allocs: </div> A sampling of all past memory allocations, \
+             with their labels (<code>alloc_space</code> first; <code>?seconds=N</code> for the \
+             next N seconds only).</li>\n\
+             <li><div class=profile-name>heap: </div> A sampling of the memory in use, with the \
+             labels and span of each block's allocation (<code>inuse_space</code> first; the \
+             count is the sampled blocks alive).</li>\n",
+        );
+    }
     for p in &customs {
         let _ = writeln!(
             html,
