@@ -36,8 +36,8 @@ use tracewire::propagation::{
 };
 use tracewire::trace::SpanData;
 use tracewire::{SpanId, SpanKind, TraceId, Tracer, TracerProvider, Value};
-use tracewire_grpc::{GrpcClientLayer, GrpcTraceLayer};
-use tracewire_http::trace::{ClientTrace, ClientTraceLayer, TraceLayer};
+use tracewire_grpc::{GrpcClient, GrpcClientLayer, GrpcTraceLayer};
+use tracewire_http::trace::{ClientTraceLayer, TraceLayer};
 
 const METHOD: &str = "/helloworld.Greeter/SayHello";
 
@@ -63,7 +63,7 @@ impl Greeter for Backend {
     }
 }
 
-type Backend_ = GreeterClient<ClientTrace<Channel>>;
+type Backend_ = GreeterClient<GrpcClient<Channel>>;
 
 /// The HTTP frontend's handler: `/hello?NAME` calls the backend with `NAME`.
 /// `TraceLayer` has made the request's context current here, so the gRPC client
