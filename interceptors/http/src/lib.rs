@@ -7,7 +7,7 @@
 //!   [`ClientTraceLayer`](trace::ClientTraceLayer) for clients: context propagated
 //!   in and out (W3C, B3, `X-Cloud-Trace-Context`), server and client spans, and
 //!   the `http-path` profiler label on every CPU sample taken in a handler.
-//! - [`debug`]: [`PprofService`](debug::PprofService), a tower service that answers
+//! - [`debug`] (feature `debug`): [`PprofService`](debug::PprofService), a tower service that answers
 //!   like Go's `net/http/pprof`, so `go tool pprof http://HOST/debug/pprof/profile`
 //!   profiles a running Rust server, with the labels of every sample
 //!   (`-tagfocus http-path:/user`). It also serves the process's
@@ -17,7 +17,7 @@
 //!   the CPU sampled under each span, and that span's flame graph, fed by a
 //!   [`Tracez`](debug::Tracez) store on the span pipeline.
 //!
-//! ## Example
+//! ## Example (feature `debug`)
 //!
 //! The service is a plain [`tower_service::Service`]; mount it in any server (see
 //! [`debug`] for hyper), or call it directly:
@@ -47,12 +47,26 @@
 //! # }
 //! ```
 //!
+//! ## Feature flags
+//!
+//! None is on by default.
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `debug` | [`debug`]: `/debug/pprof` ([`PprofService`](debug::PprofService)) and `/debug/tracez` ([`TracezService`](debug::TracezService)), and the `inferno`, `tokio` and `percent-encoding` dependencies they need. Off because the pages show the program's internals (profiles, span attributes, custom profiles): mount them on a loopback or authenticated port |
+//!
 //! ## Platform
 //!
 //! CPU profiles need Linux (the tracewire profiler's platform); elsewhere the
 //! `/profile` and `/flamegraph` endpoints answer `500` with the reason.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// Links into feature-gated modules resolve when the feature is on (docs.rs
+// builds with all features).
+#![cfg_attr(not(feature = "debug"), allow(rustdoc::broken_intra_doc_links))]
 
+#[cfg(feature = "debug")]
+#[cfg_attr(docsrs, doc(cfg(feature = "debug")))]
 pub mod debug;
 pub mod trace;
