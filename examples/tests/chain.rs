@@ -39,7 +39,8 @@ use tracewire::{SpanId, SpanKind, TraceId, Tracer, TracerProvider, Value};
 use tracewire_grpc::{GrpcClient, GrpcClientLayer, GrpcTraceLayer};
 use tracewire_http::trace::{ClientTraceLayer, TraceLayer};
 
-const METHOD: &str = "/helloworld.Greeter/SayHello";
+/// The RPC span name (OpenTelemetry: `package.Service/Method`).
+const METHOD: &str = "helloworld.Greeter/SayHello";
 
 // ---------------------------------------------------------------------------
 // The chain.

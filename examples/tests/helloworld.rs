@@ -24,7 +24,8 @@ use tracewire_stackdriver::proto::v2::{attribute_value, span, BatchWriteSpansReq
 
 const SERVER: &str = env!("CARGO_BIN_EXE_helloworld-server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_helloworld-client");
-const METHOD: &str = "/helloworld.Greeter/SayHello";
+/// The RPC span name (OpenTelemetry: `package.Service/Method`).
+const METHOD: &str = "helloworld.Greeter/SayHello";
 /// The longest any process step may take.
 const PATIENCE: Duration = Duration::from_secs(20);
 

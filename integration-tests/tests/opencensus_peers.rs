@@ -176,7 +176,7 @@ async fn a_default_grpc_server_continues_an_ocgrpc_clients_grpc_trace_bin_trace(
     let peer = run_peer(client, trace_id, "grpc", addr.to_string()).await;
     assert_eq!(peer["status"], "SERVING");
     let span = server_span(&exporter).await;
-    assert_eq!(span.name, "/grpc.health.v1.Health/Check");
+    assert_eq!(span.name, "grpc.health.v1.Health/Check");
     assert_continues(&span, &peer, trace_id);
     server.abort();
 }

@@ -209,8 +209,8 @@ async fn the_demo_tracez_leads_from_a_bucket_to_a_trace_and_a_span_flame_graph_i
         [
             "0 GET /messages",
             "1 render",
-            "2 /helloworld.Greeter/SayHello",
-            "3 /helloworld.Greeter/SayHello",
+            "2 helloworld.Greeter/SayHello",
+            "3 helloworld.Greeter/SayHello",
             "4 score",
         ],
         "frontend -> #[instrument] fn -> gRPC client -> gRPC backend -> backend span"

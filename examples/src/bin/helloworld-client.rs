@@ -6,8 +6,8 @@
 //!
 //! ```text
 //! helloworld-client                       (client, internal)
-//! └── /helloworld.Greeter/SayHello        (client, client)
-//!     └── /helloworld.Greeter/SayHello    (server, server)
+//! └── helloworld.Greeter/SayHello         (client, client)
+//!     └── helloworld.Greeter/SayHello     (server, server)
 //!         └── compose greeting            (server, internal)
 //! ```
 //!

@@ -5,15 +5,15 @@
 //! - [`GrpcTraceLayer`] (server): extracts the caller's context in any common
 //!   format, tried in this order: `traceparent`/`tracestate`, `grpc-trace-bin`
 //!   (what OpenCensus `ocgrpc` sends), B3 `b3` then `x-b3-*`, and
-//!   `x-cloud-trace-context` (the first valid one wins; see
-//!   [`tracewire::tower`'s extraction
-//!   rules](tracewire::tower#extraction)), and `baggage`; starts a server span named
-//!   `/package.Service/Method` with the `rpc.*` attributes, polls the handler —
-//!   and, for streaming RPCs, the whole response stream — inside a context with
-//!   that span and the profiler label `grpc-method`, reads the outcome from
-//!   `grpc-status` in the headers or the trailers, and ends the span when the
-//!   stream is done. A layer rather than a tonic interceptor, because an
-//!   interceptor cannot see the response.
+//!   `x-cloud-trace-context` (the first valid one wins; see [`tracewire::tower`'s
+//!   extraction rules](tracewire::tower#extraction)), and `baggage`; starts a
+//!   server span named `package.Service/Method` (the OpenTelemetry RPC
+//!   conventions' name) with the `rpc.*` attributes, polls the handler — and, for
+//!   streaming RPCs, the whole response stream — inside a context with that span
+//!   and the profiler label `grpc-method=/package.Service/Method` (the request
+//!   path), reads the outcome from `grpc-status` in the headers or the trailers,
+//!   and ends the span when the stream is done. A layer rather than a tonic
+//!   interceptor, because an interceptor cannot see the response.
 //! - [`GrpcClientLayer`]: a client span per call, the context injected
 //!   (`traceparent` and `grpc-trace-bin`), the status recorded.
 //! - [`TraceInterceptor`]: for clients built with an interceptor: injects the

@@ -166,8 +166,9 @@ async fn unary_call_makes_one_trace_with_rpc_attributes_and_the_grpc_method_labe
     let spans = spans(&exporter, 2).await;
     let server = spans.iter().find(|s| s.kind == SpanKind::Server).unwrap();
     let client = spans.iter().find(|s| s.kind == SpanKind::Client).unwrap();
-    assert_eq!(server.name, "/grpc.health.v1.Health/Check");
-    assert_eq!(client.name, "/grpc.health.v1.Health/Check");
+    // OpenTelemetry RPC conventions: `package.Service/Method`, no leading `/`.
+    assert_eq!(server.name, "grpc.health.v1.Health/Check");
+    assert_eq!(client.name, "grpc.health.v1.Health/Check");
     assert_eq!(
         server.span_context.trace_id(),
         client.span_context.trace_id()
@@ -187,7 +188,7 @@ async fn unary_call_makes_one_trace_with_rpc_attributes_and_the_grpc_method_labe
     assert_eq!(
         seen.0.lock().unwrap().as_slice(),
         ["/grpc.health.v1.Health/Check"],
-        "the service ran with the grpc-method label"
+        "the service ran with the grpc-method label (the request path, as before)"
     );
 }
 
@@ -331,7 +332,7 @@ async fn a_server_stream_is_traced_until_it_ends() {
     drop(stream);
     drop(client);
     let spans = spans(&exporter, 1).await;
-    assert_eq!(spans[0].name, "/grpc.health.v1.Health/Watch");
+    assert_eq!(spans[0].name, "grpc.health.v1.Health/Watch");
     assert!(spans[0].duration() >= Duration::from_millis(200));
 }
 

@@ -110,8 +110,9 @@ pub enum Protocol {
     /// Plain HTTP: span `METHOD route`, label `http-path`, outcome from the status.
     #[default]
     Http,
-    /// gRPC over HTTP/2: span `/package.Service/Method`, label `grpc-method`,
-    /// outcome from `grpc-status` in the headers or trailers.
+    /// gRPC over HTTP/2: span `package.Service/Method`, label
+    /// `grpc-method=/package.Service/Method` (the request path), outcome from
+    /// `grpc-status` in the headers or trailers.
     Grpc,
 }
 
@@ -213,6 +214,14 @@ fn record_grpc_code(span: &Span, side: Side, code: i64, message: &str) {
             message.to_owned()
         }));
     }
+}
+
+/// The span name of the gRPC call to `path` (`/package.Service/Method`):
+/// `package.Service/Method`, as the OpenTelemetry RPC conventions name RPC spans
+/// (`{rpc.service}/{rpc.method}`, and in their newer form the fully-qualified
+/// `{rpc.method}`: the same string).
+fn grpc_span_name(path: &str) -> &str {
+    path.strip_prefix('/').unwrap_or(path)
 }
 
 /// `host[:port]` (IPv6 literals in brackets) split into host and port.
@@ -463,7 +472,8 @@ impl Config {
         };
         let name: Str = match self.protocol {
             Protocol::Http => Str::Borrowed(route.span_name(&parts.method)),
-            Protocol::Grpc => Str::Borrowed(route.name),
+            // `package.Service/Method`: the interned path without its `/`.
+            Protocol::Grpc => Str::Borrowed(grpc_span_name(route.name)),
         };
         let mut b = self
             .tracer
@@ -685,7 +695,7 @@ where
                 "_OTHER" => "HTTP",
                 known => known,
             }),
-            Protocol::Grpc => parts.uri.path().to_owned().into(),
+            Protocol::Grpc => grpc_span_name(parts.uri.path()).to_owned().into(),
         };
         let span = c
             .tracer
