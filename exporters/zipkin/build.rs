@@ -5,7 +5,10 @@
 use std::path::Path;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto");
+    // Read when the script runs (not `env!`, fixed when it was compiled): a build
+    // script built once may run for another checkout sharing the target dir.
+    let root = Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").ok_or("no CARGO_MANIFEST_DIR")?)
+        .join("proto");
     println!("cargo:rerun-if-changed={}", root.display());
     println!("cargo:rerun-if-changed=build.rs");
     let fds = protox::compile(["zipkin.proto"], [&root])?;

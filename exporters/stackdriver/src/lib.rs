@@ -10,8 +10,20 @@
 //!   [Application Default Credentials] (scope
 //!   `https://www.googleapis.com/auth/trace.append`), sending a cached OAuth token as
 //!   `authorization: Bearer` metadata on each request;
-//! - [`endpoint`](StackdriverExporterBuilder::endpoint) points it at an emulator or
-//!   test server instead, without credentials (`http://` means no TLS);
+//! - [`endpoint`](StackdriverExporterBuilder::endpoint) points it elsewhere: an
+//!   `https://` endpoint (a regional or Private Service Connect endpoint, a
+//!   proxy) is authenticated the same way; an `http://` one (an emulator, a test
+//!   server) is plain-text HTTP/2 without credentials. A private CA is trusted
+//!   with [`ca_certificate`](StackdriverExporterBuilder::ca_certificate);
+//!   [`token_provider`](StackdriverExporterBuilder::token_provider) replaces ADC
+//!   (on any endpoint) and
+//!   [`without_credentials`](StackdriverExporterBuilder::without_credentials)
+//!   sends none;
+//! - the quota project (billed for the API calls, header `x-goog-user-project`)
+//!   comes from [`quota_project`](StackdriverExporterBuilder::quota_project), else
+//!   `GOOGLE_CLOUD_QUOTA_PROJECT`, else the `quota_project_id` of the ADC
+//!   credentials file (as Google's client libraries read it); none is sent on
+//!   unauthenticated requests unless set in code;
 //! - connections are made lazily: a collector that is down at start is not an error;
 //! - retries with exponential backoff and jitter, bounded in time, only on
 //!   `UNAVAILABLE` (which is what connection errors become), `DEADLINE_EXCEEDED`,
@@ -110,7 +122,7 @@ use prost::Message as _;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, GrpcMethod};
 use tracewire::export::{Attempt, Backoff, ExportCounters, ExportError, SpanExporter};
 use tracewire::trace::{Resource, SpanData};
@@ -146,6 +158,10 @@ pub const DEFAULT_ENDPOINT: &str = "https://cloudtrace.googleapis.com:443";
 pub const TRACE_APPEND_SCOPE: &str = "https://www.googleapis.com/auth/trace.append";
 /// The environment variable read when no project id is given.
 pub const PROJECT_ENV: &str = "GOOGLE_CLOUD_PROJECT";
+/// The environment variable read when no quota project is given.
+pub const QUOTA_PROJECT_ENV: &str = "GOOGLE_CLOUD_QUOTA_PROJECT";
+/// The metadata (header) naming the quota project.
+pub const QUOTA_PROJECT_HEADER: &str = "x-goog-user-project";
 
 const SERVICE: &str = "google.devtools.cloudtrace.v2.TraceService";
 const METHOD: &str = "BatchWriteSpans";
@@ -204,11 +220,34 @@ impl std::error::Error for Error {
     }
 }
 
+/// Where the OAuth tokens of an authenticated endpoint come from.
+#[derive(Clone, Default)]
+enum Credentials {
+    /// ADC on `https://`, none on `http://`.
+    #[default]
+    ByScheme,
+    Provider(Arc<dyn gcp_auth::TokenProvider>),
+    None,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Credentials::ByScheme => "ByScheme",
+            Credentials::Provider(_) => "Provider",
+            Credentials::None => "None",
+        })
+    }
+}
+
 /// Configures a [`StackdriverExporter`].
 #[derive(Debug, Clone)]
 pub struct StackdriverExporterBuilder {
     project_id: Option<String>,
     endpoint: Option<String>,
+    credentials: Credentials,
+    quota_project: Option<String>,
+    ca_certificates: Vec<Vec<u8>>,
     timeout: Duration,
     backoff: Backoff,
     max_request_bytes: usize,
@@ -219,6 +258,9 @@ impl Default for StackdriverExporterBuilder {
         StackdriverExporterBuilder {
             project_id: None,
             endpoint: None,
+            credentials: Credentials::default(),
+            quota_project: None,
+            ca_certificates: Vec::new(),
             timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
             max_request_bytes: 4 << 20,
@@ -233,11 +275,55 @@ impl StackdriverExporterBuilder {
         self.project_id = Some(project_id.into());
         self
     }
-    /// Sends to `url` (`http://host:port` or `https://host:port`) instead of Cloud
-    /// Trace, **without credentials**: for emulators and tests. `http://` is
-    /// plain-text HTTP/2, `https://` uses TLS with the webpki roots.
+    /// Sends to `url` (`https://host[:port]` or `http://host:port`) instead of
+    /// [`DEFAULT_ENDPOINT`]. `https://` uses TLS with the webpki roots (and any
+    /// [`ca_certificate`](Self::ca_certificate)) and is authenticated like the
+    /// default endpoint: a regional or private (Private Service Connect) Cloud
+    /// Trace endpoint, or a proxy in front of it. `http://` is plain-text HTTP/2
+    /// without credentials, for emulators and tests (unless a
+    /// [`token_provider`](Self::token_provider) is given).
+    ///
+    /// ```
+    /// use tracewire_stackdriver::StackdriverExporter;
+    ///
+    /// let exporter = StackdriverExporter::builder()
+    ///     .project_id("my-project")
+    ///     .endpoint("https://cloudtrace-my-psc.p.googleapis.com")
+    ///     .quota_project("billing-project")
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(format!("{exporter:?}").contains("authenticated: true"));
+    /// ```
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoint = Some(url.into());
+        self
+    }
+    /// Authenticates every request, on any endpoint, with tokens from `provider`
+    /// (scope [`TRACE_APPEND_SCOPE`]) instead of Application Default Credentials:
+    /// say a `gcp_auth::CustomServiceAccount` read from a key file the
+    /// application chooses.
+    pub fn token_provider(mut self, provider: Arc<dyn gcp_auth::TokenProvider>) -> Self {
+        self.credentials = Credentials::Provider(provider);
+        self
+    }
+    /// Sends no credentials, also to an `https://` endpoint (an emulator behind
+    /// TLS, a proxy that adds them).
+    pub fn without_credentials(mut self) -> Self {
+        self.credentials = Credentials::None;
+        self
+    }
+    /// The project billed for the API calls, sent as `x-goog-user-project`
+    /// (default: `GOOGLE_CLOUD_QUOTA_PROJECT`, else the ADC credentials file's
+    /// `quota_project_id`, else none, when requests are authenticated). Set here,
+    /// it is sent on every request.
+    pub fn quota_project(mut self, project: impl Into<String>) -> Self {
+        self.quota_project = Some(project.into());
+        self
+    }
+    /// Also trusts the CA certificate(s) in `pem` for an `https://` endpoint: a
+    /// private endpoint behind a private CA, or a test server.
+    pub fn ca_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.ca_certificates.push(pem.as_ref().to_vec());
         self
     }
     /// Timeout of one request, including connecting and fetching a token (default
@@ -261,9 +347,10 @@ impl StackdriverExporterBuilder {
     }
 
     /// Builds the exporter. Fails without a project id (given or from
-    /// `GOOGLE_CLOUD_PROJECT`), or on an endpoint that is not an `http://` or
-    /// `https://` URL. Neither connects nor reads credentials: that happens on the
-    /// first export.
+    /// `GOOGLE_CLOUD_PROJECT`), on an endpoint that is not an `http://` or
+    /// `https://` URL, on a CA certificate that is not PEM, or on a quota project
+    /// that cannot be sent as a header. Neither connects nor reads credentials:
+    /// that happens on the first export.
     pub fn build(self) -> Result<StackdriverExporter, Error> {
         let project_id = match self.project_id.clone() {
             Some(p) => p,
@@ -280,10 +367,10 @@ impl StackdriverExporterBuilder {
                 "invalid Google Cloud project id {project_id:?}"
             )));
         }
-        let (url, auth) = match &self.endpoint {
-            None => (DEFAULT_ENDPOINT.to_owned(), Some(Auth::default())),
-            Some(url) => (url.clone(), None),
-        };
+        let url = self
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
         let uri: tonic::codegen::http::Uri = url
             .parse()
             .map_err(|e| Error::with_source(format!("invalid Cloud Trace endpoint {url:?}"), e))?;
@@ -301,10 +388,33 @@ impl StackdriverExporterBuilder {
                 "Cloud Trace endpoint {url:?} has no host"
             )));
         }
+        let auth = match &self.credentials {
+            Credentials::ByScheme if tls => Some(Auth::new(None)),
+            Credentials::ByScheme | Credentials::None => None,
+            Credentials::Provider(p) => Some(Auth::new(Some(p.clone()))),
+        };
+        // Set in code: always sent. From the environment: with credentials only.
+        let quota = match (&self.quota_project, &auth) {
+            (Some(q), _) => Some(q.clone()),
+            (None, Some(_)) => std::env::var(QUOTA_PROJECT_ENV).ok(),
+            (None, None) => None,
+        };
+        let quota_project = match quota.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(q) => Some(
+                quota_header(q)
+                    .ok_or_else(|| Error::new(format!("invalid quota project {q:?}")))?,
+            ),
+        };
         let mut endpoint = Endpoint::from(uri);
         if tls {
+            let mut config = ClientTlsConfig::new().with_webpki_roots();
+            for pem in &self.ca_certificates {
+                check_pem(pem)?;
+                config = config.ca_certificate(Certificate::from_pem(pem));
+            }
             endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().with_webpki_roots())
+                .tls_config(config)
                 .map_err(|e| Error::with_source(format!("TLS setup for {url:?}"), e))?;
         }
         let endpoint = endpoint
@@ -320,6 +430,7 @@ impl StackdriverExporterBuilder {
             endpoint,
             grpc: None,
             auth,
+            quota_project,
             timeout: self.timeout,
             backoff: self.backoff,
             max_request_bytes: self.max_request_bytes,
@@ -338,8 +449,11 @@ pub struct StackdriverExporter {
     endpoint: Endpoint,
     /// Made on the first export, on the runtime that runs the exporter.
     grpc: Option<tonic::client::Grpc<Channel>>,
-    /// `None` for a custom endpoint.
+    /// `None` for an unauthenticated endpoint.
     auth: Option<Auth>,
+    /// `x-goog-user-project` from the builder or the environment (the ADC file's
+    /// comes from `auth`).
+    quota_project: Option<MetadataValue<Ascii>>,
     timeout: Duration,
     backoff: Backoff,
     max_request_bytes: usize,
@@ -352,6 +466,7 @@ impl fmt::Debug for StackdriverExporter {
             .field("project_id", &self.project_id)
             .field("endpoint", &self.url)
             .field("authenticated", &self.auth.is_some())
+            .field("quota_project", &self.quota_project)
             .field("timeout", &self.timeout)
             .field("max_request_bytes", &self.max_request_bytes)
             .field("counters", &self.counters)
@@ -462,9 +577,14 @@ impl StackdriverExporter {
     ) -> Result<(), Attempt> {
         let call = async {
             let mut request = tonic::Request::new(body);
+            let mut quota = self.quota_project.clone();
             if let Some(auth) = &self.auth {
-                let token = auth.header().await?;
+                let (token, adc_quota) = auth.headers().await?;
                 request.metadata_mut().insert("authorization", token);
+                quota = quota.or(adc_quota);
+            }
+            if let Some(quota) = quota {
+                request.metadata_mut().insert(QUOTA_PROJECT_HEADER, quota);
             }
             request
                 .extensions_mut()
@@ -580,34 +700,106 @@ impl Drop for Pending<'_> {
     }
 }
 
-/// Application Default Credentials, found on first use; the provider caches
+/// The token provider: the builder's, or Application Default Credentials found
+/// on first use (with the `quota_project_id` of their file). Providers cache
 /// tokens until they expire.
-#[derive(Default)]
 struct Auth {
-    provider: tokio::sync::OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
+    given: Option<Arc<dyn gcp_auth::TokenProvider>>,
+    found: tokio::sync::OnceCell<Found>,
+}
+
+struct Found {
+    provider: Arc<dyn gcp_auth::TokenProvider>,
+    quota_project: Option<MetadataValue<Ascii>>,
 }
 
 impl Auth {
-    async fn header(&self) -> Result<MetadataValue<Ascii>, Attempt> {
-        let provider = self
-            .provider
-            .get_or_try_init(gcp_auth::provider)
+    fn new(given: Option<Arc<dyn gcp_auth::TokenProvider>>) -> Auth {
+        Auth {
+            given,
+            found: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn find(&self) -> Result<Found, gcp_auth::Error> {
+        Ok(match &self.given {
+            Some(p) => Found {
+                provider: p.clone(),
+                quota_project: None,
+            },
+            None => Found {
+                provider: gcp_auth::provider().await?,
+                quota_project: adc_quota_project().as_deref().and_then(quota_header),
+            },
+        })
+    }
+
+    /// `authorization` and, with ADC, the credentials file's quota project.
+    async fn headers(
+        &self,
+    ) -> Result<(MetadataValue<Ascii>, Option<MetadataValue<Ascii>>), Attempt> {
+        let found = self
+            .found
+            .get_or_try_init(|| self.find())
             .await
             .map_err(|e| {
                 Attempt::Fail(ExportError::new(format!(
                     "no Google Cloud credentials (Application Default Credentials): {e}"
                 )))
             })?;
-        let token = provider.token(&[TRACE_APPEND_SCOPE]).await.map_err(|e| {
-            Attempt::Retry(ExportError::new(format!(
-                "cannot get a Google Cloud access token: {e}"
-            )))
-        })?;
+        let token = found
+            .provider
+            .token(&[TRACE_APPEND_SCOPE])
+            .await
+            .map_err(|e| {
+                Attempt::Retry(ExportError::new(format!(
+                    "cannot get a Google Cloud access token: {e}"
+                )))
+            })?;
         let mut value = MetadataValue::try_from(format!("Bearer {}", token.as_str()))
             .map_err(|_| Attempt::Fail(ExportError::new("the access token is not ASCII")))?;
         value.set_sensitive(true);
-        Ok(value)
+        Ok((value, found.quota_project.clone()))
     }
+}
+
+/// Fails unless `pem` holds at least one certificate, all well-formed (tonic
+/// would only find out on the first connection).
+fn check_pem(pem: &[u8]) -> Result<(), Error> {
+    use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+    let mut n = 0;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        cert.map_err(|e| Error::with_source("invalid CA certificate PEM", e))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(Error::new("the CA certificate PEM holds no certificate"));
+    }
+    Ok(())
+}
+
+fn quota_header(project: &str) -> Option<MetadataValue<Ascii>> {
+    MetadataValue::try_from(project.trim())
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+/// `quota_project_id` from the file ADC reads: `GOOGLE_APPLICATION_CREDENTIALS`,
+/// else gcloud's `application_default_credentials.json`.
+fn adc_quota_project() -> Option<String> {
+    let path = match std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS") {
+        Some(p) if !p.is_empty() => std::path::PathBuf::from(p),
+        _ => {
+            let dir = if cfg!(windows) {
+                std::path::PathBuf::from(std::env::var_os("APPDATA")?)
+            } else {
+                std::path::PathBuf::from(std::env::var_os("HOME")?).join(".config")
+            };
+            dir.join("gcloud/application_default_credentials.json")
+        }
+    };
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    Some(json.get("quota_project_id")?.as_str()?.to_owned())
 }
 
 /// Sends bytes already encoded by [`StackdriverExporter::encode`] (so retries

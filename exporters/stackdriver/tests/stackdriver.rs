@@ -2,173 +2,24 @@
 //! built from the same protos: the mapping field by field, request splitting,
 //! retries, timeouts, a collector that is down or hangs, and shutdown accounting.
 
-use std::collections::{HashSet, VecDeque};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::{Duration, Instant, SystemTime};
 
 use prost::Message as _;
-use tonic::transport::server::TcpIncoming;
-use tonic::{Code, Request, Response, Status};
+use tonic::Code;
 use tracewire::export::{Backoff, BatchConfig, InMemoryExporter, SpanExporter};
 use tracewire::trace::{Array, Link, SpanData, SpanLimits, Tracer};
 use tracewire::{
     KeyValue, SpanContext, SpanId, SpanKind, Status as SpanStatus, TraceFlags, TraceId, TraceState,
     TracerProvider, Value,
 };
-use tracewire_stackdriver::proto::v2::trace_service_server::{TraceService, TraceServiceServer};
 use tracewire_stackdriver::proto::v2::{
     attribute_value, span, AttributeValue, BatchWriteSpansRequest, Span, TruncatableString,
 };
-use tracewire_stackdriver::{StackdriverExporter, StackdriverExporterBuilder};
+use tracewire_stackdriver::{StackdriverExporter, StackdriverExporterBuilder, TRACE_APPEND_SCOPE};
 
-// ---------------------------------------------------------------------------
-// A stand-in for Cloud Trace.
-
-/// Records what it receives; can answer scripted errors first, or hang.
-#[derive(Clone, Default)]
-struct Collector {
-    requests: Arc<Mutex<Vec<BatchWriteSpansRequest>>>,
-    /// Spans received (also when requests are not kept).
-    spans: Arc<AtomicU64>,
-    calls: Arc<AtomicUsize>,
-    /// Whether any request carried an `authorization` header.
-    saw_authorization: Arc<Mutex<bool>>,
-    user_agents: Arc<Mutex<HashSet<String>>>,
-    /// Codes to answer before answering OK.
-    script: Arc<Mutex<VecDeque<Code>>>,
-    hang: bool,
-    /// Keep whole requests (off for the large tests: count only).
-    keep: bool,
-}
-
-impl Collector {
-    fn new() -> Self {
-        Collector {
-            keep: true,
-            ..Collector::default()
-        }
-    }
-    fn answering(codes: &[Code]) -> Self {
-        let c = Collector::new();
-        c.script.lock().unwrap().extend(codes.iter().copied());
-        c
-    }
-    fn hanging() -> Self {
-        Collector {
-            hang: true,
-            ..Collector::default()
-        }
-    }
-    fn counting() -> Self {
-        Collector::default()
-    }
-    fn requests(&self) -> Vec<BatchWriteSpansRequest> {
-        self.requests.lock().unwrap().clone()
-    }
-    fn spans(&self) -> Vec<Span> {
-        self.requests().into_iter().flat_map(|r| r.spans).collect()
-    }
-    fn span_count(&self) -> u64 {
-        self.spans.load(Ordering::SeqCst)
-    }
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn batch_write_spans(
-        &self,
-        request: Request<BatchWriteSpansRequest>,
-    ) -> Result<Response<()>, Status> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        if request.metadata().get("authorization").is_some() {
-            *self.saw_authorization.lock().unwrap() = true;
-        }
-        if let Some(ua) = request.metadata().get("user-agent") {
-            if let Ok(ua) = ua.to_str() {
-                self.user_agents.lock().unwrap().insert(ua.to_owned());
-            }
-        }
-        if self.hang {
-            std::future::pending::<()>().await;
-        }
-        let scripted = self.script.lock().unwrap().pop_front();
-        if let Some(code) = scripted {
-            return Err(Status::new(code, "scripted answer"));
-        }
-        let request = request.into_inner();
-        self.spans
-            .fetch_add(request.spans.len() as u64, Ordering::SeqCst);
-        if self.keep {
-            self.requests.lock().unwrap().push(request);
-        }
-        Ok(Response::new(()))
-    }
-
-    async fn create_span(&self, _request: Request<Span>) -> Result<Response<Span>, Status> {
-        Err(Status::unimplemented("not used by the exporter"))
-    }
-}
-
-/// A running server; stopped (or aborted, when a request hangs) on drop.
-struct Server {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    async fn start(collector: Collector) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Server::start_on(collector, listener)
-    }
-
-    fn start_on(collector: Collector, listener: tokio::net::TcpListener) -> Server {
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(collector))
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        Server {
-            addr,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Graceful stop, bounded: a hanging request is cut off.
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        let task = &mut self.task;
-        if tokio::time::timeout(Duration::from_secs(2), task)
-            .await
-            .is_err()
-        {
-            self.task.abort();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+use support::{Collector, FixedToken, SelfSigned, Server, FIXED_TOKEN};
 
 // ---------------------------------------------------------------------------
 // Helpers.
@@ -939,4 +790,142 @@ fn exporting_without_a_tokio_runtime_fails_instead_of_panicking() {
     assert!(result.is_err());
     let stats = counters.snapshot();
     assert_eq!((stats.dropped, stats.failed), (2, 1));
+}
+
+// ---------------------------------------------------------------------------
+// Authentication and the quota project (ADC itself: tests/adc.rs).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_provider_authenticates_a_plain_endpoint_and_the_quota_project_is_sent() {
+    let collector = Collector::new();
+    let server = Server::start(collector.clone()).await;
+    let tokens = std::sync::Arc::new(FixedToken::default());
+    let mut exporter = exporter_for(&server.url())
+        .token_provider(tokens.clone())
+        .quota_project("billing-project")
+        .build()
+        .unwrap();
+    exporter.export(&simple_spans(2)).await.unwrap();
+    exporter.export(&simple_spans(1)).await.unwrap();
+    let bearer = Some(format!("Bearer {FIXED_TOKEN}"));
+    assert_eq!(
+        collector.metadata_values("authorization"),
+        [bearer.clone(), bearer]
+    );
+    assert_eq!(
+        collector.metadata_values("x-goog-user-project"),
+        [
+            Some("billing-project".into()),
+            Some("billing-project".into())
+        ]
+    );
+    assert_eq!(
+        tokens.scopes.lock().unwrap()[0],
+        TRACE_APPEND_SCOPE,
+        "asked for the trace.append scope"
+    );
+    server.stop().await;
+}
+
+/// Which of `authorization` and `x-goog-user-project` each configuration sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_and_quota_project_per_endpoint_and_option() {
+    let cert = SelfSigned::loopback();
+    let plain = Collector::new();
+    let plain_server = Server::start(plain.clone()).await;
+    let tls = Collector::new();
+    let tls_server = Server::start_tls(tls.clone(), &cert).await;
+    struct Case {
+        case: &'static str,
+        https: bool,
+        configure: fn(StackdriverExporterBuilder) -> StackdriverExporterBuilder,
+        authorization: Option<&'static str>,
+        quota: Option<&'static str>,
+    }
+    let cases = [
+        Case {
+            case: "http://, defaults",
+            https: false,
+            configure: |b| b,
+            authorization: None,
+            quota: None,
+        },
+        Case {
+            case: "http://, a quota project in code",
+            https: false,
+            configure: |b| b.quota_project("q"),
+            authorization: None,
+            quota: Some("q"),
+        },
+        Case {
+            case: "https://, without credentials",
+            https: true,
+            configure: |b| b.without_credentials(),
+            authorization: None,
+            quota: None,
+        },
+        Case {
+            case: "https://, without credentials, a quota project in code",
+            https: true,
+            configure: |b| b.without_credentials().quota_project("q2"),
+            authorization: None,
+            quota: Some("q2"),
+        },
+    ];
+    for Case {
+        case,
+        https,
+        configure,
+        authorization,
+        quota,
+    } in cases
+    {
+        let (collector, server) = if https {
+            (&tls, &tls_server)
+        } else {
+            (&plain, &plain_server)
+        };
+        let builder = configure(exporter_for(&server.url()).ca_certificate(&cert.pem));
+        let mut exporter = builder.build().unwrap();
+        exporter.export(&simple_spans(1)).await.unwrap();
+        let last = |name: &str| collector.metadata_values(name).pop().flatten();
+        assert_eq!(last("authorization").as_deref(), authorization, "{case}");
+        assert_eq!(last("x-goog-user-project").as_deref(), quota, "{case}");
+    }
+    plain_server.stop().await;
+    tls_server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_endpoint_whose_certificate_is_not_trusted_gets_nothing() {
+    let collector = Collector::new();
+    let server = Server::start_tls(collector.clone(), &SelfSigned::loopback()).await;
+    let mut exporter = exporter_for(&server.url())
+        .ca_certificate(SelfSigned::loopback().pem)
+        .without_credentials()
+        .backoff(Backoff {
+            initial: Duration::from_millis(5),
+            max_delay: Duration::from_millis(10),
+            max_elapsed: Duration::from_millis(200),
+        })
+        .build()
+        .unwrap();
+    let counters = exporter.counters();
+    assert!(exporter.export(&simple_spans(3)).await.is_err());
+    let c = counters.snapshot();
+    assert_eq!((c.exported, c.dropped, c.failed), (0, 3, 1));
+    assert_eq!(collector.calls(), 0);
+    server.stop().await;
+}
+
+#[test]
+fn a_ca_certificate_or_quota_project_that_cannot_be_used_fails_the_build() {
+    let https = || {
+        StackdriverExporter::builder()
+            .project_id("p")
+            .endpoint("https://127.0.0.1:1")
+    };
+    assert!(https().ca_certificate("not PEM").build().is_err());
+    assert!(https().quota_project("bad\nproject").build().is_err());
+    assert!(https().quota_project("billing-1").build().is_ok());
 }
