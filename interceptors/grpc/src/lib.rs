@@ -14,6 +14,12 @@
 //!   path), reads the outcome from `grpc-status` in the headers or the trailers,
 //!   and ends the span when the stream is done. A layer rather than a tonic
 //!   interceptor, because an interceptor cannot see the response.
+//!   Server spans record the caller's address (`client.address`,
+//!   `client.port`, `network.peer.address`, `network.peer.port`) from the
+//!   `TcpConnectInfo` tonic's server attaches to each request (feature
+//!   `connect-info`), or from a `SocketAddr` request extension an outer layer
+//!   set. Over TLS tonic attaches `TlsConnectInfo` instead, which is not read:
+//!   insert the `SocketAddr` in a layer of your own.
 //! - [`GrpcClientLayer`]: a client span per call, the context injected
 //!   (`traceparent` and `grpc-trace-bin`), the status recorded.
 //! - [`TraceInterceptor`]: for clients built with an interceptor: injects the
@@ -41,6 +47,17 @@
 //! let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
 //! # drop(server); Ok(()) }
 //! ```
+//!
+//! ## Feature flags
+//!
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `connect-info` | on | the caller's address on server spans, from tonic's `TcpConnectInfo` (enables tonic's `server` feature, which any tonic server has; a client-only build can turn it off) |
+//!
+//! The crate depends on `tracewire` (its `tower` feature), `tonic`, `http` and
+//! the tower traits only: not on `tracewire-http` or its `/debug` pages.
+//!
+//! MSRV: 1.88.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
@@ -142,7 +159,30 @@ where
         self.inner.poll_ready(cx)
     }
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        #[cfg(feature = "connect-info")]
+        let req = {
+            let mut req = req;
+            peer_from_connect_info(req.extensions_mut());
+            req
+        };
         self.inner.call(req)
+    }
+}
+
+/// Gives the server layer, which reads the caller's address from a
+/// `SocketAddr` extension, the one tonic's server put in `TcpConnectInfo`. One
+/// set by an outer layer wins.
+#[cfg(feature = "connect-info")]
+fn peer_from_connect_info(extensions: &mut http::Extensions) {
+    use tonic::transport::server::TcpConnectInfo;
+    if extensions.get::<std::net::SocketAddr>().is_some() {
+        return;
+    }
+    let peer = extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr);
+    if let Some(peer) = peer {
+        extensions.insert(peer);
     }
 }
 

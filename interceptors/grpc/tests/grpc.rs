@@ -193,6 +193,34 @@ async fn unary_call_makes_one_trace_with_rpc_attributes_and_the_grpc_method_labe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_spans_record_the_callers_address_from_tonics_connect_info() {
+    let (p, exporter) = pipeline();
+    let addr = serve(&p, SeenLabels::default()).await;
+    HealthClient::new(channel(addr))
+        .check(HealthCheckRequest {
+            service: "backend".into(),
+        })
+        .await
+        .unwrap();
+    let spans = spans(&exporter, 1).await;
+    let server = spans.iter().find(|s| s.kind == SpanKind::Server).unwrap();
+    // The caller is this process, on an ephemeral port of its own.
+    for key in ["client.address", "network.peer.address"] {
+        assert_eq!(
+            server.attribute(key),
+            Some(&Value::from("127.0.0.1")),
+            "{key}"
+        );
+    }
+    let port = match server.attribute("client.port") {
+        Some(Value::I64(port)) => *port,
+        other => panic!("client.port: {other:?}"),
+    };
+    assert!(port > 0 && port != i64::from(addr.port()), "{port}");
+    assert_eq!(server.attribute("network.peer.port"), Some(&Value::I64(port)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_found_is_an_error_for_the_client_only() {
     let (p, exporter) = pipeline();
     let addr = serve(&p, SeenLabels::default()).await;
