@@ -244,20 +244,18 @@ pub fn traces_exporters_with(
 /// Decodes `%XX` escapes (the W3C baggage octet encoding `OTEL_RESOURCE_ATTRIBUTES`
 /// uses); `None` for a malformed escape or a result that is not UTF-8.
 pub(crate) fn percent_decode(s: &str) -> Option<String> {
+    // The crate keeps a malformed escape as it is: refuse it first.
     let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+    for (i, _) in bytes.iter().enumerate().filter(|(_, &c)| c == b'%') {
+        let hex = bytes.get(i + 1..i + 3)?;
+        if !hex.iter().all(u8::is_ascii_hexdigit) {
+            return None;
         }
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode(bytes)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
 }
 
 #[cfg(test)]
@@ -392,5 +390,21 @@ mod tests {
         assert_eq!(percent_decode("100%"), None);
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%ff"), None);
+        for (input, want) in [
+            ("", Some("")),
+            ("plain", Some("plain")),
+            ("%41%7a", Some("Az")),
+            ("%25", Some("%")),
+            ("%", None),
+            ("%4", None),
+            ("a%2", None),
+            // `u8::from_str_radix` took a sign: `%+1` once decoded to U+0001.
+            ("%+1", None),
+            ("%-1", None),
+            ("%c3%a9", Some("é")),
+            ("%C3", None),
+        ] {
+            assert_eq!(percent_decode(input).as_deref(), want, "{input:?}");
+        }
     }
 }

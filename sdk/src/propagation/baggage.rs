@@ -382,49 +382,27 @@ fn parse_properties(props: &[u8]) -> Option<String> {
     Some(out)
 }
 
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+/// Percent-decodes `v`; a `%` not followed by two hex digits stays as it is,
+/// and bytes that are not UTF-8 become U+FFFD.
+fn percent_decode(v: &[u8]) -> String {
+    percent_encoding::percent_decode(v)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
-fn percent_decode(v: &[u8]) -> String {
-    if !v.contains(&b'%') {
-        return String::from_utf8_lossy(v).into_owned();
-    }
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while i < v.len() {
-        if v[i] == b'%' {
-            let hi = v.get(i + 1).copied().and_then(hex_value);
-            let lo = v.get(i + 2).copied().and_then(hex_value);
-            if let (Some(hi), Some(lo)) = (hi, lo) {
-                out.push((hi << 4) | lo);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(v[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// Every byte outside `baggage-octet`, and `%`: what a value's encoding escapes
+/// (non-ASCII bytes are always escaped).
+const NOT_BAGGAGE_OCTET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b',')
+    .add(b';')
+    .add(b'\\')
+    .add(b'%');
 
 /// Appends `v` with every byte outside `baggage-octet`, and `%`, percent-encoded.
 fn percent_encode(v: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &c in v.as_bytes() {
-        if is_baggage_octet(c) && c != b'%' {
-            out.push(char::from(c));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(c >> 4)]));
-            out.push(char::from(HEX[usize::from(c & 0xf)]));
-        }
-    }
+    out.extend(percent_encoding::utf8_percent_encode(v, NOT_BAGGAGE_OCTET));
 }
 
 #[cfg(test)]
@@ -503,6 +481,22 @@ mod tests {
     fn empty_members_and_empty_values_are_allowed() {
         let b = parse(&[",, a=,", " ", "b=1"]);
         assert_eq!(pairs(&b), [("a", "", ""), ("b", "1", "")]);
+    }
+
+    #[test]
+    fn exactly_the_bytes_outside_baggage_octet_and_percent_are_escaped() {
+        for c in 0u8..0x80 {
+            let mut out = String::new();
+            percent_encode(char::from(c).encode_utf8(&mut [0; 4]), &mut out);
+            let escaped = out != char::from(c).to_string();
+            assert_eq!(escaped, !is_baggage_octet(c) || c == b'%', "{c:#04x}");
+        }
+        let mut out = String::new();
+        percent_encode("é ✓%", &mut out);
+        assert_eq!(
+            out, "%C3%A9%20%E2%9C%93%25",
+            "non-ASCII as UTF-8, uppercase hex"
+        );
     }
 
     #[test]

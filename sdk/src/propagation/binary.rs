@@ -8,6 +8,10 @@
 //! [`to_bytes`] and [`from_bytes`] are the codec; [`GrpcTraceBinPropagator`] reads
 //! and writes it through a text carrier.
 
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
+
 use crate::context::Context;
 use crate::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 
@@ -136,57 +140,32 @@ impl Propagator for GrpcTraceBinPropagator {
     }
 }
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// gRPC's base64 for binary metadata: the standard alphabet, written without
+/// padding, read with or without it; bits past the last whole byte are ignored.
+const BASE64_CONFIG: GeneralPurposeConfig = GeneralPurposeConfig::new()
+    .with_encode_padding(false)
+    .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+    .with_decode_allow_trailing_bits(true);
+const BASE64: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, BASE64_CONFIG);
+const BASE64_URL: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, BASE64_CONFIG);
 
 /// Standard base64 without padding.
 fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(char::from(BASE64[((n >> (18 - 6 * i)) & 0x3f) as usize]));
-        }
-    }
-    out
+    BASE64.encode(bytes)
 }
 
-/// Standard (or URL-safe) base64, padded or not; `None` if malformed.
+/// Standard or URL-safe base64 (one alphabet per value), padded or not; `None` if
+/// malformed.
 fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
-    let padded_len = text.len() % 4;
-    let text = match text.iter().position(|&c| c == b'=') {
-        Some(i) if text[i..].iter().all(|&c| c == b'=') && padded_len == 0 => &text[..i],
-        Some(_) => return None,
-        None => text,
-    };
-    if text.len() % 4 == 1 {
+    // The crate reads `AA=` too; padding, when there is some, completes the
+    // last quantum.
+    if text.contains(&b'=') && !text.len().is_multiple_of(4) {
         return None;
     }
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    for &c in text {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    BASE64
+        .decode(text)
+        .or_else(|_| BASE64_URL.decode(text))
+        .ok()
 }
 
 #[cfg(test)]
@@ -305,6 +284,31 @@ mod tests {
             "",
         ] {
             assert_eq!(p.extract_span_context(&Raw(bad.into())), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn base64_text_is_read_padded_or_not_in_either_alphabet() {
+        let cases: [(&str, Option<&[u8]>); 14] = [
+            ("AAEC", Some(&[0, 1, 2])),
+            ("AAE", Some(&[0, 1])),
+            ("AAE=", Some(&[0, 1])),
+            ("AA==", Some(&[0])),
+            ("AA", Some(&[0])),
+            ("", Some(&[])),
+            ("+/+/", Some(&[0xfb, 0xff, 0xbf])),
+            ("-_-_", Some(&[0xfb, 0xff, 0xbf])),
+            // Bits past the last whole byte are ignored, as before.
+            ("AAF", Some(&[0, 1])),
+            ("A", None),
+            ("AA=", None),
+            ("A=AA", None),
+            ("A*E", None),
+            // One alphabet per value.
+            ("+/-_", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(base64_decode(text.as_bytes()).as_deref(), want, "{text:?}");
         }
     }
 

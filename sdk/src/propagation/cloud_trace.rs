@@ -92,15 +92,9 @@ fn parse(value: &[u8]) -> Option<SpanContext> {
 
 /// Exactly 32 hex digits of either case.
 fn any_case_hex(s: &[u8]) -> Option<u128> {
-    if s.len() != 32 {
-        return None;
-    }
-    let mut v: u128 = 0;
-    for &c in s {
-        let d = (c as char).to_digit(16)?;
-        v = (v << 4) | u128::from(d);
-    }
-    Some(v)
+    let mut lower: [u8; 32] = s.try_into().ok()?;
+    lower.make_ascii_lowercase();
+    super::lower_hex(&lower)
 }
 
 /// 1 to 20 ASCII digits that fit in a `u64`.

@@ -76,21 +76,14 @@ impl SpanId {
     }
 }
 
-/// Parses exactly `len` lowercase hex digits into an integer.
-pub(crate) fn parse_lower_hex(s: &[u8], len: usize) -> Option<u128> {
-    if s.len() != len || len > 32 {
+/// Parses exactly `len` (at most 32) lowercase hex digits into an integer, with
+/// the propagators' codec (measured against the `hex` and `const-hex` crates:
+/// BENCHMARKS.md, "Propagation").
+fn parse_lower_hex(s: &[u8], len: usize) -> Option<u128> {
+    if s.len() != len {
         return None;
     }
-    let mut v: u128 = 0;
-    for &c in s {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | u128::from(d);
-    }
-    Some(v)
+    crate::propagation::lower_hex(s)
 }
 
 impl fmt::Display for TraceId {
