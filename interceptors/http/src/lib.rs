@@ -16,6 +16,9 @@
 //!   `/debug/tracez` pages: spans by name and latency, a trace's waterfall with
 //!   the CPU sampled under each span, and that span's flame graph, fed by a
 //!   [`Tracez`](debug::Tracez) store on the span pipeline.
+//! - `axum` (feature `axum`): [`axum::TraceLayer`], the server layer naming
+//!   spans by the route axum matched (`GET /users/{id}`) and recording the
+//!   caller's address from `ConnectInfo`.
 //!
 //! ## Example (feature `debug`)
 //!
@@ -54,6 +57,7 @@
 //! | feature | adds |
 //! |---|---|
 //! | `debug` | [`debug`]: `/debug/pprof` ([`PprofService`](debug::PprofService)) and `/debug/tracez` ([`TracezService`](debug::TracezService)), and the `inferno`, `tokio` and `percent-encoding` dependencies they need. Off because the pages show the program's internals (profiles, span attributes, custom profiles): mount them on a loopback or authenticated port |
+//! | `axum` | [`axum`]: route names from axum's `MatchedPath`, the peer from `ConnectInfo<SocketAddr>` (axum 0.8) |
 //!
 //! ## Platform
 //!
@@ -66,6 +70,9 @@
 // builds with all features).
 #![cfg_attr(not(feature = "debug"), allow(rustdoc::broken_intra_doc_links))]
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 #[cfg(feature = "debug")]
 #[cfg_attr(docsrs, doc(cfg(feature = "debug")))]
 pub mod debug;

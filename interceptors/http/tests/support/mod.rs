@@ -10,6 +10,18 @@ use hyper_util::service::TowerToHyperService;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A provider that hands every span to the returned exporter as it ends.
+pub fn pipeline() -> (
+    tracewire::TracerProvider,
+    tracewire::export::InMemoryExporter,
+) {
+    let exporter = tracewire::export::InMemoryExporter::new();
+    let provider = tracewire::TracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    (provider, exporter)
+}
+
 /// A 2-worker runtime whose workers the profiler samples with full stacks.
 pub fn profiled_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
