@@ -19,6 +19,8 @@
 //! - `axum` (feature `axum`): [`axum::TraceLayer`], the server layer naming
 //!   spans by the route axum matched (`GET /users/{id}`) and recording the
 //!   caller's address from `ConnectInfo`.
+//! - `reqwest` (feature `reqwest`): [`reqwest::TraceMiddleware`], client spans
+//!   and context injection for `reqwest-middleware` clients.
 //!
 //! ## Example (feature `debug`)
 //!
@@ -58,6 +60,7 @@
 //! |---|---|
 //! | `debug` | [`debug`]: `/debug/pprof` ([`PprofService`](debug::PprofService)) and `/debug/tracez` ([`TracezService`](debug::TracezService)), and the `inferno`, `tokio` and `percent-encoding` dependencies they need. Off because the pages show the program's internals (profiles, span attributes, custom profiles): mount them on a loopback or authenticated port |
 //! | `axum` | [`axum`]: route names from axum's `MatchedPath`, the peer from `ConnectInfo<SocketAddr>` (axum 0.8) |
+//! | `reqwest` | [`reqwest`]: a `reqwest-middleware` middleware (reqwest 0.13, reqwest-middleware 0.5; no TLS or other reqwest defaults enabled) |
 //!
 //! ## Platform
 //!
@@ -76,4 +79,7 @@ pub mod axum;
 #[cfg(feature = "debug")]
 #[cfg_attr(docsrs, doc(cfg(feature = "debug")))]
 pub mod debug;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod reqwest;
 pub mod trace;
