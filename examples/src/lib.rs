@@ -337,17 +337,43 @@ pub fn install_pipeline(
 /// A tokio runtime with 2 worker threads for example `name`; if it cannot start,
 /// the process exits with a message (status 1).
 pub fn runtime_or_exit(name: &str) -> tokio::runtime::Runtime {
-    match tokio::runtime::Builder::new_multi_thread()
+    or_exit(
+        name,
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+    )
+}
+
+/// A tokio runtime with 2 worker threads registered with the CPU profiler, so
+/// their samples have full stacks (the blocking pool's threads run these hooks
+/// too).
+pub fn profiled_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
+        .on_thread_start(|| {
+            let _ = tracewire::profile::register_current_thread();
+        })
+        .on_thread_stop(tracewire::profile::unregister_current_thread)
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("{name}: cannot start the tokio runtime: {e}");
-            std::process::exit(1);
-        }
-    }
+}
+
+/// [`profiled_runtime`] for example `name`; if it cannot start, the process
+/// exits with a message (status 1).
+pub fn profiled_runtime_or_exit(name: &str) -> tokio::runtime::Runtime {
+    or_exit(name, profiled_runtime())
+}
+
+fn or_exit(
+    name: &str,
+    runtime: std::io::Result<tokio::runtime::Runtime>,
+) -> tokio::runtime::Runtime {
+    runtime.unwrap_or_else(|e| {
+        eprintln!("{name}: cannot start the tokio runtime: {e}");
+        std::process::exit(1);
+    })
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower::{Service, ServiceBuilder};
 use tracewire::bridge::tracing::TracewireLayer;
 use tracewire::export::{InMemoryExporter, JsonLinesExporter};
-use tracewire::profile::{self, Profiler, SpanIds};
+use tracewire::profile::{Profiler, SpanIds};
 use tracewire::trace::SpanData;
 use tracewire::{KeyValue, TracerProvider};
 use tracewire_grpc::{GrpcClientLayer, GrpcTraceLayer};
@@ -405,15 +405,7 @@ fn run(flags: Flags) -> Result<(), String> {
     tracing::subscriber::set_global_default(subscriber)
         .map_err(|e| format!("installing the tracing subscriber: {e}"))?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .on_thread_start(|| {
-            let _ = profile::register_current_thread();
-        })
-        .on_thread_stop(profile::unregister_current_thread)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = examples::profiled_runtime().map_err(|e| e.to_string())?;
 
     runtime.block_on(async {
         let backend_listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -42,7 +42,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tower::{service_fn, ServiceBuilder};
 use tower_service::Service;
 use tracewire::labels::LabelSet;
-use tracewire::profile;
 use tracewire::FutureExt;
 use tracewire_http::debug::PprofService;
 use tracewire_http::trace::{ResponseBody, TraceLayer};
@@ -68,15 +67,7 @@ fn main() {
     };
     // Two workers, registered with the profiler so their samples have full stacks
     // (the blocking pool's threads run these hooks too).
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .on_thread_start(|| {
-            let _ = profile::register_current_thread();
-        })
-        .on_thread_stop(profile::unregister_current_thread)
-        .build()
-        .expect("cannot start the tokio runtime");
+    let runtime = examples::profiled_runtime_or_exit("http-labels");
     // A binary installs the pipeline; the layer takes its tracer from it.
     // Spans go where the exporter flags say, else where OTEL_TRACES_EXPORTER
     // says, or nowhere; the OTEL_* variables configure the rest (code wins).
