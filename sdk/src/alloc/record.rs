@@ -26,7 +26,7 @@ pub(crate) const LIVE_CAP: usize = 1 << 14;
 /// Distinct (stack, label set) pairs of freed samples that can be told apart.
 pub(crate) const FREED_CAP: usize = 1 << 12;
 /// Cells of the counting address filter.
-const FILTER_CELLS: usize = 1 << 20;
+const FILTER_CELLS: usize = 1 << 16;
 /// Cells a block's entry may be from its home cell in the live table.
 const PROBES: usize = 64;
 
@@ -180,6 +180,7 @@ fn ensure_atfork() {
     });
 }
 
+#[inline]
 fn mix(x: u64) -> u64 {
     // splitmix64's finaliser.
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -188,8 +189,13 @@ fn mix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The filter cell of a block: by address (16-byte granules, wrapping every
+/// 1 MiB: a 64 KiB table that stays in cache), so that blocks freed near each
+/// other read nearby cells; a free takes the lock for nothing only when a live
+/// sample sits a multiple of 1 MiB away.
+#[inline]
 fn filter_cell(ptr: usize) -> &'static AtomicU8 {
-    &FILTER[(mix(ptr as u64) as usize) % FILTER_CELLS]
+    &FILTER[(ptr >> 4) % FILTER_CELLS]
 }
 
 /// A uniform random number in (0, 1], from a per-thread xorshift generator.
@@ -218,32 +224,36 @@ fn next_interval(rate: usize) -> i64 {
 /// Called after each allocation of `size` bytes at `ptr`.
 #[inline]
 pub(crate) fn on_alloc(ptr: *mut u8, size: usize) {
-    if INSTALLED.load(Ordering::Relaxed) == 0 {
-        INSTALLED.store(1, Ordering::Relaxed);
-    }
     let rate = RATE.load(Ordering::Relaxed);
     if rate == 0 {
         return;
     }
-    let sample = COUNTDOWN
-        .try_with(|c| {
-            let mut left = c.get();
-            if left == i64::MIN {
-                left = next_interval(rate);
-            }
-            left -= size as i64;
-            if left > 0 {
-                c.set(left);
-                false
-            } else {
-                c.set(next_interval(rate));
-                true
-            }
-        })
-        .unwrap_or(false);
-    if sample {
-        record(ptr as usize, size, rate);
+    // The common case is one thread-local subtraction: the first allocation of
+    // a thread starts from i64::MIN, so it takes the slow path too.
+    let left = COUNTDOWN.with(Cell::get).wrapping_sub(size as i64);
+    if left > 0 && left < i64::MAX - (size as i64) {
+        COUNTDOWN.with(|c| c.set(left));
+        return;
     }
+    slow_path(ptr, size, rate, left);
+}
+
+/// A thread's first allocation, or one that crosses its countdown.
+#[cold]
+#[inline(never)]
+fn slow_path(ptr: *mut u8, size: usize, rate: usize, left: i64) {
+    let first = COUNTDOWN.with(Cell::get) == i64::MIN;
+    if first {
+        INSTALLED.store(1, Ordering::Relaxed);
+        let left = next_interval(rate) - size as i64;
+        if left > 0 {
+            COUNTDOWN.with(|c| c.set(left));
+            return;
+        }
+    }
+    let _ = left;
+    COUNTDOWN.with(|c| c.set(next_interval(rate)));
+    record(ptr as usize, size, rate);
 }
 
 /// Called before `ptr` is freed (or moved by a reallocation).
