@@ -1,0 +1,528 @@
+//! The uploader against a loopback HTTP server that decodes `push.v1.PushRequest`s
+//! as Pyroscope does: series labels, the pprof inside (labels kept and removed,
+//! the CPU a labelled thread burnt, the heap this binary's allocator sampled),
+//! auth headers, a server that is down then up, 500s retried, a bounded queue,
+//! busy periods skipped, and a shutdown that uploads the period in progress.
+#![cfg(target_os = "linux")]
+
+use std::alloc::System;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prost::Message as _;
+use tracewire::alloc::Profiled;
+use tracewire::export::Backoff;
+use tracewire::labels::{with_labels, LabelSet};
+use tracewire::profile::{self, pprof, Profiler};
+use tracewire::{Context, TracerProvider};
+use tracewire_pyroscope::proto::push::PushRequest;
+use tracewire_pyroscope::{PyroscopeUploader, PUSH_PATH};
+
+#[global_allocator]
+static ALLOC: Profiled<System> = Profiled::new(System);
+
+/// CPU profiles are process-wide: one test at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A request the server received.
+#[derive(Clone, Debug)]
+struct Received {
+    path: String,
+    headers: http::HeaderMap,
+    request: PushRequest,
+    /// The status it answered.
+    status: u16,
+}
+
+/// One profile of a request, decoded.
+#[derive(Debug)]
+struct Series {
+    labels: BTreeMap<String, String>,
+    id: String,
+    pprof: pprof::Profile,
+}
+
+impl Received {
+    fn series(&self) -> Vec<Series> {
+        self.request
+            .series
+            .iter()
+            .map(|s| {
+                assert_eq!(s.samples.len(), 1);
+                Series {
+                    labels: s
+                        .labels
+                        .iter()
+                        .map(|l| (l.name.clone(), l.value.clone()))
+                        .collect(),
+                    id: s.samples[0].id.clone(),
+                    pprof: pprof::decode(&s.samples[0].raw_profile).expect("a gzip'd pprof"),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A Pyroscope stand-in on loopback: records every push; the n-th request
+/// (from 0) is answered `status(n)`.
+struct Server {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Server {
+    fn start(status: fn(usize) -> u16) -> Server {
+        Self::on(SocketAddr::from(([127, 0, 0, 1], 0)), status)
+    }
+
+    fn on(addr: SocketAddr, status: fn(usize) -> u16) -> Server {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let count = Arc::new(AtomicUsize::new(0));
+        let rec = Arc::clone(&received);
+        runtime.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (rec, count) = (Arc::clone(&rec), Arc::clone(&count));
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (rec, count) = (Arc::clone(&rec), Arc::clone(&count));
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.unwrap().to_bytes();
+                        let status = status(count.fetch_add(1, Ordering::SeqCst));
+                        let request = PushRequest::decode(&body[..]).expect("a PushRequest");
+                        rec.lock().unwrap().push(Received {
+                            path: parts.uri.path().to_owned(),
+                            headers: parts.headers,
+                            request,
+                            status,
+                        });
+                        let mut response = http::Response::new(Full::new(Bytes::new()));
+                        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Server {
+            addr,
+            received,
+            runtime: Some(runtime),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// The accepted profiles so far.
+    fn accepted(&self) -> Vec<Series> {
+        self.received()
+            .iter()
+            .filter(|r| r.status == 200)
+            .flat_map(Received::series)
+            .collect()
+    }
+
+    /// Waits (at most `limit`) until an accepted profile satisfies `f`.
+    fn wait_for(&self, limit: Duration, f: impl Fn(&Series) -> bool) -> Option<Series> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(s) = self.accepted().into_iter().find(|s| f(s)) {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn ok(_: usize) -> u16 {
+    200
+}
+
+fn quick_backoff() -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(50),
+        max_delay: Duration::from_millis(300),
+        max_elapsed: Duration::from_secs(20),
+    }
+}
+
+/// A free loopback address nothing listens on (for now).
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+#[inline(never)]
+fn burn(cpu: Duration) -> u64 {
+    let start = profile::thread_cpu_time().unwrap();
+    let mut x = 1u64;
+    while profile::thread_cpu_time().unwrap() - start < cpu {
+        for _ in 0..10_000 {
+            x = black_box(x.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (x >> 29));
+        }
+    }
+    x
+}
+
+fn name(s: &Series) -> &str {
+    s.labels.get("__name__").map_or("", String::as_str)
+}
+
+fn label_keys(p: &pprof::Profile) -> Vec<&str> {
+    let mut keys: Vec<&str> = p
+        .sample
+        .iter()
+        .flat_map(|s| p.labels(s).map(|(k, _)| k))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+fn has_sample_labelled(p: &pprof::Profile, key: &str, value: &str) -> bool {
+    p.sample
+        .iter()
+        .any(|s| p.labels(s).any(|(k, v)| k == key && v == value) && s.value.iter().any(|&v| v > 0))
+}
+
+#[test]
+fn cpu_series_carry_name_service_and_static_labels_and_the_burnt_cpu_without_trace_ids() {
+    let _s = serial();
+    let server = Server::start(ok);
+    let uploader = PyroscopeUploader::builder(server.url())
+        .service_name("checkout")
+        .label("env", "test")
+        .label("region", "eu-west-1")
+        .upload_every(Duration::from_secs(1))
+        .frequency(250)
+        .backoff(quick_backoff())
+        .start()
+        .unwrap();
+    let provider = TracerProvider::builder().build();
+    let span = provider.tracer("test").start("GET /checkout");
+    let trace_id = span.span_context().trace_id().to_string();
+    let span_id = span.span_context().span_id().to_string();
+    let worker = std::thread::spawn({
+        let span = span.clone();
+        move || {
+            profile::register_current_thread().unwrap();
+            let _g = Context::new().with_span(span).attach();
+            with_labels(&LabelSet::new([("worker", "burn")]), || {
+                burn(Duration::from_millis(2500))
+            });
+        }
+    });
+    let found = server.wait_for(Duration::from_secs(15), |s| {
+        name(s) == "process_cpu" && has_sample_labelled(&s.pprof, "worker", "burn")
+    });
+    worker.join().unwrap();
+    span.end();
+    let cpu = found.expect("a CPU profile with the worker's samples");
+    let want: BTreeMap<String, String> = [
+        ("__name__", "process_cpu"),
+        ("env", "test"),
+        ("region", "eu-west-1"),
+        ("service_name", "checkout"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(cpu.labels, want);
+    let p = &cpu.pprof;
+    assert_eq!(p.string(p.sample_type[1].r#type), "cpu");
+    // The span links samples to the trace; the trace id itself is gone.
+    assert!(
+        has_sample_labelled(p, "span_id", &span_id),
+        "{:?}",
+        label_keys(p)
+    );
+    assert!(has_sample_labelled(p, "span_name", "GET /checkout"));
+    assert!(!label_keys(p).contains(&"trace_id"), "{:?}", label_keys(p));
+    assert!(!p.string_table.contains(&trace_id));
+    assert!(p
+        .sample
+        .iter()
+        .any(|s| p.stack(s).iter().any(|f| f.ends_with("burn"))));
+    for r in server.received() {
+        assert_eq!(r.path, PUSH_PATH);
+    }
+    uploader.shutdown(Duration::from_secs(5)).unwrap();
+    let stats = uploader.stats();
+    assert!(stats.uploaded >= 1, "{stats:?}");
+    assert_eq!(stats.dropped, 0, "{stats:?}");
+    assert_eq!(stats.uploaded, stats.collected, "{stats:?}");
+}
+
+#[test]
+fn heap_series_carry_the_memory_held_under_labels() {
+    let _s = serial();
+    tracewire::alloc::set_sample_rate(16 * 1024);
+    let kept: Vec<Vec<u8>> = with_labels(&LabelSet::new([("cache", "users")]), || {
+        (0..256)
+            .map(|i| black_box(vec![i as u8; 16 * 1024]))
+            .collect()
+    });
+    let server = Server::start(ok);
+    let uploader = PyroscopeUploader::builder(server.url())
+        .service_name("checkout")
+        .upload_every(Duration::from_millis(500))
+        .start()
+        .unwrap();
+    let heap = server.wait_for(Duration::from_secs(10), |s| name(s) == "memory");
+    uploader.shutdown(Duration::from_secs(5)).unwrap();
+    drop(kept);
+    tracewire::alloc::set_sample_rate(512 * 1024);
+    let heap = heap.expect("a heap profile");
+    assert_eq!(heap.labels["service_name"], "checkout");
+    let p = &heap.pprof;
+    let types: Vec<&str> = p.sample_type.iter().map(|t| p.string(t.r#type)).collect();
+    assert_eq!(
+        types,
+        [
+            "alloc_objects",
+            "alloc_space",
+            "inuse_objects",
+            "inuse_space"
+        ]
+    );
+    assert_eq!(p.string(p.default_sample_type), "inuse_space");
+    assert!(
+        has_sample_labelled(p, "cache", "users"),
+        "{:?}",
+        label_keys(p)
+    );
+    assert!(!label_keys(p).contains(&"trace_id"));
+}
+
+#[test]
+fn basic_auth_and_the_tenant_are_sent_as_headers() {
+    let _s = serial();
+    let server = Server::start(ok);
+    let uploader = PyroscopeUploader::builder(server.url())
+        .basic_auth("123456", "glc_secret")
+        .tenant_id("team-a")
+        .upload_every(Duration::from_millis(200))
+        .heap(false)
+        .start()
+        .unwrap();
+    assert!(server
+        .wait_for(Duration::from_secs(10), |s| name(s) == "process_cpu")
+        .is_some());
+    uploader.shutdown(Duration::from_secs(5)).unwrap();
+    let r = &server.received()[0];
+    let h = |name: &str| {
+        r.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    // base64("123456:glc_secret")
+    assert_eq!(h("authorization"), "Basic MTIzNDU2OmdsY19zZWNyZXQ=");
+    assert_eq!(h("x-scope-orgid"), "team-a");
+    assert_eq!(h("content-type"), "application/proto");
+    assert_eq!(h("connect-protocol-version"), "1");
+    assert!(format!("{uploader:?}").contains("PyroscopeUploader"));
+}
+
+#[test]
+fn a_server_that_is_down_then_up_gets_the_profiles_later() {
+    let _s = serial();
+    let addr = free_addr();
+    let uploader = PyroscopeUploader::builder(format!("http://{addr}"))
+        .upload_every(Duration::from_millis(500))
+        .heap(false)
+        .backoff(quick_backoff())
+        .start()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let down = uploader.stats();
+    assert_eq!(down.uploaded, 0, "{down:?}");
+    assert!(down.retries >= 1, "{down:?}");
+    let server = Server::on(addr, ok);
+    assert!(server
+        .wait_for(Duration::from_secs(10), |s| name(s) == "process_cpu")
+        .is_some());
+    // And the pushes go on.
+    let first = server.accepted().len();
+    let start = Instant::now();
+    while server.accepted().len() == first && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    uploader.shutdown(Duration::from_secs(5)).unwrap();
+    let stats = uploader.stats();
+    assert!(server.accepted().len() > first, "{stats:?}");
+    assert_eq!(stats.dropped, 0, "{stats:?}");
+    assert_eq!(stats.uploaded, stats.collected, "{stats:?}");
+}
+
+#[test]
+fn server_errors_are_retried_with_backoff_and_the_same_profile_arrives() {
+    let _s = serial();
+    let server = Server::start(|n| if n < 3 { 500 } else { 200 });
+    let uploader = PyroscopeUploader::builder(server.url())
+        .upload_every(Duration::from_secs(30))
+        .heap(false)
+        .backoff(Backoff {
+            initial: Duration::from_millis(100),
+            max_delay: Duration::from_millis(400),
+            max_elapsed: Duration::from_secs(20),
+        })
+        .start()
+        .unwrap();
+    // The shutdown collects the period in progress and pushes it: 500, 500,
+    // 500, then 200.
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    uploader.shutdown(Duration::from_secs(10)).unwrap();
+    let elapsed = start.elapsed();
+    let received = server.received();
+    let statuses: Vec<u16> = received.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [500, 500, 500, 200]);
+    let ids: Vec<String> = received.iter().map(|r| r.series()[0].id.clone()).collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    let stats = uploader.stats();
+    assert_eq!(stats.retries, 3, "{stats:?}");
+    assert_eq!((stats.uploaded, stats.dropped), (1, 0), "{stats:?}");
+    // Full jitter: each wait is at most 100, 200, 400 ms; together well under 1 s.
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+}
+
+#[test]
+fn answers_not_worth_a_retry_drop_the_profiles_and_count_them() {
+    let _s = serial();
+    let server = Server::start(|_| 401);
+    let uploader = PyroscopeUploader::builder(server.url())
+        .upload_every(Duration::from_secs(30))
+        .heap(false)
+        .backoff(quick_backoff())
+        .start()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let err = uploader.shutdown(Duration::from_secs(5)).unwrap_err();
+    assert!(err.to_string().contains("1 profiles not uploaded"), "{err}");
+    assert!(
+        uploader.shutdown(Duration::from_secs(1)).is_err(),
+        "shut down twice"
+    );
+    let stats = uploader.stats();
+    assert_eq!(server.received().len(), 1);
+    assert_eq!(
+        (
+            stats.collected,
+            stats.dropped,
+            stats.failed_pushes,
+            stats.retries
+        ),
+        (1, 1, 1, 0),
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn the_queue_is_bounded_the_oldest_dropped_and_everything_accounted_for() {
+    let _s = serial();
+    let addr = free_addr();
+    let uploader = PyroscopeUploader::builder(format!("http://{addr}"))
+        .upload_every(Duration::from_millis(100))
+        .queue_capacity(2)
+        .heap(false)
+        .backoff(Backoff {
+            initial: Duration::from_secs(5),
+            max_delay: Duration::from_secs(5),
+            max_elapsed: Duration::from_secs(60),
+        })
+        .start()
+        .unwrap();
+    let start = Instant::now();
+    let mut most_queued = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        most_queued = most_queued.max(uploader.stats().queued);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = uploader.stats();
+    assert!(most_queued <= 2, "{most_queued}");
+    assert!(stats.collected >= 5, "{stats:?}");
+    // At most the queue and the push in flight (itself at most a queue's worth)
+    // are not dropped.
+    assert!(stats.dropped >= stats.collected - 4, "{stats:?}");
+    assert!(uploader.shutdown(Duration::from_millis(300)).is_err());
+    let stats = uploader.stats();
+    assert_eq!(stats.uploaded, 0);
+    assert_eq!(stats.dropped, stats.collected, "{stats:?}");
+}
+
+#[test]
+fn periods_when_the_profiler_is_busy_are_skipped_and_counted() {
+    let _s = serial();
+    let server = Server::start(ok);
+    let theirs = Profiler::builder().start().unwrap();
+    let uploader = PyroscopeUploader::builder(server.url())
+        .upload_every(Duration::from_millis(200))
+        .heap(false)
+        .start()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let busy = uploader.stats();
+    assert!(busy.busy_periods >= 2, "{busy:?}");
+    assert_eq!(busy.collected, 0, "{busy:?}");
+    drop(theirs.stop().unwrap());
+    // Once the other profile stops, CPU profiles flow again.
+    assert!(server
+        .wait_for(Duration::from_secs(10), |s| name(s) == "process_cpu")
+        .is_some());
+    uploader.shutdown(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn invalid_configurations_are_errors_at_start() {
+    for b in [
+        PyroscopeUploader::builder("localhost:4040"),
+        PyroscopeUploader::builder("http://h").label("a-b", "v"),
+        PyroscopeUploader::builder("http://h").tenant_id("bad\nvalue"),
+    ] {
+        assert!(b.start().is_err());
+    }
+}
