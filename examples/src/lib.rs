@@ -13,6 +13,16 @@
 //!
 //! Both `--flag VALUE` and `--flag=VALUE` are accepted.
 //!
+//! Continuous profiling flags ([`ProfilingFlags`], read by `http-labels` and
+//! `demo`):
+//!
+//! | flag | profiles go to |
+//! |---|---|
+//! | `--pyroscope URL` | Grafana Pyroscope at `URL` (e.g. `http://127.0.0.1:4040`): CPU and heap every period ([`tracewire_pyroscope`]) |
+//! | `--cloud-profiler-project P` | Google Cloud Profiler, project `P`, with Application Default Credentials ([`tracewire_cloud_profiler`]) |
+//! | `--cloud-profiler-project P --cloud-profiler-endpoint URL` | a Cloud Profiler stand-in at `URL`, no credentials |
+//! | `--upload-every SECONDS` | the Pyroscope period (default 15; Cloud Profiler's server sets its own pace) |
+//!
 //! The OpenTelemetry variables configure the examples too (see the README's
 //! configuration table): [`install_pipeline`] reads them with
 //! [`TracerProviderBuilder::from_env`]. Where a flag and a variable say the same
@@ -176,6 +186,127 @@ impl PipelineFlags {
             (None, None) => {}
         }
         Ok(builder)
+    }
+}
+
+/// Where continuous profiles go: the profiling flags (see the [crate docs](crate)).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProfilingFlags {
+    /// `--pyroscope URL`: a Grafana Pyroscope server.
+    pub pyroscope: Option<String>,
+    /// `--cloud-profiler-project P`: Google Cloud Profiler in project `P`.
+    pub cloud_profiler_project: Option<String>,
+    /// `--cloud-profiler-endpoint URL`: a Cloud Profiler stand-in, no credentials.
+    pub cloud_profiler_endpoint: Option<String>,
+    /// `--upload-every SECONDS`: the Pyroscope period.
+    pub upload_every: Option<std::time::Duration>,
+}
+
+impl ProfilingFlags {
+    /// Consumes `arg` (and its value from `rest`) if it is a profiling flag;
+    /// `Ok(false)` if it is not one.
+    pub fn parse_one<I>(&mut self, arg: &str, rest: &mut I) -> Result<bool, String>
+    where
+        I: Iterator<Item = String> + ?Sized,
+    {
+        if let Some(url) = flag_value(arg, "--pyroscope", rest)? {
+            self.pyroscope = Some(url);
+        } else if let Some(p) = flag_value(arg, "--cloud-profiler-project", rest)? {
+            self.cloud_profiler_project = Some(p);
+        } else if let Some(url) = flag_value(arg, "--cloud-profiler-endpoint", rest)? {
+            self.cloud_profiler_endpoint = Some(url);
+        } else if let Some(s) = flag_value(arg, "--upload-every", rest)? {
+            let seconds = s
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .ok_or_else(|| {
+                    format!("--upload-every needs a positive number of seconds, got {s:?}")
+                })?;
+            self.upload_every = Some(std::time::Duration::from_secs_f64(seconds));
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Starts the uploaders the flags ask for (none without flags), naming the
+    /// service `service`. Fails on a configuration an uploader rejects, or on
+    /// `--cloud-profiler-endpoint` without `--cloud-profiler-project`.
+    pub fn start(&self, service: &str) -> Result<Uploaders, String> {
+        let mut uploaders = Uploaders::default();
+        if let Some(url) = &self.pyroscope {
+            let mut builder =
+                tracewire_pyroscope::PyroscopeUploader::builder(url.clone()).service_name(service);
+            if let Some(period) = self.upload_every {
+                builder = builder.upload_every(period);
+            }
+            uploaders.pyroscope = Some(builder.start().map_err(|e| format!("--pyroscope: {e}"))?);
+        }
+        match (&self.cloud_profiler_project, &self.cloud_profiler_endpoint) {
+            (Some(project), endpoint) => {
+                let mut builder = tracewire_cloud_profiler::CloudProfilerAgent::builder()
+                    .project_id(project)
+                    .service(service);
+                if let Some(url) = endpoint {
+                    builder = builder.endpoint(url.clone());
+                }
+                uploaders.cloud_profiler = Some(
+                    builder
+                        .start()
+                        .map_err(|e| format!("--cloud-profiler-project: {e}"))?,
+                );
+            }
+            (None, Some(_)) => {
+                return Err("--cloud-profiler-endpoint needs --cloud-profiler-project".to_owned())
+            }
+            (None, None) => {}
+        }
+        Ok(uploaders)
+    }
+}
+
+/// The continuous-profiling uploaders [`ProfilingFlags::start`] started.
+#[derive(Debug, Default)]
+pub struct Uploaders {
+    /// To Pyroscope, with `--pyroscope`.
+    pub pyroscope: Option<tracewire_pyroscope::PyroscopeUploader>,
+    /// To Cloud Profiler, with `--cloud-profiler-project`.
+    pub cloud_profiler: Option<tracewire_cloud_profiler::CloudProfilerAgent>,
+}
+
+impl Uploaders {
+    /// One line per uploader, saying where profiles go.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(p) = &self.pyroscope {
+            out.push(format!("CPU and heap profiles to Pyroscope at {}", p.url()));
+        }
+        if let Some(c) = &self.cloud_profiler {
+            let d = c.deployment();
+            out.push(format!(
+                "profiles to Cloud Profiler (project {}, target {})",
+                d.project_id, d.target
+            ));
+        }
+        out
+    }
+
+    /// Shuts both down, uploading what they hold within `timeout` each, and
+    /// reports on standard error what they did.
+    pub fn shutdown(&self, name: &str, timeout: std::time::Duration) {
+        if let Some(p) = &self.pyroscope {
+            if let Err(e) = p.shutdown(timeout) {
+                eprintln!("{name}: Pyroscope: {e}");
+            }
+            eprintln!("{name}: Pyroscope uploader: {:?}", p.stats());
+        }
+        if let Some(c) = &self.cloud_profiler {
+            if let Err(e) = c.shutdown(timeout) {
+                eprintln!("{name}: Cloud Profiler: {e}");
+            }
+            eprintln!("{name}: Cloud Profiler agent: {:?}", c.stats());
+        }
     }
 }
 
@@ -398,6 +529,41 @@ mod tests {
         );
         assert_eq!(flags.pipeline.stackdriver_project.as_deref(), Some("p"));
         assert_eq!(flags.pipeline.exporter_count(), 2);
+    }
+
+    #[test]
+    fn profiling_flags_are_taken_by_the_examples_that_ask_for_them() {
+        let mut profiling = ProfilingFlags::default();
+        let flags = Flags::parse_with_extra(
+            args("--pyroscope http://p:4040 --cloud-profiler-project=proj --upload-every 2.5 --zipkin http://z"),
+            "a",
+            |arg, rest| profiling.parse_one(arg, rest),
+        )
+        .unwrap();
+        assert_eq!(flags.pipeline.zipkin.as_deref(), Some("http://z"));
+        assert_eq!(profiling.pyroscope.as_deref(), Some("http://p:4040"));
+        assert_eq!(profiling.cloud_profiler_project.as_deref(), Some("proj"));
+        assert_eq!(
+            profiling.upload_every,
+            Some(std::time::Duration::from_millis(2500))
+        );
+        for bad in ["--upload-every 0", "--upload-every x", "--upload-every"] {
+            let mut p = ProfilingFlags::default();
+            let r = Flags::parse_with_extra(args(bad), "a", |arg, rest| p.parse_one(arg, rest));
+            assert!(r.is_err(), "{bad}");
+        }
+        // Other examples do not take them.
+        assert!(Flags::parse(args("--pyroscope http://p"), "a").is_err());
+        let endpoint_alone = ProfilingFlags {
+            cloud_profiler_endpoint: Some("http://127.0.0.1:1".into()),
+            ..ProfilingFlags::default()
+        };
+        assert!(endpoint_alone.start("svc").is_err());
+        assert!(ProfilingFlags::default()
+            .start("svc")
+            .unwrap()
+            .describe()
+            .is_empty());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p examples --bin demo [-- --out DIR] [--seconds N] [--serve]
 //!                                              [--zipkin URL | --stackdriver-project P [--stackdriver-endpoint URL]]
+//!                                              [--pyroscope URL] [--cloud-profiler-project P [--cloud-profiler-endpoint URL]] [--upload-every SECONDS]
 //! ```
 //!
 //! An HTTP frontend (hyper + `TraceLayer`) calls a `tracing`-instrumented function
@@ -13,6 +14,8 @@
 //! the demo prints one trace as a tree, the CPU share of every `http-path` and
 //! `grpc-method`, and the `go tool pprof` commands that show the same labels.
 //! `--serve` keeps everything (and `/debug/pprof`, `/debug/tracez`) up afterwards.
+//! The profiling flags upload continuous profiles (Pyroscope, Cloud Profiler); they
+//! start after the demo's own profile, and skip the periods it holds the profiler.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -314,6 +317,7 @@ struct Flags {
     seconds: u64,
     serve: bool,
     pipeline: examples::PipelineFlags,
+    profiling: examples::ProfilingFlags,
 }
 
 fn parse(args: impl Iterator<Item = String>) -> Result<Flags, String> {
@@ -322,6 +326,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Flags, String> {
         seconds: 10,
         serve: false,
         pipeline: examples::PipelineFlags::default(),
+        profiling: examples::ProfilingFlags::default(),
     };
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -336,7 +341,9 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Flags, String> {
             }
             "--serve" => flags.serve = true,
             other => {
-                if !flags.pipeline.parse_one(other, &mut args)? {
+                if !flags.pipeline.parse_one(other, &mut args)?
+                    && !flags.profiling.parse_one(other, &mut args)?
+                {
                     return Err(format!("unknown argument {other:?}"));
                 }
             }
@@ -374,7 +381,7 @@ fn main() {
     let flags = match parse(std::env::args().skip(1)) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("{e}\nusage: demo [--out DIR] [--seconds N] [--serve] [--zipkin URL | --stackdriver-project P [--stackdriver-endpoint URL]]");
+            eprintln!("{e}\nusage: demo [--out DIR] [--seconds N] [--serve] [--zipkin URL | --stackdriver-project P [--stackdriver-endpoint URL]] [--pyroscope URL] [--cloud-profiler-project P [--cloud-profiler-endpoint URL]] [--upload-every SECONDS]");
             std::process::exit(2);
         }
     };
@@ -443,6 +450,11 @@ fn run(flags: Flags) -> Result<(), String> {
             .span_ids(SpanIds::Every)
             .start()
             .map_err(|e| e.to_string())?;
+        // Started after the demo's profile: they skip the periods it holds.
+        let uploaders = flags.profiling.start("tracewire-demo")?;
+        for line in uploaders.describe() {
+            println!("  {line}");
+        }
         let (done, failed) = drive_load(frontend_addr, flags.seconds).await;
         let cpu = profiler.stop().map_err(|e| e.to_string())?;
         tracez.set_profile(&cpu);
@@ -513,6 +525,7 @@ fn run(flags: Flags) -> Result<(), String> {
             println!("  http://{frontend_addr}/debug/tracez/  (spans by latency -> a trace's waterfall -> a span's CPU)");
             let _ = tokio::signal::ctrl_c().await;
         }
+        uploaders.shutdown("demo", Duration::from_secs(5));
         Ok::<(), String>(())
     })?;
     drop(runtime);

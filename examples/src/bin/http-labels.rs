@@ -5,7 +5,9 @@
 //!
 //! Spans go to a Zipkin collector with `--zipkin http://HOST:9411/api/v2/spans`,
 //! to Google Cloud Trace with `--stackdriver-project P` (and, for an emulator,
-//! `--stackdriver-endpoint URL`), or nowhere.
+//! `--stackdriver-endpoint URL`), or nowhere. Continuous CPU and heap profiles go
+//! to Grafana Pyroscope with `--pyroscope URL [--upload-every SECONDS]` and to
+//! Google Cloud Profiler with `--cloud-profiler-project P [--cloud-profiler-endpoint URL]`.
 //!
 //! ```text
 //! cargo run --release -p examples --bin http-labels -- --addr 127.0.0.1:8080
@@ -29,7 +31,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use examples::Flags;
+use examples::{Flags, ProfilingFlags};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
@@ -56,11 +58,11 @@ static ALLOC: tracewire::alloc::Profiled<std::alloc::System> =
 const USER_ROUNDS: u64 = 200_000;
 
 fn main() {
-    let (addr, flags) = match parse_args(std::env::args().skip(1)) {
+    let (addr, flags, profiling) = match parse_args(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(e) => {
             eprintln!(
-                "{e}\nusage: http-labels [--addr HOST:PORT] [--zipkin URL | --stackdriver-project P [--stackdriver-endpoint URL]]   (default 127.0.0.1:8080)"
+                "{e}\nusage: http-labels [--addr HOST:PORT] [--zipkin URL | --stackdriver-project P [--stackdriver-endpoint URL]] [--pyroscope URL] [--cloud-profiler-project P [--cloud-profiler-endpoint URL]] [--upload-every SECONDS]   (default 127.0.0.1:8080)"
             );
             std::process::exit(2);
         }
@@ -86,7 +88,15 @@ fn main() {
             std::process::exit(2);
         }
     }
+    let uploaders = profiling.start("http-labels").unwrap_or_else(|e| {
+        eprintln!("http-labels: {e}");
+        std::process::exit(2);
+    });
+    for line in uploaders.describe() {
+        eprintln!("http-labels: {line}");
+    }
     let result = runtime.block_on(serve(addr));
+    uploaders.shutdown("http-labels", Duration::from_secs(5));
     // Export what is pending before exiting.
     let _ = tracewire::global::shutdown_tracer_provider(Duration::from_secs(5));
     if let Err(e) = result {
@@ -95,9 +105,14 @@ fn main() {
     }
 }
 
-fn parse_args(args: impl Iterator<Item = String>) -> Result<(SocketAddr, Flags), String> {
-    let flags = Flags::parse(args, "127.0.0.1:8080")?;
-    Ok((flags.socket_addr()?, flags))
+fn parse_args(
+    args: impl Iterator<Item = String>,
+) -> Result<(SocketAddr, Flags, ProfilingFlags), String> {
+    let mut profiling = ProfilingFlags::default();
+    let flags = Flags::parse_with_extra(args, "127.0.0.1:8080", |arg, rest| {
+        profiling.parse_one(arg, rest)
+    })?;
+    Ok((flags.socket_addr()?, flags, profiling))
 }
 
 async fn serve(addr: SocketAddr) -> std::io::Result<()> {
