@@ -22,6 +22,9 @@
 //!   insert the `SocketAddr` in a layer of your own.
 //! - [`GrpcClientLayer`]: a client span per call, the context injected
 //!   (`traceparent` and `grpc-trace-bin`), the status recorded.
+//! - Both layers take the core layers' hooks (`make_span_with`, `on_request`,
+//!   `on_response`, `on_failure`; see [Hooks](tracewire::tower#hooks)), to add
+//!   attributes without forking them.
 //! - [`TraceInterceptor`]: for clients built with an interceptor: injects the
 //!   current context (no span of its own; use the layer to record client spans).
 //!
@@ -73,12 +76,119 @@ use tracewire::propagation::{
 use tracewire::tower::{ClientTrace, ClientTraceLayer, Protocol, Trace, TraceLayer};
 use tracewire::{Context, Tracer};
 
-pub use tracewire::tower::{ResponseBody, ResponseFuture};
+pub use tracewire::tower::{
+    Failure, MakeSpan, NewSpan, OnFailure, OnRequest, OnResponse, ResponseBody, ResponseFuture,
+};
 
-/// The server layer. See the [crate docs](crate).
-#[derive(Clone, Debug)]
-pub struct GrpcTraceLayer {
-    inner: TraceLayer,
+/// The hook setters of a layer (see [`tracewire::tower`'s
+/// hooks](tracewire::tower#hooks)), forwarded to the core layer it wraps.
+macro_rules! hook_setters {
+    ($layer:ident) => {
+        /// Shapes each span before it starts (name, attributes the sampler
+        /// sees): [`MakeSpan`].
+        pub fn make_span_with<M2: MakeSpan>(self, make_span: M2) -> $layer<M2, Req, Res, Fail> {
+            $layer {
+                inner: self.inner.make_span_with(make_span),
+            }
+        }
+        /// Called with each call's request head and span, before the service:
+        /// [`OnRequest`].
+        pub fn on_request<Req2: OnRequest>(self, on_request: Req2) -> $layer<M, Req2, Res, Fail> {
+            $layer {
+                inner: self.inner.on_request(on_request),
+            }
+        }
+        /// Called with each response head (the status may still come in the
+        /// trailers): [`OnResponse`].
+        pub fn on_response<Res2: OnResponse + Clone>(
+            self,
+            on_response: Res2,
+        ) -> $layer<M, Req, Res2, Fail> {
+            $layer {
+                inner: self.inner.on_response(on_response),
+            }
+        }
+        /// Called each time the span becomes an error (an error `grpc-status`,
+        /// a panic, a cancelled call): [`OnFailure`].
+        pub fn on_failure<Fail2: OnFailure + Clone>(
+            self,
+            on_failure: Fail2,
+        ) -> $layer<M, Req, Res, Fail2> {
+            $layer {
+                inner: self.inner.on_failure(on_failure),
+            }
+        }
+    };
+}
+
+/// A service made by one of the layers: the core's service under this crate's
+/// name, with the accessors and the `Service` impl forwarded (`call` goes
+/// through the type's own `before_call`).
+macro_rules! forward_service {
+    ($service:ident) => {
+        impl<S, M, Req, Res, Fail> $service<S, M, Req, Res, Fail> {
+            /// The wrapped service.
+            pub fn get_ref(&self) -> &S {
+                self.inner.get_ref()
+            }
+            /// The wrapped service, mutably.
+            pub fn get_mut(&mut self) -> &mut S {
+                self.inner.get_mut()
+            }
+            /// Unwraps the service.
+            pub fn into_inner(self) -> S {
+                self.inner.into_inner()
+            }
+        }
+
+        impl<S: std::fmt::Debug, M, Req, Res, Fail> std::fmt::Debug
+            for $service<S, M, Req, Res, Fail>
+        {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($service))
+                    .field("inner", &self.inner)
+                    .finish()
+            }
+        }
+
+        impl<S, B, RB, M, Req, Res, Fail> Service<http::Request<B>>
+            for $service<S, M, Req, Res, Fail>
+        where
+            S: Service<http::Request<B>, Response = http::Response<RB>>,
+            S::Error: std::fmt::Display,
+            M: MakeSpan,
+            Req: OnRequest,
+            Res: OnResponse + Clone,
+            Fail: OnFailure + Clone,
+        {
+            type Response = http::Response<ResponseBody<RB, Fail>>;
+            type Error = S::Error;
+            type Future = ResponseFuture<S::Future, Res, Fail>;
+
+            fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+                self.inner.poll_ready(cx)
+            }
+            fn call(&mut self, req: http::Request<B>) -> Self::Future {
+                let req = Self::before_call(req);
+                self.inner.call(req)
+            }
+        }
+    };
+}
+
+/// The server layer. See the [crate docs](crate); `M`, `Req`, `Res` and
+/// `Fail` are its hooks (all `()` unless set).
+#[derive(Clone)]
+pub struct GrpcTraceLayer<M = (), Req = (), Res = (), Fail = ()> {
+    inner: TraceLayer<M, Req, Res, Fail>,
+}
+
+impl<M, Req, Res, Fail> std::fmt::Debug for GrpcTraceLayer<M, Req, Res, Fail> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcTraceLayer")
+            .field("inner", &self.inner)
+            .finish()
+    }
 }
 
 impl GrpcTraceLayer {
@@ -88,6 +198,11 @@ impl GrpcTraceLayer {
             inner: TraceLayer::for_protocol(tracer, Protocol::Grpc),
         }
     }
+}
+
+impl<M, Req, Res, Fail> GrpcTraceLayer<M, Req, Res, Fail> {
+    hook_setters!(GrpcTraceLayer);
+
     /// Extracts with `propagator` instead of the default formats (W3C,
     /// `grpc-trace-bin`, B3, `x-cloud-trace-context` and baggage). A server
     /// layer injects nothing.
@@ -116,9 +231,11 @@ impl GrpcTraceLayer {
     }
 }
 
-impl<S> Layer<S> for GrpcTraceLayer {
-    type Service = GrpcTrace<S>;
-    fn layer(&self, inner: S) -> GrpcTrace<S> {
+impl<S, M: Clone, Req: Clone, Res: Clone, Fail: Clone> Layer<S>
+    for GrpcTraceLayer<M, Req, Res, Fail>
+{
+    type Service = GrpcTrace<S, M, Req, Res, Fail>;
+    fn layer(&self, inner: S) -> Self::Service {
         GrpcTrace {
             inner: self.inner.layer(inner),
         }
@@ -126,46 +243,23 @@ impl<S> Layer<S> for GrpcTraceLayer {
 }
 
 /// The server service made by [`GrpcTraceLayer`]; forwards tonic's `NamedService`.
-#[derive(Clone, Debug)]
-pub struct GrpcTrace<S> {
-    inner: Trace<S>,
+#[derive(Clone)]
+pub struct GrpcTrace<S, M = (), Req = (), Res = (), Fail = ()> {
+    inner: Trace<S, M, Req, Res, Fail>,
 }
 
-impl<S> GrpcTrace<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        self.inner.get_ref()
-    }
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        self.inner.get_mut()
-    }
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner.into_inner()
-    }
-}
+forward_service!(GrpcTrace);
 
-impl<S, B, RB> Service<http::Request<B>> for GrpcTrace<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<RB>>,
-    S::Error: std::fmt::Display,
-{
-    type Response = http::Response<ResponseBody<RB>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+impl<S, M, Req, Res, Fail> GrpcTrace<S, M, Req, Res, Fail> {
+    /// The request as the core layer gets it: with the caller's address.
+    fn before_call<B>(req: http::Request<B>) -> http::Request<B> {
         #[cfg(feature = "connect-info")]
         let req = {
             let mut req = req;
             peer_from_connect_info(req.extensions_mut());
             req
         };
-        self.inner.call(req)
+        req
     }
 }
 
@@ -186,15 +280,26 @@ fn peer_from_connect_info(extensions: &mut http::Extensions) {
     }
 }
 
-impl<S: tonic::server::NamedService> tonic::server::NamedService for GrpcTrace<S> {
+impl<S: tonic::server::NamedService, M, Req, Res, Fail> tonic::server::NamedService
+    for GrpcTrace<S, M, Req, Res, Fail>
+{
     const NAME: &'static str = S::NAME;
 }
 
 /// The client layer: a client span per call and the context injected. Wrap a
 /// `tonic::transport::Channel` with it and build the generated client on top.
-#[derive(Clone, Debug)]
-pub struct GrpcClientLayer {
-    inner: ClientTraceLayer,
+/// Takes the same hooks as [`GrpcTraceLayer`].
+#[derive(Clone)]
+pub struct GrpcClientLayer<M = (), Req = (), Res = (), Fail = ()> {
+    inner: ClientTraceLayer<M, Req, Res, Fail>,
+}
+
+impl<M, Req, Res, Fail> std::fmt::Debug for GrpcClientLayer<M, Req, Res, Fail> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcClientLayer")
+            .field("inner", &self.inner)
+            .finish()
+    }
 }
 
 impl GrpcClientLayer {
@@ -205,6 +310,11 @@ impl GrpcClientLayer {
             inner: ClientTraceLayer::for_protocol(tracer, Protocol::Grpc),
         }
     }
+}
+
+impl<M, Req, Res, Fail> GrpcClientLayer<M, Req, Res, Fail> {
+    hook_setters!(GrpcClientLayer);
+
     /// Injects with `propagator` instead (every format it holds is written), e.g.
     /// the one `OTEL_PROPAGATORS` names ([`tracewire::env::propagators`]).
     pub fn with_propagator(self, propagator: impl Propagator + 'static) -> Self {
@@ -214,9 +324,11 @@ impl GrpcClientLayer {
     }
 }
 
-impl<S> Layer<S> for GrpcClientLayer {
-    type Service = GrpcClient<S>;
-    fn layer(&self, inner: S) -> GrpcClient<S> {
+impl<S, M: Clone, Req: Clone, Res: Clone, Fail: Clone> Layer<S>
+    for GrpcClientLayer<M, Req, Res, Fail>
+{
+    type Service = GrpcClient<S, M, Req, Res, Fail>;
+    fn layer(&self, inner: S) -> Self::Service {
         GrpcClient {
             inner: self.inner.layer(inner),
         }
@@ -225,40 +337,17 @@ impl<S> Layer<S> for GrpcClientLayer {
 
 /// The client service made by [`GrpcClientLayer`]: what a generated client is
 /// built on (`GreeterClient<GrpcClient<Channel>>`).
-#[derive(Clone, Debug)]
-pub struct GrpcClient<S> {
-    inner: ClientTrace<S>,
+#[derive(Clone)]
+pub struct GrpcClient<S, M = (), Req = (), Res = (), Fail = ()> {
+    inner: ClientTrace<S, M, Req, Res, Fail>,
 }
 
-impl<S> GrpcClient<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        self.inner.get_ref()
-    }
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        self.inner.get_mut()
-    }
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner.into_inner()
-    }
-}
+forward_service!(GrpcClient);
 
-impl<S, B, RB> Service<http::Request<B>> for GrpcClient<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<RB>>,
-    S::Error: std::fmt::Display,
-{
-    type Response = http::Response<ResponseBody<RB>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        self.inner.call(req)
+impl<S, M, Req, Res, Fail> GrpcClient<S, M, Req, Res, Fail> {
+    /// The request as the core layer gets it: as it is.
+    fn before_call<B>(req: http::Request<B>) -> http::Request<B> {
+        req
     }
 }
 

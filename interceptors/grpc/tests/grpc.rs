@@ -17,8 +17,11 @@ use tower::ServiceBuilder;
 use tracewire::export::InMemoryExporter;
 use tracewire::propagation::{baggage, TrustPolicy};
 use tracewire::trace::SpanData;
-use tracewire::{labels, Context, FutureExt, SpanKind, Status, TracerProvider, Value};
-use tracewire_grpc::{GrpcClientLayer, GrpcTraceLayer, TraceInterceptor};
+use tracewire::{labels, Context, FutureExt, KeyValue, SpanKind, Status, TracerProvider, Value};
+use tracewire_grpc::{
+    Failure, GrpcClientLayer, GrpcTraceLayer, MakeSpan, NewSpan, OnFailure, OnRequest, OnResponse,
+    TraceInterceptor,
+};
 
 /// Records the labels current when the inner service is called (inside the layer).
 #[derive(Clone, Default)]
@@ -96,7 +99,16 @@ async fn serve(provider: &TracerProvider, seen: SeenLabels) -> SocketAddr {
     serve_scripted(GrpcTraceLayer::new(provider.tracer("server")), seen).await
 }
 
-async fn serve_scripted(layer: GrpcTraceLayer, seen: Seen) -> SocketAddr {
+async fn serve_scripted<M, Req, Res, Fail>(
+    layer: GrpcTraceLayer<M, Req, Res, Fail>,
+    seen: Seen,
+) -> SocketAddr
+where
+    M: MakeSpan + Clone + Send + Sync + 'static,
+    Req: OnRequest + Clone + Send + Sync + 'static,
+    Res: OnResponse + Clone + Send + Sync + 'static,
+    Fail: OnFailure + Clone + Send + Sync + 'static,
+{
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("backend", ServingStatus::Serving)
@@ -217,7 +229,85 @@ async fn server_spans_record_the_callers_address_from_tonics_connect_info() {
         other => panic!("client.port: {other:?}"),
     };
     assert!(port > 0 && port != i64::from(addr.port()), "{port}");
-    assert_eq!(server.attribute("network.peer.port"), Some(&Value::I64(port)));
+    assert_eq!(
+        server.attribute("network.peer.port"),
+        Some(&Value::I64(port))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_add_attributes_and_hear_failures_and_a_panicking_hook_fails_no_call() {
+    let (p, exporter) = pipeline();
+    let server = GrpcTraceLayer::new(p.tracer("server"))
+        .make_span_with(|req: &http::request::Parts, span: &mut NewSpan| {
+            let tenant = req.headers.get("x-tenant").and_then(|v| v.to_str().ok());
+            span.set_attribute(KeyValue::new("tenant", tenant.unwrap_or("-").to_owned()));
+        })
+        .on_request(|_: &http::request::Parts, _: &tracewire::Span| {
+            panic!("on_request hook failed");
+        });
+    let addr = serve_scripted(server, Seen::default()).await;
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let heard = failures.clone();
+    let client = ServiceBuilder::new()
+        .layer(
+            GrpcClientLayer::new(p.tracer("client"))
+                .on_response(|res: &http::response::Parts, span: &tracewire::Span| {
+                    let grpc = res.headers.get("content-type").map(|v| v.as_bytes());
+                    span.set_attribute(KeyValue::new(
+                        "grpc-content-type",
+                        grpc == Some(b"application/grpc"),
+                    ));
+                })
+                .on_failure(move |failure: Failure<'_>, _: &tracewire::Span| {
+                    heard.lock().unwrap().push(match failure {
+                        Failure::GrpcStatus { code, .. } => code,
+                        _ => -1,
+                    });
+                }),
+        )
+        .service(channel(addr));
+    let mut client = HealthClient::new(client);
+    let status = client
+        .check(check(&[("x-tenant", "acme")]))
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, 1, "served despite the panicking on_request hook");
+    let mut unknown = check(&[]);
+    unknown.get_mut().service = "nope".into();
+    let err = client.check(unknown).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    let spans = spans(&exporter, 4).await;
+    let servers: Vec<_> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Server)
+        .collect();
+    assert_eq!(servers.len(), 2);
+    for s in &servers {
+        let panicked = s.events.iter().any(|e| e.name == "hook panicked");
+        assert!(panicked, "the panic is an event on {}", s.name);
+        assert!(
+            !s.status.is_error(),
+            "a hook's panic is not the call's error"
+        );
+    }
+    assert_eq!(servers[0].attribute("tenant"), Some(&Value::from("acme")));
+    for c in spans.iter().filter(|s| s.kind == SpanKind::Client) {
+        assert_eq!(
+            c.attribute("grpc-content-type"),
+            Some(&Value::Bool(true)),
+            "{}",
+            c.name
+        );
+    }
+    assert_eq!(
+        failures.lock().unwrap().as_slice(),
+        [5],
+        "the client heard NOT_FOUND, once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,10 @@
 //!   the request headers (W3C and `baggage` unless configured), the response
 //!   status recorded.
 //!
+//! Both take tower-http's hooks (`make_span_with`, `on_request`,
+//! `on_response`, `on_failure`; see [Hooks](tracewire::tower#hooks)) to add
+//! attributes without forking the layer.
+//!
 //! These are the layers of [`tracewire::tower`] (the core crate's `tower`
 //! feature, shared with `tracewire-grpc`), re-exported; their docs say the rest.
 //!
@@ -43,5 +47,6 @@
 //! ```
 
 pub use tracewire::tower::{
-    ClientTrace, ClientTraceLayer, Protocol, ResponseBody, ResponseFuture, Trace, TraceLayer,
+    ClientTrace, ClientTraceLayer, Failure, MakeSpan, NewSpan, OnFailure, OnRequest, OnResponse,
+    Protocol, ResponseBody, ResponseFuture, Trace, TraceLayer,
 };

@@ -5,13 +5,11 @@ mod support;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -29,7 +27,7 @@ use tracewire::trace::SpanData;
 use tracewire::{labels, SpanKind, Status, TracerProvider, Value};
 use tracewire_http::trace::{ClientTraceLayer, TraceLayer};
 
-use support::serve_app;
+use support::{catch_panic, pipeline, serve_app};
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -91,14 +89,6 @@ async fn serve(layer: TraceLayer) -> SocketAddr {
             .service(service_fn(handler))
     })
     .await
-}
-
-fn pipeline() -> (TracerProvider, InMemoryExporter) {
-    let exporter = InMemoryExporter::new();
-    let provider = TracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .build();
-    (provider, exporter)
 }
 
 async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
@@ -440,21 +430,6 @@ async fn a_request_the_client_abandons_ends_its_span_as_cancelled() {
     drop(stream);
     let s = exported(&exporter, "GET /slow").await;
     assert_eq!(s.status, Status::error("cancelled"));
-}
-
-/// What tower-http's `CatchPanicLayer` does: a panic in `fut` becomes a 500.
-async fn catch_panic<F, B>(fut: F) -> Result<Response<BoxBody>, Infallible>
-where
-    F: Future<Output = Result<Response<B>, Infallible>>,
-    B: http_body::Body<Data = Bytes, Error = Infallible> + Send + Sync + 'static,
-{
-    match AssertUnwindSafe(fut).catch_unwind().await {
-        Ok(result) => result.map(|r| r.map(BodyExt::boxed)),
-        Err(_) => Ok(Response::builder()
-            .status(StatusCode::INTERNAL_SERVER_ERROR)
-            .body(Full::from("panicked").boxed())
-            .unwrap()),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,43 +1,60 @@
 //! The response body wrapper: polled inside the request's context, it ends the
 //! span when the body reports its end (or fails, or is dropped), and
-//! [`OpenSpan`], the owner of a request's span until then.
+//! [`OpenSpan`], the owner of a request's span (and of the failure hook) until
+//! then.
 
-use std::any::Any;
+use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
-use crate::{Context, KeyValue, Status};
 use http_body::{Body, Frame, SizeHint};
 
-use super::{Protocol, Side};
+use super::hooks::{self, Failure, OnFailure};
+use super::{Protocol, Side, StatusError};
+use crate::{Context, KeyValue, Status};
 
-/// The request's context while its span is open. Ends the span when dropped, so
-/// no clone of the context kept elsewhere (a task the handler spawned, say) can
-/// keep the span open: the span lasts as long as the request.
-#[derive(Debug)]
-pub(crate) struct OpenSpan {
+/// The request's context while its span is open, and the layer's
+/// [`OnFailure`] hook. Ends the span when dropped, so no clone of the context
+/// kept elsewhere (a task the handler spawned, say) can keep the span open: the
+/// span lasts as long as the request.
+pub(crate) struct OpenSpan<Fail: OnFailure = ()> {
     // `None` once the span has been ended here (or handed on).
     ctx: Option<Context>,
     // Dropped before a response existed: the caller went away.
     cancel_on_drop: bool,
+    on_failure: Fail,
 }
 
-impl OpenSpan {
+impl<Fail: OnFailure> fmt::Debug for OpenSpan<Fail> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenSpan")
+            .field("ctx", &self.ctx)
+            .field("cancel_on_drop", &self.cancel_on_drop)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Fail: OnFailure> OpenSpan<Fail> {
     /// The span of a request that has no response yet.
-    pub(crate) fn new(ctx: Context) -> Self {
+    pub(crate) fn new(ctx: Context, on_failure: Fail) -> Self {
         OpenSpan {
             ctx: Some(ctx),
             cancel_on_drop: true,
+            on_failure,
         }
     }
 
     /// The context, for a response body to carry on: dropping that one ends the
     /// span without an error.
-    pub(crate) fn for_body(&mut self) -> OpenSpan {
+    pub(crate) fn for_body(&mut self) -> OpenSpan<Fail>
+    where
+        Fail: Clone,
+    {
         OpenSpan {
             ctx: self.ctx.take(),
             cancel_on_drop: false,
+            on_failure: self.on_failure.clone(),
         }
     }
 
@@ -53,12 +70,29 @@ impl OpenSpan {
         }
     }
 
-    /// Ends the span with an error status.
-    pub(crate) fn fail(&mut self, message: String) {
-        if let Some(ctx) = self.ctx.take() {
-            ctx.span().set_status(Status::error(message));
-            ctx.span().end();
+    /// Marks the span as an error (status message: `failure`) and tells the
+    /// [`OnFailure`] hook; the span stays open.
+    pub(crate) fn report(&self, failure: Failure<'_>) {
+        if let Some(ctx) = &self.ctx {
+            let span = ctx.span();
+            span.set_status(Status::error(failure.to_string()));
+            hooks::run(span, "on_failure", || {
+                self.on_failure.on_failure(failure, span)
+            });
         }
+    }
+
+    /// [`report`](Self::report)s the error status the protocol read, if any.
+    pub(crate) fn report_status(&self, error: Option<StatusError>) {
+        if let Some(e) = error {
+            self.report(e.as_failure());
+        }
+    }
+
+    /// Ends the span with an error status.
+    pub(crate) fn fail(&mut self, failure: Failure<'_>) {
+        self.report(failure);
+        self.end();
     }
 
     /// Runs `poll` (the handler's future or the body); if it panics, records the
@@ -72,31 +106,20 @@ impl OpenSpan {
                     ctx.span()
                         .set_attribute(KeyValue::new("error.type", "panic"));
                 }
-                self.fail(format!("panic: {}", panic_message(&*payload)));
+                self.fail(Failure::Panic(hooks::panic_message(&*payload)));
                 panic::resume_unwind(payload)
             }
         }
     }
 }
 
-impl Drop for OpenSpan {
+impl<Fail: OnFailure> Drop for OpenSpan<Fail> {
     fn drop(&mut self) {
         if self.cancel_on_drop {
-            self.fail("cancelled".to_owned());
+            self.fail(Failure::Cancelled);
         } else {
             self.end();
         }
-    }
-}
-
-/// The message of a panic payload (`panic!` makes a `&str` or a `String`).
-fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s
-    } else {
-        "non-string payload"
     }
 }
 
@@ -104,19 +127,30 @@ pin_project_lite::pin_project! {
     /// A response body that ends its request's span when the body reports its end:
     /// its last frame (`is_end_stream()` true after it, or trailers), `None`, an
     /// error, `is_end_stream()` answering true, or the body being dropped —
-    /// whichever comes first. Made by [`Trace`](super::Trace).
-    #[derive(Debug)]
-    pub struct ResponseBody<B> {
+    /// whichever comes first. Made by [`Trace`](super::Trace) and
+    /// [`ClientTrace`](super::ClientTrace); `Fail` is their
+    /// [`OnFailure`] hook.
+    pub struct ResponseBody<B, Fail: OnFailure = ()> {
         #[pin]
         inner: B,
-        span: OpenSpan,
+        span: OpenSpan<Fail>,
         protocol: Protocol,
         side: Side,
     }
 }
 
-impl<B> ResponseBody<B> {
-    pub(crate) fn new(inner: B, span: OpenSpan, protocol: Protocol, side: Side) -> Self {
+impl<B: fmt::Debug, Fail: OnFailure> fmt::Debug for ResponseBody<B, Fail> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("inner", &self.inner)
+            .field("span", &self.span)
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B, Fail: OnFailure> ResponseBody<B, Fail> {
+    pub(crate) fn new(inner: B, span: OpenSpan<Fail>, protocol: Protocol, side: Side) -> Self {
         ResponseBody {
             inner,
             span,
@@ -134,10 +168,11 @@ impl<B> ResponseBody<B> {
     }
 }
 
-impl<B> Body for ResponseBody<B>
+impl<B, Fail> Body for ResponseBody<B, Fail>
 where
     B: Body,
     B::Error: std::fmt::Display,
+    Fail: OnFailure,
 {
     type Data = B::Data;
     type Error = B::Error;
@@ -158,8 +193,10 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 let trailers = frame.trailers_ref();
                 if let (Some(trailers), Some(ctx)) = (trailers, this.span.ctx()) {
-                    this.protocol
+                    let error = this
+                        .protocol
                         .record_trailers(ctx.span(), *this.side, trailers);
+                    this.span.report_status(error);
                 }
                 // Trailers are the last frame; and hyper never polls a body again
                 // once it says it has ended.
@@ -167,7 +204,7 @@ where
                     this.span.end();
                 }
             }
-            Poll::Ready(Some(Err(e))) => this.span.fail(format!("response body: {e}")),
+            Poll::Ready(Some(Err(e))) => this.span.fail(Failure::Body(&e.to_string())),
             Poll::Ready(None) => this.span.end(),
             Poll::Pending => {}
         }

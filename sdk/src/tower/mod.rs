@@ -48,6 +48,42 @@
 //! Bad input never fails a request: an invalid or hostile header starts a new trace
 //! (or is ignored), as the W3C processing model says.
 //!
+//! # Hooks
+//!
+//! Both layers take tower-http's hooks, so a service adds what it knows to
+//! the spans without forking the layer: [`make_span_with`](TraceLayer::make_span_with)
+//! ([`MakeSpan`]: the name and the attributes the sampler sees),
+//! [`on_request`](TraceLayer::on_request) ([`OnRequest`]),
+//! [`on_response`](TraceLayer::on_response) ([`OnResponse`]) and
+//! [`on_failure`](TraceLayer::on_failure) ([`OnFailure`], with a [`Failure`]).
+//! Each is a closure (or any type implementing the trait); unset, it is `()`,
+//! which does nothing and costs nothing. A hook that panics is stopped there:
+//! the request is served as if it had returned, its span ends as usual (not as
+//! an error) with an event `hook panicked` (`tracewire.hook`,
+//! `exception.message`), and what the hook did before the panic stays.
+//!
+//! ```
+//! use http::request::Parts;
+//! use tracewire::tower::{Failure, NewSpan, TraceLayer};
+//! use tracewire::{KeyValue, Span, TracerProvider};
+//!
+//! let provider = TracerProvider::builder().build();
+//! let layer = TraceLayer::new(provider.tracer("frontend"))
+//!     .make_span_with(|req: &Parts, span: &mut NewSpan| {
+//!         if let Some(tenant) = req.headers.get("x-tenant").and_then(|v| v.to_str().ok()) {
+//!             span.set_attribute(KeyValue::new("tenant", tenant.to_owned()));
+//!         }
+//!     })
+//!     .on_response(|res: &http::response::Parts, span: &Span| {
+//!         let hit = res.headers.get("x-cache").is_some_and(|v| v == "hit");
+//!         span.set_attribute(KeyValue::new("cache.hit", hit));
+//!     })
+//!     .on_failure(|failure: Failure<'_>, _span: &Span| {
+//!         eprintln!("request failed: {failure}");
+//!     });
+//! # let _ = layer;
+//! ```
+//!
 //! A client layer writes the current context into each request it sends:
 //!
 //! ```
@@ -82,6 +118,7 @@
 
 mod body;
 mod future;
+mod hooks;
 mod route;
 
 use std::fmt;
@@ -94,13 +131,16 @@ use crate::propagation::{
     TrustPolicy,
 };
 use crate::trace::Str;
-use crate::{Context, FutureExt, KeyValue, Span, SpanKind, Status, Tracer};
+use crate::{Context, FutureExt, KeyValue, Span, SpanKind, Tracer};
 use http::{HeaderMap, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
+pub use hooks::{Failure, MakeSpan, NewSpan, OnFailure, OnRequest, OnResponse};
+
+use hooks::Hooks;
 
 /// The protocol a layer speaks: how spans are named, which label they set and
 /// where the outcome is read. `tracewire-grpc` builds on the gRPC variant.
@@ -135,24 +175,36 @@ impl Protocol {
         }
     }
 
-    fn record_grpc_status(self, span: &Span, side: Side, headers: &HeaderMap) {
-        let Some(code) = headers
+    fn record_grpc_status(
+        self,
+        span: &Span,
+        side: Side,
+        headers: &HeaderMap,
+    ) -> Option<StatusError> {
+        let code = headers
             .get("grpc-status")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<i64>().ok())
-        else {
-            return;
-        };
+            .and_then(|v| v.trim().parse::<i64>().ok())?;
+        let error = record_grpc_code(span, side, code);
         // `grpc-message` is percent-encoded UTF-8 (gRPC over HTTP/2 spec).
-        let message = headers
-            .get("grpc-message")
-            .map(|v| percent_encoding::percent_decode(v.as_bytes()).decode_utf8_lossy())
-            .unwrap_or_default();
-        record_grpc_code(span, side, code, &message);
+        error.then(|| {
+            let message = headers
+                .get("grpc-message")
+                .map(|v| percent_encoding::percent_decode(v.as_bytes()).decode_utf8_lossy())
+                .unwrap_or_default();
+            StatusError::Grpc(code, message.into_owned())
+        })
     }
 
-    pub(crate) fn record_response<B>(self, span: &Span, side: Side, response: &Response<B>) {
-        let status = response.status().as_u16();
+    /// Records the response's status on `span`; the error it is for `side`, if
+    /// any, for the caller to report.
+    pub(crate) fn record_response(
+        self,
+        span: &Span,
+        side: Side,
+        response: &http::response::Parts,
+    ) -> Option<StatusError> {
+        let status = response.status.as_u16();
         match self {
             Protocol::Http => {
                 span.set_attribute(KeyValue::new(
@@ -163,12 +215,12 @@ impl Protocol {
                     Side::Server => status >= 500,
                     Side::Client => status >= 400,
                 };
-                if error {
+                error.then(|| {
                     span.set_attribute(KeyValue::new("error.type", status.to_string()));
-                    span.set_status(Status::error(format!("HTTP {status}")));
-                }
+                    StatusError::Http(response.status)
+                })
             }
-            Protocol::Grpc if status != 200 && !response.headers().contains_key("grpc-status") => {
+            Protocol::Grpc if status != 200 && !response.headers.contains_key("grpc-status") => {
                 // Not a gRPC response (a proxy's 502, say): the code is the one
                 // the gRPC spec maps the HTTP status to, as clients report it.
                 span.set_attribute(KeyValue::new(
@@ -183,36 +235,58 @@ impl Protocol {
                     429 | 502..=504 => 14, // UNAVAILABLE
                     _ => 2,                // UNKNOWN
                 };
-                record_grpc_code(span, side, code, &format!("HTTP {status}"));
+                record_grpc_code(span, side, code)
+                    .then(|| StatusError::Grpc(code, format!("HTTP {status}")))
             }
             Protocol::Grpc => {
                 // Trailers-only responses carry grpc-status in the headers.
-                self.record_grpc_status(span, side, response.headers());
+                self.record_grpc_status(span, side, &response.headers)
             }
         }
     }
 
-    pub(crate) fn record_trailers(self, span: &Span, side: Side, trailers: &HeaderMap) {
-        if self == Protocol::Grpc {
-            self.record_grpc_status(span, side, trailers);
+    /// Records the status in gRPC trailers; the error, if any, as
+    /// [`record_response`](Self::record_response).
+    pub(crate) fn record_trailers(
+        self,
+        span: &Span,
+        side: Side,
+        trailers: &HeaderMap,
+    ) -> Option<StatusError> {
+        match self {
+            Protocol::Grpc => self.record_grpc_status(span, side, trailers),
+            Protocol::Http => None,
         }
     }
 }
 
-/// Records gRPC status `code` on `span`, and an error status (with `message`, or
-/// the code when it is empty) when the code is an error for `side`.
-fn record_grpc_code(span: &Span, side: Side, code: i64, message: &str) {
+/// A response status that makes the span an error: the layer sets the error
+/// status and calls the [`OnFailure`] hook with it.
+#[derive(Debug)]
+pub(crate) enum StatusError {
+    Http(http::StatusCode),
+    /// A gRPC code and its decoded message.
+    Grpc(i64, String),
+}
+
+impl StatusError {
+    pub(crate) fn as_failure(&self) -> Failure<'_> {
+        match self {
+            StatusError::Http(status) => Failure::Status(*status),
+            StatusError::Grpc(code, message) => Failure::GrpcStatus {
+                code: *code,
+                message,
+            },
+        }
+    }
+}
+
+/// Records gRPC status `code` on `span`; whether it is an error for `side`.
+fn record_grpc_code(span: &Span, side: Side, code: i64) -> bool {
     span.set_attribute(KeyValue::new("rpc.grpc.status_code", code));
-    let error = match side {
+    match side {
         Side::Server => GRPC_SERVER_ERRORS.contains(&code),
         Side::Client => code != 0,
-    };
-    if error {
-        span.set_status(Status::error(if message.is_empty() {
-            format!("grpc-status {code}")
-        } else {
-            message.to_owned()
-        }));
     }
 }
 
@@ -295,10 +369,21 @@ fn default_injector(protocol: Protocol) -> Arc<dyn Propagator> {
     Arc::new(formats.with(BaggagePropagator::new()))
 }
 
-/// The server layer. See the [module docs](self).
-#[derive(Clone, Debug)]
-pub struct TraceLayer {
+/// The server layer. See the [module docs](self), and [Hooks](self#hooks) for
+/// `M`, `Req`, `Res` and `Fail` (all `()` unless set).
+#[derive(Clone)]
+pub struct TraceLayer<M = (), Req = (), Res = (), Fail = ()> {
     config: Arc<Config>,
+    hooks: Hooks<M, Req, Res, Fail>,
+}
+
+impl<M, Req, Res, Fail> fmt::Debug for TraceLayer<M, Req, Res, Fail> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TraceLayer")
+            .field("config", &self.config)
+            .field("hooks", &self.hooks)
+            .finish()
+    }
 }
 
 impl TraceLayer {
@@ -321,6 +406,7 @@ impl TraceLayer {
 
     fn build(tracer: Tracer, protocol: Protocol, propagator: Arc<dyn Propagator>) -> Self {
         TraceLayer {
+            hooks: Hooks::default(),
             config: Arc::new(Config {
                 tracer,
                 propagator,
@@ -333,7 +419,9 @@ impl TraceLayer {
             }),
         }
     }
+}
 
+impl<M, Req, Res, Fail> TraceLayer<M, Req, Res, Fail> {
     /// A copy of the configuration edited by `f`, with a guard of its own (made
     /// on its first request, with the edited `max_routes`).
     fn edit(self, f: impl FnOnce(&mut Config)) -> Self {
@@ -351,7 +439,71 @@ impl TraceLayer {
         f(&mut config);
         TraceLayer {
             config: Arc::new(config),
+            hooks: self.hooks,
         }
+    }
+
+    /// The same layer with other hooks.
+    fn with_hooks<M2, Req2, Res2, Fail2>(
+        self,
+        hooks: impl FnOnce(Hooks<M, Req, Res, Fail>) -> Hooks<M2, Req2, Res2, Fail2>,
+    ) -> TraceLayer<M2, Req2, Res2, Fail2> {
+        TraceLayer {
+            config: self.config,
+            hooks: hooks(self.hooks),
+        }
+    }
+
+    /// Shapes each span before it starts (its name, attributes the sampler
+    /// sees), e.g. `|req: &http::request::Parts, span: &mut NewSpan| ..`. See
+    /// [Hooks](self#hooks).
+    pub fn make_span_with<M2: MakeSpan>(self, make_span: M2) -> TraceLayer<M2, Req, Res, Fail> {
+        self.with_hooks(|h| Hooks {
+            make_span,
+            on_request: h.on_request,
+            on_response: h.on_response,
+            on_failure: h.on_failure,
+        })
+    }
+
+    /// Called with each request and its started span, before the inner
+    /// service, e.g. `|req: &http::request::Parts, span: &Span| ..`. See
+    /// [Hooks](self#hooks).
+    pub fn on_request<Req2: OnRequest>(self, on_request: Req2) -> TraceLayer<M, Req2, Res, Fail> {
+        self.with_hooks(|h| Hooks {
+            make_span: h.make_span,
+            on_request,
+            on_response: h.on_response,
+            on_failure: h.on_failure,
+        })
+    }
+
+    /// Called with each response head, e.g.
+    /// `|res: &http::response::Parts, span: &Span| ..`. See [Hooks](self#hooks).
+    pub fn on_response<Res2: OnResponse + Clone>(
+        self,
+        on_response: Res2,
+    ) -> TraceLayer<M, Req, Res2, Fail> {
+        self.with_hooks(|h| Hooks {
+            make_span: h.make_span,
+            on_request: h.on_request,
+            on_response,
+            on_failure: h.on_failure,
+        })
+    }
+
+    /// Called each time the span becomes an error, e.g.
+    /// `|failure: Failure<'_>, span: &Span| ..`. See [Hooks](self#hooks).
+    pub fn on_failure<Fail2: OnFailure + Clone>(
+        self,
+        on_failure: Fail2,
+    ) -> TraceLayer<M, Req, Res, Fail2> {
+        self.with_hooks(|h| Hooks {
+            make_span: h.make_span,
+            on_request: h.on_request,
+            on_response: h.on_response,
+            on_failure,
+        })
     }
 
     /// Extracts with `propagator` instead of the default formats, e.g. only
@@ -407,24 +559,36 @@ impl TraceLayer {
     }
 }
 
-impl<S> Layer<S> for TraceLayer {
-    type Service = Trace<S>;
-    fn layer(&self, inner: S) -> Trace<S> {
+impl<S, M: Clone, Req: Clone, Res: Clone, Fail: Clone> Layer<S> for TraceLayer<M, Req, Res, Fail> {
+    type Service = Trace<S, M, Req, Res, Fail>;
+    fn layer(&self, inner: S) -> Self::Service {
         Trace {
             inner,
             config: self.config.clone(),
+            hooks: self.hooks.clone(),
         }
     }
 }
 
 /// The server service made by [`TraceLayer`].
-#[derive(Clone, Debug)]
-pub struct Trace<S> {
+#[derive(Clone)]
+pub struct Trace<S, M = (), Req = (), Res = (), Fail = ()> {
     inner: S,
     config: Arc<Config>,
+    hooks: Hooks<M, Req, Res, Fail>,
 }
 
-impl<S> Trace<S> {
+impl<S: fmt::Debug, M, Req, Res, Fail> fmt::Debug for Trace<S, M, Req, Res, Fail> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Trace")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .field("hooks", &self.hooks)
+            .finish()
+    }
+}
+
+impl<S, M, Req, Res, Fail> Trace<S, M, Req, Res, Fail> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -439,6 +603,24 @@ impl<S> Trace<S> {
     }
 }
 
+/// Lets `make_span` edit the span the layer would start (`name`, `attributes`),
+/// then starts it with `start`. A panic in the hook is recorded on the span.
+fn start_span<M: MakeSpan>(
+    make_span: &M,
+    parts: &http::request::Parts,
+    name: Str,
+    attributes: Vec<KeyValue>,
+    start: impl FnOnce(NewSpan) -> Span,
+) -> Span {
+    let mut new = NewSpan { name, attributes };
+    let panicked = hooks::catch(|| make_span.make_span(parts, &mut new)).err();
+    let span = start(new);
+    if let Some(message) = panicked {
+        hooks::record_panic(&span, "make_span", message);
+    }
+    span
+}
+
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -449,8 +631,9 @@ impl Config {
             .get_or_init(|| route::RouteGuard::new(self.max_routes, self.protocol.label_key()))
     }
 
-    /// The server context for `parts`: extracted parent, server span, labels.
-    fn server_context(&self, parts: &http::request::Parts) -> Context {
+    /// The server context for `parts`: extracted parent, server span (shaped
+    /// by `make_span`), labels.
+    fn server_context<M: MakeSpan>(&self, parts: &http::request::Parts, make_span: &M) -> Context {
         let mut extracted = self.propagator.extract(&Context::new(), &parts.headers);
         if self.trust != TrustPolicy::Parent
             && !self.untrusted_baggage
@@ -475,17 +658,21 @@ impl Config {
             // `package.Service/Method`: the interned path without its `/`.
             Protocol::Grpc => Str::Borrowed(grpc_span_name(route.name)),
         };
-        let mut b = self
-            .tracer
-            .span_builder(name)
-            .kind(SpanKind::Server)
-            .attributes(self.request_attributes(parts, route.http_route(), Side::Server));
-        b = match self.trust.apply(&remote) {
-            RemoteParent::NewRoot => b.root(),
-            RemoteParent::Parent(sc) => b.parent_span_context(sc),
-            RemoteParent::NewRootWithLink(link) => b.root().link(link),
-        };
-        extracted.with_span_and_labels(b.start(), route.labels.clone())
+        let attributes = self.request_attributes(parts, route.http_route(), Side::Server);
+        let span = start_span(make_span, parts, name, attributes, |new| {
+            let b = self
+                .tracer
+                .span_builder(new.name)
+                .kind(SpanKind::Server)
+                .attributes(new.attributes);
+            match self.trust.apply(&remote) {
+                RemoteParent::NewRoot => b.root(),
+                RemoteParent::Parent(sc) => b.parent_span_context(sc),
+                RemoteParent::NewRootWithLink(link) => b.root().link(link),
+            }
+            .start()
+        });
+        extracted.with_span_and_labels(span, route.labels.clone())
     }
 
     fn request_attributes(
@@ -580,14 +767,18 @@ impl Config {
     }
 }
 
-impl<S, B, RB> Service<Request<B>> for Trace<S>
+impl<S, B, RB, M, Req, Res, Fail> Service<Request<B>> for Trace<S, M, Req, Res, Fail>
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: fmt::Display,
+    M: MakeSpan,
+    Req: OnRequest,
+    Res: OnResponse + Clone,
+    Fail: OnFailure + Clone,
 {
-    type Response = Response<ResponseBody<RB>>;
+    type Response = Response<ResponseBody<RB, Fail>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, Res, Fail>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -595,16 +786,25 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (parts, body) = req.into_parts();
-        let ctx = self.config.server_context(&parts);
-        let req = Request::from_parts(parts, body);
+        let hooks = &self.hooks;
+        let ctx = self.config.server_context(&parts, &hooks.make_span);
         // Work done in `call` itself belongs to the request too.
         let fut = {
             let _guard = ctx.clone().attach();
+            let span = ctx.span();
+            hooks::run(span, "on_request", || {
+                hooks.on_request.on_request(&parts, span)
+            });
+            let req = Request::from_parts(parts, body);
             self.inner.call(req)
         };
         ResponseFuture::new(
             fut.in_context(ctx.clone()),
             ctx,
+            (
+                self.hooks.on_response.clone(),
+                self.hooks.on_failure.clone(),
+            ),
             self.config.protocol,
             Side::Server,
         )
@@ -612,10 +812,21 @@ where
 }
 
 /// The client layer: a client span per request and the trace context injected into
-/// its headers. See the [module docs](self).
-#[derive(Clone, Debug)]
-pub struct ClientTraceLayer {
-    config: Arc<Config>,
+/// its headers. See the [module docs](self); it takes the same
+/// [hooks](self#hooks) as [`TraceLayer`].
+#[derive(Clone)]
+pub struct ClientTraceLayer<M = (), Req = (), Res = (), Fail = ()> {
+    // The configuration and hooks; the server-only settings are not exposed.
+    layer: TraceLayer<M, Req, Res, Fail>,
+}
+
+impl<M, Req, Res, Fail> fmt::Debug for ClientTraceLayer<M, Req, Res, Fail> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientTraceLayer")
+            .field("config", &self.layer.config)
+            .field("hooks", &self.layer.hooks)
+            .finish()
+    }
 }
 
 impl ClientTraceLayer {
@@ -627,39 +838,95 @@ impl ClientTraceLayer {
 
     /// The same for `protocol` (gRPC also injects `grpc-trace-bin`).
     pub fn for_protocol(tracer: Tracer, protocol: Protocol) -> Self {
-        let TraceLayer { config } = TraceLayer::build(tracer, protocol, default_injector(protocol));
-        ClientTraceLayer { config }
-    }
-
-    /// Injects with `propagator` instead (every format it holds is written), e.g.
-    /// `B3Propagator::new(B3Encoding::Multi)` for peers that read only B3.
-    pub fn with_propagator(self, propagator: impl Propagator + 'static) -> Self {
-        let TraceLayer { config } = TraceLayer {
-            config: self.config,
+        ClientTraceLayer {
+            layer: TraceLayer::build(tracer, protocol, default_injector(protocol)),
         }
-        .with_propagator(propagator);
-        ClientTraceLayer { config }
     }
 }
 
-impl<S> Layer<S> for ClientTraceLayer {
-    type Service = ClientTrace<S>;
-    fn layer(&self, inner: S) -> ClientTrace<S> {
+impl<M, Req, Res, Fail> ClientTraceLayer<M, Req, Res, Fail> {
+    /// Injects with `propagator` instead (every format it holds is written), e.g.
+    /// `B3Propagator::new(B3Encoding::Multi)` for peers that read only B3.
+    pub fn with_propagator(self, propagator: impl Propagator + 'static) -> Self {
+        ClientTraceLayer {
+            layer: self.layer.with_propagator(propagator),
+        }
+    }
+
+    /// As [`TraceLayer::make_span_with`], for client spans.
+    pub fn make_span_with<M2: MakeSpan>(
+        self,
+        make_span: M2,
+    ) -> ClientTraceLayer<M2, Req, Res, Fail> {
+        ClientTraceLayer {
+            layer: self.layer.make_span_with(make_span),
+        }
+    }
+
+    /// As [`TraceLayer::on_request`], after the context has been injected
+    /// (the head holds the headers sent).
+    pub fn on_request<Req2: OnRequest>(
+        self,
+        on_request: Req2,
+    ) -> ClientTraceLayer<M, Req2, Res, Fail> {
+        ClientTraceLayer {
+            layer: self.layer.on_request(on_request),
+        }
+    }
+
+    /// As [`TraceLayer::on_response`].
+    pub fn on_response<Res2: OnResponse + Clone>(
+        self,
+        on_response: Res2,
+    ) -> ClientTraceLayer<M, Req, Res2, Fail> {
+        ClientTraceLayer {
+            layer: self.layer.on_response(on_response),
+        }
+    }
+
+    /// As [`TraceLayer::on_failure`] (a client counts 4xx as failures too).
+    pub fn on_failure<Fail2: OnFailure + Clone>(
+        self,
+        on_failure: Fail2,
+    ) -> ClientTraceLayer<M, Req, Res, Fail2> {
+        ClientTraceLayer {
+            layer: self.layer.on_failure(on_failure),
+        }
+    }
+}
+
+impl<S, M: Clone, Req: Clone, Res: Clone, Fail: Clone> Layer<S>
+    for ClientTraceLayer<M, Req, Res, Fail>
+{
+    type Service = ClientTrace<S, M, Req, Res, Fail>;
+    fn layer(&self, inner: S) -> Self::Service {
         ClientTrace {
             inner,
-            config: self.config.clone(),
+            config: self.layer.config.clone(),
+            hooks: self.layer.hooks.clone(),
         }
     }
 }
 
 /// The client service made by [`ClientTraceLayer`].
-#[derive(Clone, Debug)]
-pub struct ClientTrace<S> {
+#[derive(Clone)]
+pub struct ClientTrace<S, M = (), Req = (), Res = (), Fail = ()> {
     inner: S,
     config: Arc<Config>,
+    hooks: Hooks<M, Req, Res, Fail>,
 }
 
-impl<S> ClientTrace<S> {
+impl<S: fmt::Debug, M, Req, Res, Fail> fmt::Debug for ClientTrace<S, M, Req, Res, Fail> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientTrace")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .field("hooks", &self.hooks)
+            .finish()
+    }
+}
+
+impl<S, M, Req, Res, Fail> ClientTrace<S, M, Req, Res, Fail> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -674,14 +941,18 @@ impl<S> ClientTrace<S> {
     }
 }
 
-impl<S, B, RB> Service<Request<B>> for ClientTrace<S>
+impl<S, B, RB, M, Req, Res, Fail> Service<Request<B>> for ClientTrace<S, M, Req, Res, Fail>
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: fmt::Display,
+    M: MakeSpan,
+    Req: OnRequest,
+    Res: OnResponse + Clone,
+    Fail: OnFailure + Clone,
 {
-    type Response = Response<ResponseBody<RB>>;
+    type Response = Response<ResponseBody<RB, Fail>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, Res, Fail>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -697,17 +968,32 @@ where
             }),
             Protocol::Grpc => grpc_span_name(parts.uri.path()).to_owned().into(),
         };
-        let span = c
-            .tracer
-            .span_builder(name)
-            .kind(SpanKind::Client)
-            .attributes(c.request_attributes(&parts, None, Side::Client))
-            .start();
+        let attributes = c.request_attributes(&parts, None, Side::Client);
+        let span = start_span(&self.hooks.make_span, &parts, name, attributes, |new| {
+            c.tracer
+                .span_builder(new.name)
+                .kind(SpanKind::Client)
+                .attributes(new.attributes)
+                .start()
+        });
         let ctx = Context::current_with_span(span);
         c.propagator.inject(&ctx, &mut parts.headers);
+        let span = ctx.span();
+        let on_request = &self.hooks.on_request;
+        hooks::run(span, "on_request", || on_request.on_request(&parts, span));
         let req = Request::from_parts(parts, body);
         let fut = self.inner.call(req);
-        ResponseFuture::new(fut.in_context(ctx.clone()), ctx, c.protocol, Side::Client)
+        let hooks = (
+            self.hooks.on_response.clone(),
+            self.hooks.on_failure.clone(),
+        );
+        ResponseFuture::new(
+            fut.in_context(ctx.clone()),
+            ctx,
+            hooks,
+            c.protocol,
+            Side::Client,
+        )
     }
 }
 

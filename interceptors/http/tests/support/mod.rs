@@ -1,14 +1,38 @@
 //! What the tests of this crate share: a real hyper server on loopback.
 #![allow(dead_code)]
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 
-use http::{Request, Response};
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A boxed response body.
+pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// What tower-http's `CatchPanicLayer` does: a panic in `fut` becomes a 500.
+pub async fn catch_panic<F, B>(fut: F) -> Result<Response<BoxBody>, Infallible>
+where
+    F: Future<Output = Result<Response<B>, Infallible>>,
+    B: http_body::Body<Data = Bytes, Error = Infallible> + Send + Sync + 'static,
+{
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(result) => result.map(|r| r.map(BodyExt::boxed)),
+        Err(_) => Ok(Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .body(Full::from("panicked").boxed())
+            .unwrap()),
+    }
+}
 
 /// A provider that hands every span to the returned exporter as it ends.
 pub fn pipeline() -> (
