@@ -679,7 +679,7 @@ mod tests {
             ("OTEL_TRACES_EXPORTER", "zipkin"),
             (
                 "OTEL_EXPORTER_ZIPKIN_ENDPOINT",
-                "https://zipkin/api/v2/spans",
+                "ftp://zipkin/api/v2/spans",
             ),
         ]);
         let err = pipeline_with("example", &flags, &vars).unwrap_err();

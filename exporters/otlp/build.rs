@@ -14,7 +14,9 @@ const FILES: [&str; 3] = [
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto");
+    // Read when the script runs, not when it is compiled: a script built once may
+    // run for another checkout sharing the target directory.
+    let root = Path::new(&std::env::var("CARGO_MANIFEST_DIR")?).join("proto");
     println!("cargo:rerun-if-changed={}", root.display());
     println!("cargo:rerun-if-changed=build.rs");
 
