@@ -677,10 +677,7 @@ mod tests {
         let flags = PipelineFlags::default();
         let vars = env(&[
             ("OTEL_TRACES_EXPORTER", "zipkin"),
-            (
-                "OTEL_EXPORTER_ZIPKIN_ENDPOINT",
-                "ftp://zipkin/api/v2/spans",
-            ),
+            ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", "ftp://zipkin/api/v2/spans"),
         ]);
         let err = pipeline_with("example", &flags, &vars).unwrap_err();
         assert!(err.contains("OTEL_TRACES_EXPORTER=zipkin"), "{err}");

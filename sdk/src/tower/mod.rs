@@ -298,18 +298,21 @@ fn grpc_span_name(path: &str) -> &str {
     path.strip_prefix('/').unwrap_or(path)
 }
 
-/// `host[:port]` (IPv6 literals in brackets) split into host and port.
-fn split_host_port(host: &str) -> (&str, Option<u16>) {
-    if let Some(rest) = host.strip_prefix('[') {
-        if let Some((h, tail)) = rest.split_once(']') {
-            return (h, tail.strip_prefix(':').and_then(|p| p.parse().ok()));
-        }
-        return (host, None);
-    }
-    match host.split_once(':') {
-        Some((h, p)) if !p.contains(':') => (h, p.parse().ok()),
-        _ => (host, None),
-    }
+/// A `Host` header (`host[:port]`, IPv6 literals in brackets) as host and port,
+/// by `http`'s authority parser; `None` if it is not an authority.
+fn split_host_port(host: &str) -> Option<(String, Option<u16>)> {
+    let authority: http::uri::Authority = host.parse().ok()?;
+    Some((
+        unbracketed(authority.host()).to_owned(),
+        authority.port_u16(),
+    ))
+}
+
+/// An IPv6 literal without its URI brackets, as `server.address` wants it.
+fn unbracketed(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 type RouteFn = dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync;
@@ -738,17 +741,14 @@ impl Config {
             }
         }
         let (host, port) = match parts.uri.host() {
-            Some(h) => (Some(h), parts.uri.port_u16()),
-            None => match header_str(&parts.headers, "host") {
-                Some(h) => {
-                    let (h, p) = split_host_port(h);
-                    (Some(h), p)
-                }
+            Some(h) => (Some(unbracketed(h).to_owned()), parts.uri.port_u16()),
+            None => match header_str(&parts.headers, "host").and_then(split_host_port) {
+                Some((h, p)) => (Some(h), p),
                 None => (None, None),
             },
         };
         if let Some(host) = host {
-            attrs.push(KeyValue::new("server.address", host.to_owned()));
+            attrs.push(KeyValue::new("server.address", host));
         }
         if let Some(p) = port {
             attrs.push(KeyValue::new("server.port", i64::from(p)));
@@ -1000,6 +1000,29 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_headers_split_by_the_authority_parser() {
+        type Split<'a> = Option<(&'a str, Option<u16>)>;
+        let cases: [(&str, Split<'_>); 7] = [
+            ("example.com", Some(("example.com", None))),
+            ("example.com:8080", Some(("example.com", Some(8080)))),
+            ("127.0.0.1:443", Some(("127.0.0.1", Some(443)))),
+            ("[::1]:8443", Some(("::1", Some(8443)))),
+            ("[2001:db8::1]", Some(("2001:db8::1", None))),
+            ("bad host", None),
+            // A port that is not a number is left out, the host kept.
+            ("example.com:port", Some(("example.com", None))),
+        ];
+        for (header, want) in cases {
+            let got = split_host_port(header);
+            assert_eq!(
+                got.as_ref().map(|(h, p)| (h.as_str(), *p)),
+                want,
+                "{header}"
+            );
+        }
+    }
 
     #[test]
     fn builder_calls_intern_no_routes() {
