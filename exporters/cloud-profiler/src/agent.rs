@@ -13,7 +13,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 use tracewire::alloc::{HeapProfile, SampleType};
-use tracewire::export::{Attempt, ExportCounters, ExportError};
+use tracewire::export::{Attempt, ExportCounters, ExportError, FailureLog};
 use tracewire::profile::{Profiler, SpanIds};
 
 use crate::proto::v2::profiler_service_client::ProfilerServiceClient;
@@ -44,7 +44,8 @@ pub(crate) struct Shared {
     create_errors: AtomicU64,
     busy: AtomicU64,
     collect_errors: AtomicU64,
-    log: Mutex<Log>,
+    /// Standard error lines about failures, at most one a minute.
+    log: Mutex<FailureLog>,
 }
 
 impl Shared {
@@ -93,33 +94,6 @@ impl Shared {
     }
 }
 
-/// Standard error lines about failures, at most one a minute.
-#[derive(Default)]
-struct Log {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Log {
-    fn report(&mut self, what: &str, err: &dyn fmt::Display) {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
-        {
-            self.suppressed += 1;
-            return;
-        }
-        match std::mem::take(&mut self.suppressed) {
-            0 => eprintln!("tracewire-cloud-profiler: {what}: {err}"),
-            n => eprintln!(
-                "tracewire-cloud-profiler: {what}: {err} ({n} more since the last report)"
-            ),
-        }
-        self.last = Some(now);
-    }
-}
-
 /// What the agent's thread works with.
 struct Agent {
     shared: Arc<Shared>,
@@ -164,7 +138,10 @@ pub(crate) fn start(
         create_errors: AtomicU64::new(0),
         busy: AtomicU64::new(0),
         collect_errors: AtomicU64::new(0),
-        log: Mutex::new(Log::default()),
+        log: Mutex::new(FailureLog::new(
+            "tracewire-cloud-profiler",
+            Duration::from_secs(60),
+        )),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

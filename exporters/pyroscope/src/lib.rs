@@ -92,7 +92,7 @@ use bytes::Bytes;
 use prost::Message as _;
 use tokio::sync::{watch, Notify};
 use tracewire::alloc::{HeapProfile, SampleType};
-use tracewire::export::{Backoff, ExportCounters};
+use tracewire::export::{Backoff, ExportCounters, FailureLog};
 use tracewire::profile::{Profiler, SpanIds};
 
 pub mod proto {
@@ -298,7 +298,10 @@ impl PyroscopeBuilder {
             collected: AtomicU64::new(0),
             busy_periods: AtomicU64::new(0),
             collect_errors: AtomicU64::new(0),
-            log: Mutex::new(Log::default()),
+            log: Mutex::new(FailureLog::new(
+                "tracewire-pyroscope",
+                Duration::from_secs(60),
+            )),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -530,7 +533,8 @@ struct Shared {
     collected: AtomicU64,
     busy_periods: AtomicU64,
     collect_errors: AtomicU64,
-    log: Mutex<Log>,
+    /// Standard error lines about failures, at most one a minute.
+    log: Mutex<FailureLog>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -557,31 +561,6 @@ impl Shared {
 
     fn report(&self, what: &str, err: &dyn fmt::Display) {
         lock(&self.log).report(what, err);
-    }
-}
-
-/// Standard error lines about failures, at most one a minute.
-#[derive(Default)]
-struct Log {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Log {
-    fn report(&mut self, what: &str, err: &dyn fmt::Display) {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
-        {
-            self.suppressed += 1;
-            return;
-        }
-        match std::mem::take(&mut self.suppressed) {
-            0 => eprintln!("tracewire-pyroscope: {what}: {err}"),
-            n => eprintln!("tracewire-pyroscope: {what}: {err} ({n} more since the last report)"),
-        }
-        self.last = Some(now);
     }
 }
 

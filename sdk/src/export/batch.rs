@@ -423,7 +423,7 @@ async fn export_loop<E: SpanExporter>(shared: Arc<Shared>, exporter: E) {
         exporter,
         rings: Vec::new(),
         origin: Vec::new(),
-        log: FailureLog::new(Duration::from_secs(10)),
+        log: FailureLog::new("tracewire", Duration::from_secs(10)),
     };
     // A failed export no flush has reported yet: the next flush answers with it,
     // so `force_flush` says whether what ended before it was delivered, also when

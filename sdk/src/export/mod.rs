@@ -209,24 +209,41 @@ impl Future for FlushHandle {
     }
 }
 
-/// Reports export failures on stderr at most once per interval, with the number of
-/// failures since the last report, instead of once per span.
-pub(crate) struct FailureLog {
+/// Reports failures on stderr at most once per interval, with the number of
+/// failures since the last report, instead of once per failure: for exporters
+/// and uploaders that must say they are failing without flooding the log.
+///
+/// ```
+/// use std::time::Duration;
+/// use tracewire::export::FailureLog;
+///
+/// let mut log = FailureLog::new("my-exporter", Duration::from_secs(60));
+/// log.report("upload failed", &"connection refused"); // printed
+/// log.report("upload failed", &"connection refused"); // counted, printed with the next
+/// ```
+#[derive(Debug)]
+pub struct FailureLog {
+    source: &'static str,
     interval: Duration,
     last: Option<std::time::Instant>,
     suppressed: u64,
 }
 
 impl FailureLog {
-    pub(crate) fn new(interval: Duration) -> Self {
+    /// A log whose lines start with `source` and come at most once per `interval`.
+    pub fn new(source: &'static str, interval: Duration) -> Self {
         FailureLog {
+            source,
             interval,
             last: None,
             suppressed: 0,
         }
     }
 
-    pub(crate) fn report(&mut self, what: &str, err: &dyn fmt::Display) {
+    /// Reports `what` failed with `err`: printed if the interval since the last
+    /// line has passed (with the count of failures held back meanwhile), else
+    /// counted.
+    pub fn report(&mut self, what: &str, err: &dyn fmt::Display) {
         let now = std::time::Instant::now();
         if self
             .last
@@ -235,15 +252,11 @@ impl FailureLog {
             self.suppressed += 1;
             return;
         }
-        if self.suppressed > 0 {
-            eprintln!(
-                "tracewire: {what}: {err} ({} more failures since the last report)",
-                self.suppressed
-            );
-        } else {
-            eprintln!("tracewire: {what}: {err}");
+        let source = self.source;
+        match std::mem::take(&mut self.suppressed) {
+            0 => eprintln!("{source}: {what}: {err}"),
+            n => eprintln!("{source}: {what}: {err} ({n} more failures since the last report)"),
         }
         self.last = Some(now);
-        self.suppressed = 0;
     }
 }
