@@ -79,24 +79,28 @@ impl<A> Profiled<A> {
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiled<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract is the inner allocator's.
-        let p = unsafe { self.inner.alloc(layout) };
         #[cfg(target_os = "linux")]
-        if !p.is_null() {
-            record::on_alloc(p, layout.size());
+        if record::crosses(layout.size()) {
+            // SAFETY: the caller's contract is the inner allocator's.
+            let p = unsafe { self.inner.alloc(layout) };
+            record::on_sampled(p, layout.size());
+            return p;
         }
-        p
+        // SAFETY: as above.
+        unsafe { self.inner.alloc(layout) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as for `alloc`.
-        let p = unsafe { self.inner.alloc_zeroed(layout) };
         #[cfg(target_os = "linux")]
-        if !p.is_null() {
-            record::on_alloc(p, layout.size());
+        if record::crosses(layout.size()) {
+            // SAFETY: as for `alloc`.
+            let p = unsafe { self.inner.alloc_zeroed(layout) };
+            record::on_sampled(p, layout.size());
+            return p;
         }
-        p
+        // SAFETY: as for `alloc`.
+        unsafe { self.inner.alloc_zeroed(layout) }
     }
 
     #[inline]
@@ -112,14 +116,17 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiled<A> {
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         #[cfg(target_os = "linux")]
-        record::on_free(ptr);
-        // SAFETY: as for `alloc`.
-        let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
-        #[cfg(target_os = "linux")]
-        if !p.is_null() {
-            record::on_alloc(p, new_size);
+        {
+            record::on_free(ptr);
+            if record::crosses(new_size) {
+                // SAFETY: as for `alloc`.
+                let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
+                record::on_sampled(p, new_size);
+                return p;
+            }
         }
-        p
+        // SAFETY: as for `alloc`.
+        unsafe { self.inner.realloc(ptr, layout, new_size) }
     }
 }
 

@@ -34,6 +34,8 @@ const PROBES: usize = 64;
 pub(crate) static RATE: AtomicUsize = AtomicUsize::new(512 * 1024);
 /// Whether a `Profiled` allocator has run.
 pub(crate) static INSTALLED: AtomicU8 = AtomicU8::new(0);
+/// Bytes a thread allocates, while sampling is off, before it looks again.
+const RATE_OFF_RECHECK: i64 = 1 << 20;
 /// Samples not recorded because the live table was full.
 pub(crate) static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// Freed samples whose counts could not be kept (freed table full).
@@ -47,7 +49,7 @@ static ATFORK: std::sync::Once = std::sync::Once::new();
 thread_local! {
     // Const-initialised, no destructors: usable from the allocator at any point
     // of a thread's life, without allocating.
-    static COUNTDOWN: Cell<i64> = const { Cell::new(i64::MIN) };
+    static COUNTDOWN: Cell<i64> = const { Cell::new(0) };
     static RNG: Cell<u64> = const { Cell::new(0) };
     static IN_RECORDER: Cell<bool> = const { Cell::new(false) };
     static STACK: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
@@ -221,39 +223,48 @@ fn next_interval(rate: usize) -> i64 {
     (-uniform().ln() * rate as f64).min(i64::MAX as f64 / 2.0) as i64 + 1
 }
 
-/// Called after each allocation of `size` bytes at `ptr`.
-#[inline]
-pub(crate) fn on_alloc(ptr: *mut u8, size: usize) {
-    let rate = RATE.load(Ordering::Relaxed);
-    if rate == 0 {
-        return;
-    }
-    // The common case is one thread-local subtraction: the first allocation of
-    // a thread starts from i64::MIN, so it takes the slow path too.
-    let left = COUNTDOWN.with(Cell::get).wrapping_sub(size as i64);
-    if left > 0 && left < i64::MAX - (size as i64) {
-        COUNTDOWN.with(|c| c.set(left));
-        return;
-    }
-    slow_path(ptr, size, rate, left);
+/// Counts `size` bytes off the calling thread's countdown; true when this
+/// allocation crosses it (or is the thread's first): the caller then makes the
+/// allocation and hands it to [`on_sampled`]. The common case is a thread-local
+/// load, subtraction and store, before the inner allocator is called, so that
+/// the call to it stays a tail call.
+#[inline(always)]
+pub(crate) fn crosses(size: usize) -> bool {
+    COUNTDOWN.with(|c| {
+        // No overflow: the countdown is at most i64::MAX / 2 and a size at most
+        // isize::MAX.
+        let left = c.get() - size as i64;
+        c.set(left);
+        left <= 0
+    })
 }
 
-/// A thread's first allocation, or one that crosses its countdown.
+/// After an allocation for which [`crosses`] was true: a thread's first
+/// allocation (its countdown starts at 0), one that crossed the countdown, or
+/// any allocation past the countdown while sampling is off.
 #[cold]
 #[inline(never)]
-fn slow_path(ptr: *mut u8, size: usize, rate: usize, left: i64) {
-    let first = COUNTDOWN.with(Cell::get) == i64::MIN;
+pub(crate) fn on_sampled(ptr: *mut u8, size: usize) {
+    INSTALLED.store(1, Ordering::Relaxed);
+    let rate = RATE.load(Ordering::Relaxed);
+    if rate == 0 {
+        // Off: look again after this many bytes (sampling may be turned on).
+        COUNTDOWN.with(|c| c.set(RATE_OFF_RECHECK));
+        return;
+    }
+    let first = RNG.with(Cell::get) == 0;
     if first {
-        INSTALLED.store(1, Ordering::Relaxed);
+        // Nothing sampled before the first interval is drawn.
         let left = next_interval(rate) - size as i64;
         if left > 0 {
             COUNTDOWN.with(|c| c.set(left));
             return;
         }
     }
-    let _ = left;
     COUNTDOWN.with(|c| c.set(next_interval(rate)));
-    record(ptr as usize, size, rate);
+    if !ptr.is_null() {
+        record(ptr as usize, size, rate);
+    }
 }
 
 /// Called before `ptr` is freed (or moved by a reallocation).
