@@ -156,16 +156,19 @@ fn main() {
     }
 
     println!();
-    let (body, delivery) = profile::measure_sample_cost(200_000).unwrap();
+    let cost = profile::measure_sample_cost(200_000).unwrap();
     println!("## cost of one sample (tracewire)");
     println!(
-        "| handler body (unwind + labels + ring) | kernel signal delivery and return | total |"
+        "| handler body (unwind + labels + ring) | kernel signal delivery and return | total | \
+         the walk on an unregistered thread (process_vm_readv per frame) |"
     );
-    println!("|---|---|---|");
+    println!("|---|---|---|---|");
     println!(
-        "| {} ns | {} ns | {} ns |",
-        body.as_nanos(),
-        delivery.as_nanos(),
-        (body + delivery).as_nanos()
+        "| {} ns | {} ns | {} ns | {} ns for {} frames |",
+        cost.body.as_nanos(),
+        cost.delivery.as_nanos(),
+        (cost.body + cost.delivery).as_nanos(),
+        cost.unregistered_walk.as_nanos(),
+        cost.unregistered_depth
     );
 }

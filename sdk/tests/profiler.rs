@@ -96,13 +96,93 @@ fn unregistered_threads_are_counted_once_and_idle_threads_not_at_all() {
             (0.90..=1.02).contains(&unreg),
             "{hz} Hz: unregistered {unreg:.2}"
         );
-        // Without stack bounds, an unregistered thread's samples hold the leaf only.
-        assert!(p
-            .samples()
-            .iter()
-            .filter(|s| s.labels.get("thread") == Some("unregistered"))
-            .all(|s| s.stack.len() == 1));
+        // An unregistered thread's samples hold its whole stack, as a registered
+        // one's do: from the labelled closure up to the thread's start. (A sample
+        // taken in a callee's prologue or epilogue misses that callee's caller,
+        // burn_cpu here, as frame-pointer walks do: counted apart.)
+        for name in ["registered", "unregistered"] {
+            let samples: Vec<_> = p
+                .samples()
+                .iter()
+                .filter(|s| s.labels.get("thread") == Some(name))
+                .collect();
+            let count = |f: &dyn Fn(&[String]) -> bool| {
+                samples
+                    .iter()
+                    .filter(|s| f(&s.functions()))
+                    .map(|s| s.count)
+                    .sum::<u64>()
+            };
+            let has = |fs: &[String], name: &str| fs.iter().any(|f| f.contains(name));
+            let all = count(&|_| true);
+            let burning = count(&|fs| has(fs, "burn_cpu"));
+            let whole = count(&|fs| has(fs, "with_labels") && has(fs, "thread_start"));
+            eprintln!(
+                "{hz} Hz, {name}: {all} samples, {whole} from with_labels to the thread's \
+                 start, {burning} in burn_cpu"
+            );
+            assert!(
+                all > 0 && whole * 100 >= all * 95,
+                "{hz} Hz {name}: {whole} of {all} whole"
+            );
+            assert!(
+                burning * 100 >= all * 70,
+                "{hz} Hz {name}: {burning} of {all} in burn_cpu"
+            );
+        }
     }
+}
+
+/// Threads nobody registered, alive before the profile (each used 200 ms of CPU
+/// then) and burning 30 ms each during it, one after another: what they used
+/// before the profile is not counted, and what they use before their first
+/// signal is. (The CPU a thread uses after its last signal is lost: at most one
+/// period per thread, whence the lower bound.)
+#[test]
+fn unregistered_threads_are_credited_from_the_profiles_start_not_before() {
+    let _serial = serial();
+    let go: Vec<_> = (0..10).map(|_| std::sync::mpsc::channel::<()>()).collect();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let workers: Vec<_> = go
+        .into_iter()
+        .enumerate()
+        .map(|(i, (tx, rx))| {
+            let ready = ready_tx.clone();
+            let t = std::thread::spawn(move || {
+                burn_cpu(Duration::from_millis(200));
+                ready.send(()).unwrap();
+                rx.recv().unwrap();
+                let before = profile::thread_cpu_time().unwrap();
+                labels::with_labels(&LabelSet::new([("early", format!("{i}"))]), || {
+                    burn_cpu(Duration::from_millis(30))
+                });
+                profile::thread_cpu_time().unwrap() - before
+            });
+            (tx, t)
+        })
+        .collect();
+    for _ in 0..10 {
+        ready_rx.recv().unwrap();
+    }
+    let profiler = Profiler::builder().frequency(100).start().unwrap();
+    let mut measured = Duration::ZERO;
+    for (tx, t) in workers {
+        tx.send(()).unwrap();
+        measured += t.join().unwrap();
+    }
+    let p = profiler.stop().unwrap();
+    let sampled: Duration = p.cpu_by_label("early").values().sum();
+    let captured = sampled.as_secs_f64() / measured.as_secs_f64();
+    eprintln!(
+        "{:?}; sampled {sampled:?} of {measured:?}: {:.1} %",
+        p.cpu_by_label("early"),
+        captured * 100.0
+    );
+    assert!(
+        (0.6..=1.05).contains(&captured),
+        "captured {:.1} %",
+        captured * 100.0
+    );
 }
 
 #[test]

@@ -298,3 +298,68 @@ fn a_thread_that_registers_and_unregisters_is_not_credited_twice() {
         ratio * 100.0
     );
 }
+
+/// Spins `iterations` times with the frame pointer set to `fp` (restored after).
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+fn spin_with_frame_pointer(fp: usize, iterations: u64) {
+    // SAFETY: saves rbp, loads `fp` into it, counts down, and restores rbp; it
+    // reads no memory through it (only the signal handler may try to).
+    unsafe {
+        std::arch::asm!(
+            "push rbp",
+            "mov rbp, {fp}",
+            "2:",
+            "dec {n}",
+            "jnz 2b",
+            "pop rbp",
+            fp = in(reg) fp,
+            n = inout(reg) iterations => _,
+        );
+    }
+}
+
+/// A thread nobody registered whose frame pointer points into an unmapped page
+/// of its own stack, above its stack pointer (where code built without frame
+/// pointers may leave any value): the walk reads that record with
+/// process_vm_readv, which fails, instead of faulting. Run in a forked child,
+/// whose death by SIGSEGV the parent would report.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn an_unregistered_threads_frame_pointer_into_an_unmapped_page_does_not_crash() {
+    let _serial = serial();
+    let result = in_forked_child(Duration::from_secs(30), || {
+        let profiler = Profiler::builder().frequency(1000).start().unwrap();
+        let survived = std::thread::spawn(|| {
+            // A page of this frame's own buffer, above the stack pointer of the
+            // spin below, made unreadable while it spins.
+            let mut buf = [0u8; 3 * 4096];
+            std::hint::black_box(&mut buf);
+            let page = (buf.as_ptr() as usize + 4095) & !4095;
+            // SAFETY: the page lies within `buf`, which nothing touches until
+            // it is readable again.
+            unsafe { libc::mprotect(page as *mut libc::c_void, 4096, libc::PROT_NONE) };
+            let start = profile::thread_cpu_time().unwrap();
+            while profile::thread_cpu_time().unwrap() - start < Duration::from_millis(300) {
+                spin_with_frame_pointer(page + 64, 20_000_000);
+            }
+            // SAFETY: as above.
+            unsafe {
+                libc::mprotect(
+                    page as *mut libc::c_void,
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                )
+            };
+            std::hint::black_box(&buf);
+            true
+        })
+        .join()
+        .unwrap();
+        let p = profiler.stop().unwrap();
+        let samples: u64 = p.samples().iter().map(|s| s.count).sum();
+        // Samples were taken in the spin (so its frame pointer was tried).
+        i32::from(!(survived && samples >= 100))
+    });
+    assert_eq!(result, Ok(0), "the child: {result:?}");
+}

@@ -1,16 +1,21 @@
 //! A CPU profiler whose samples carry the labels and span of the task that was
 //! running, written as pprof for `go tool pprof -tagfocus`.
 //!
-//! Every thread that should be sampled with full stacks registers itself
-//! ([`register_current_thread`]; for tokio, in `on_thread_start`). While a
-//! [`Profiler`] runs, each registered thread has its own CPU-time timer
-//! (`timer_create` on the thread's CPU clock, signal delivered to that thread), so
-//! sampling does not saturate when many cores are busy. Threads nobody registered
-//! get a CPU timer too (the profiler finds them in `/proc/self/task` every 100 ms)
-//! and a process-wide timer covers the ones born in between; their samples have
-//! leaf-only stacks (their stack bounds are unknown, so their frames are not
-//! walked) and are weighed by the thread's own CPU clock, so nothing is counted
-//! twice. Each
+//! Threads that register ([`register_current_thread`]; for tokio, in
+//! `on_thread_start`) are sampled most cheaply: while a [`Profiler`] runs, each
+//! has its own CPU-time timer (`timer_create` on the thread's CPU clock, signal
+//! delivered to that thread), so sampling does not saturate when many cores are
+//! busy, and its stack bounds are known, so its frames are read directly.
+//! Threads nobody registered are sampled with full stacks too: they get a CPU
+//! timer as well (the profiler finds them in `/proc/self/task` every 100 ms), a
+//! process-wide timer covers the ones born in between, and their frame records
+//! are read with one `process_vm_readv` each (the top of their stack is
+//! `pthread_self()`'s descriptor, or the `[stack]` mapping for the main thread;
+//! an unmapped frame pointer ends the walk instead of faulting). Their samples
+//! are weighed by the thread's own CPU clock, from the CPU it had when the
+//! profile started, so nothing is counted twice and nothing it used before its
+//! first signal is lost (what it uses after its last one is: under one period
+//! per thread). Each
 //! signal copies the thread's current [`Context`](crate::Context) labels and span
 //! ids, so a tokio task keeps its labels whichever worker runs it.
 //!
@@ -219,19 +224,38 @@ pub fn process_cpu_time() -> Option<Duration> {
     }
 }
 
-/// Measures the sampler (for the benchmarks): returns the time the signal
-/// handler's body takes per sample, and the time the kernel takes to deliver one
-/// SIGPROF to the thread and return. Starts and stops a 1 Hz profile itself, so no
-/// other profile may be running.
+/// What one sample costs, per [`measure_sample_cost`].
 #[doc(hidden)]
-pub fn measure_sample_cost(iterations: u32) -> Result<(Duration, Duration), ProfileError> {
+#[derive(Clone, Copy, Debug)]
+pub struct SampleCost {
+    /// The signal handler's body on a registered thread (walk, labels, ring).
+    pub body: Duration,
+    /// The kernel's delivery of one SIGPROF and the return from it.
+    pub delivery: Duration,
+    /// The walk of the same stack on a thread nobody registered (each frame
+    /// record read with `process_vm_readv`).
+    pub unregistered_walk: Duration,
+    /// The frames that walk found.
+    pub unregistered_depth: usize,
+}
+
+/// Measures the sampler (for the benchmarks), on the calling thread. Starts and
+/// stops a 1 Hz profile itself, so no other profile may be running.
+#[doc(hidden)]
+pub fn measure_sample_cost(iterations: u32) -> Result<SampleCost, ProfileError> {
     #[cfg(target_os = "linux")]
     {
         register_current_thread()?;
         let profiler = Profiler::builder().frequency(1).start()?;
-        let cost = sampler::measure_handler(iterations);
+        let (body, delivery, unregistered_walk, unregistered_depth) =
+            sampler::measure_handler(iterations);
         drop(profiler);
-        Ok(cost)
+        Ok(SampleCost {
+            body,
+            delivery,
+            unregistered_walk,
+            unregistered_depth,
+        })
     }
     #[cfg(not(target_os = "linux"))]
     {

@@ -5,11 +5,12 @@
 //!
 //! The handler is async-signal-safe by construction: it reads registers from the
 //! signal context, walks frame pointers checking each frame against the thread's
-//! stack bounds (recorded at registration, off the signal path), copies the
-//! thread's context slot (labels and span ids), and claims a slot of a fixed,
-//! preallocated ring with a compare-and-swap. No allocation, no lock, no call into
-//! the dynamic loader or libgcc, no syscall per frame; `errno` is saved and
-//! restored.
+//! stack bounds (recorded at registration, off the signal path; for a thread
+//! nobody registered, each frame record is read with `process_vm_readv`, which
+//! fails instead of faulting), copies the thread's context slot (labels and span
+//! ids), and claims a slot of a fixed, preallocated ring with a compare-and-swap.
+//! No allocation, no lock, no call into the dynamic loader or libgcc; `errno` is
+//! saved and restored.
 //!
 //! Off the signal path: the registry (a mutex) of registered threads and their
 //! timers, the ring's one consumer (whoever holds its consumer lock), the claim a
@@ -158,7 +159,8 @@ pub(crate) unsafe fn take(copy: &SlotCopy) -> (crate::labels::LabelSet, Option<A
     (labels, name)
 }
 
-/// A sample's stack was walked (a registered thread: its stack bounds are known).
+/// A sample's stack was walked within known bounds (a registered thread), so it
+/// can be judged whole or truncated. Unregistered threads' walks are not judged.
 pub(crate) const WALKED: u32 = 1;
 /// The walk stopped at a frame pointer that was not zero yet led outside the
 /// stack, or not towards its top: code without frame pointers was on the stack,
@@ -380,6 +382,41 @@ static EPOCH: AtomicU64 = AtomicU64::new(0);
 static PREVIOUS_HANDLER: AtomicUsize = AtomicUsize::new(0);
 static PREVIOUS_SIGINFO: AtomicBool = AtomicBool::new(false);
 static ATFORK: Once = Once::new();
+
+/// Most threads nobody registered whose CPU time at a profile's start is kept.
+const START_CPU_CAP: usize = 1024;
+/// A thread's CPU time when the running profile started (tid 0: an empty cell).
+struct StartCpu {
+    tid: AtomicI32,
+    ns: AtomicU64,
+}
+/// The CPU time of each thread nobody registered, taken when the profile started
+/// (before `ACTIVE`), so that the CPU a thread uses before its first signal is
+/// credited to that signal, not lost.
+static START_CPU: [StartCpu; START_CPU_CAP] = [const {
+    StartCpu {
+        tid: AtomicI32::new(0),
+        ns: AtomicU64::new(0),
+    }
+}; START_CPU_CAP];
+static START_CPU_LEN: AtomicUsize = AtomicUsize::new(0);
+/// Whether `START_CPU` holds every thread that was alive at the start: then a
+/// thread not in it was born during the profile, and all its CPU is the profile's.
+static START_CPU_COMPLETE: AtomicBool = AtomicBool::new(false);
+/// The process id (the main thread's tid), read when a profile starts.
+static PID: AtomicI32 = AtomicI32::new(0);
+/// The main thread's stack mapping (`[stack]` in /proc/self/maps) when the
+/// profile started: the bounds its frames are looked for in, should it not be
+/// registered.
+static MAIN_STACK_LO: AtomicUsize = AtomicUsize::new(0);
+static MAIN_STACK_HI: AtomicUsize = AtomicUsize::new(0);
+/// How far above the stack pointer a thread's `pthread_self()` (glibc puts the
+/// thread descriptor at the top of the thread's stack block) may lie for it to be
+/// taken as the top of that stack.
+const MAX_UNREGISTERED_STACK: usize = 1 << 30;
+/// Cleared when `process_vm_readv` is refused (a seccomp filter): unregistered
+/// threads' samples then hold the leaf only.
+static SAFE_READ: AtomicBool = AtomicBool::new(true);
 
 type ForkGuards = (
     MutexGuard<'static, Registry>,
@@ -743,19 +780,24 @@ fn thread_clock(tid: libc::pid_t) -> libc::clockid_t {
 }
 
 /// Gives every thread of the process that is neither registered nor adopted yet a
-/// CPU timer of its own (leaf-only samples, weighed by the thread's own CPU clock).
+/// CPU timer of its own (samples weighed by the thread's own CPU clock).
 /// Called by the collector while a profile runs.
 pub(crate) fn adopt_unknown_threads() {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+    let Some(tids) = task_ids() else {
         return;
     };
-    let tids: Vec<libc::pid_t> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
     let mut reg = registry();
     let Some(period) = reg.period else {
         return;
     };
+    // A start time of a thread that exited must not be taken for that of a later
+    // thread given the same tid.
+    for cell in &START_CPU[..START_CPU_LEN.load(Ordering::Relaxed)] {
+        let tid = cell.tid.load(Ordering::Relaxed);
+        if tid != 0 && !tids.contains(&tid) {
+            cell.tid.store(0, Ordering::Relaxed);
+        }
+    }
     // Forget timers of threads that exited.
     let (live, dead): (Vec<_>, Vec<_>) = std::mem::take(&mut reg.adopted)
         .into_iter()
@@ -776,6 +818,74 @@ pub(crate) fn adopt_unknown_threads() {
             }
         }
     }
+}
+
+/// The tids of the process's threads now.
+fn task_ids() -> Option<Vec<libc::pid_t>> {
+    let dir = std::fs::read_dir("/proc/self/task").ok()?;
+    Some(
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+    )
+}
+
+/// Before a profile's `ACTIVE`: the process id, the main thread's stack mapping,
+/// and the CPU time of every thread nobody registered (see [`START_CPU`]).
+fn snapshot_unregistered(reg: &Registry) {
+    // SAFETY: getpid has no preconditions.
+    PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+    let (lo, hi) = main_stack().unwrap_or((0, 0));
+    MAIN_STACK_LO.store(lo, Ordering::Relaxed);
+    MAIN_STACK_HI.store(hi, Ordering::Relaxed);
+    let tids = task_ids();
+    let mut n = 0;
+    let mut complete = tids.is_some();
+    for tid in tids.unwrap_or_default() {
+        let registered = reg
+            .threads
+            .iter()
+            .any(|e| e.info.tid.load(Ordering::Relaxed) == tid);
+        if registered {
+            continue;
+        }
+        let Some(cpu) = clock_time(thread_clock(tid)) else {
+            continue; // it exited meanwhile
+        };
+        if n == START_CPU_CAP {
+            complete = false;
+            break;
+        }
+        START_CPU[n]
+            .ns
+            .store(cpu.as_nanos() as u64, Ordering::Relaxed);
+        START_CPU[n].tid.store(tid, Ordering::Relaxed);
+        n += 1;
+    }
+    START_CPU_LEN.store(n, Ordering::Relaxed);
+    START_CPU_COMPLETE.store(complete, Ordering::Relaxed);
+}
+
+/// The main thread's stack mapping, from the `[stack]` line of /proc/self/maps.
+fn main_stack() -> Option<(usize, usize)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let line = maps.lines().find(|l| l.ends_with("[stack]"))?;
+    let range = line.split(' ').next()?;
+    let (lo, hi) = range.split_once('-')?;
+    Some((
+        usize::from_str_radix(lo, 16).ok()?,
+        usize::from_str_radix(hi, 16).ok()?,
+    ))
+}
+
+/// The CPU time thread `tid` had when the profile started, if it is in
+/// [`START_CPU`]. Async-signal-safe (atomic loads only).
+#[inline(always)]
+fn start_cpu_of(tid: libc::pid_t) -> Option<u64> {
+    let n = START_CPU_LEN.load(Ordering::Relaxed).min(START_CPU_CAP);
+    START_CPU[..n]
+        .iter()
+        .find(|c| c.tid.load(Ordering::Relaxed) == tid)
+        .map(|c| c.ns.load(Ordering::Relaxed))
 }
 
 fn delete_timer(t: Timer) {
@@ -876,9 +986,9 @@ pub(crate) fn counts(since: &Started) -> Counts {
 }
 
 /// Claims the sampler for a new profile and starts sampling every registered
-/// thread (and, through the process-wide timer, every other thread with leaf-only
-/// stacks) every `period` of CPU time. A refused start (another profile owns the
-/// sampler) touches nothing.
+/// thread (and, through the process-wide timer, every other thread) every
+/// `period` of CPU time. A refused start (another profile owns the sampler)
+/// touches nothing.
 pub(crate) fn start(period: Duration) -> Result<Started, OsError> {
     ensure_atfork();
     let mut reg = registry();
@@ -914,6 +1024,7 @@ pub(crate) fn start(period: Duration) -> Result<Started, OsError> {
         written: ring.written.load(Ordering::Relaxed),
         dropped: ring.dropped.load(Ordering::Relaxed),
     };
+    snapshot_unregistered(&reg);
     ACTIVE.store(true, Ordering::SeqCst);
     reg.period = Some(period);
     let mut threads = std::mem::take(&mut reg.threads);
@@ -980,8 +1091,10 @@ pub(crate) fn drain(mut f: impl FnMut(RawSample)) {
 /// Measures the handler on the calling (registered) thread while a profile runs:
 /// the body's cost per sample (called directly with a real `getcontext` context and
 /// a timer-style siginfo), and the kernel's cost to deliver one SIGPROF and return
-/// (a signal the handler ignores). For the benchmarks.
-pub(crate) fn measure_handler(iterations: u32) -> (Duration, Duration) {
+/// (a signal the handler ignores); and the walk of the same stack as if the
+/// thread were not registered (frame records read with `process_vm_readv`), with
+/// its depth. For the benchmarks.
+pub(crate) fn measure_handler(iterations: u32) -> (Duration, Duration, Duration, usize) {
     let info = TimerInfo {
         si_signo: libc::SIGPROF,
         si_errno: 0,
@@ -1022,7 +1135,22 @@ pub(crate) fn measure_handler(iterations: u32) -> (Duration, Duration) {
         unsafe { libc::pthread_kill(me, libc::SIGPROF) };
     }
     let delivery = start.elapsed();
-    (body / iterations.max(1), delivery / iterations.max(1))
+    // SAFETY: a real ucontext of this thread.
+    let (_, fp, sp) = unsafe { registers((&uc as *const libc::ucontext_t).cast()) };
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let mut pcs = [0usize; MAX_DEPTH];
+    let mut depth = 0;
+    let start = std::time::Instant::now();
+    if let Some(hi) = unregistered_stack_top(tid, sp) {
+        for _ in 0..iterations {
+            // SAFETY: `pcs` holds MAX_DEPTH addresses.
+            depth = unsafe { walk_unregistered(pcs.as_mut_ptr(), 1, fp, sp, hi) };
+        }
+    }
+    let walk = start.elapsed();
+    let n = iterations.max(1);
+    (body / n, delivery / n, walk / n, depth)
 }
 
 /// The fields of `siginfo_t` a POSIX timer fills in (Linux, 64-bit layout).
@@ -1100,7 +1228,7 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) 
 /// The periods of CPU the calling (unregistered) thread used since the process
 /// timer last credited it; 0 if it used less than one (e.g. it was idle).
 #[inline(always)]
-fn fallback_weight() -> u32 {
+fn fallback_weight(tid: libc::pid_t) -> u32 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -1118,18 +1246,122 @@ fn fallback_weight() -> u32 {
     ) else {
         return 0;
     };
-    if seen_epoch != epoch {
-        // First signal of this profile on this thread: start crediting from now.
+    let credited = if seen_epoch == epoch {
+        credited
+    } else {
+        // This thread's first signal of this profile: it is credited with the CPU
+        // it used since the profile started (or since it was born, during the
+        // profile), less a random phase within one period, as the registered
+        // threads' timers start at a random point of their first period: the
+        // expected count is then exactly the CPU used, over the period.
         let _ = FALLBACK_EPOCH.try_with(|e| e.store(epoch, Ordering::Relaxed));
-        let _ = FALLBACK_CREDITED.try_with(|c| c.store(now, Ordering::Relaxed));
-        return 0;
-    }
-    let periods = now.saturating_sub(credited) / period;
-    if periods > 0 {
-        let _ =
-            FALLBACK_CREDITED.try_with(|c| c.store(credited + periods * period, Ordering::Relaxed));
-    }
+        let since = match start_cpu_of(tid) {
+            Some(ns) => ns,
+            None if START_CPU_COMPLETE.load(Ordering::Relaxed) => 0,
+            None => now, // not known: credit from now on
+        };
+        let phase = ((now ^ (tid as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .wrapping_mul(0xbf58_476d_1ce4_e5b9)
+            >> 11)
+            % period;
+        // Wrapping: for a thread born during the profile this lies "before" 0.
+        since.wrapping_sub(phase)
+    };
+    let periods = now.wrapping_sub(credited) / period;
+    let credited = credited.wrapping_add(periods.wrapping_mul(period));
+    let _ = FALLBACK_CREDITED.try_with(|c| c.store(credited, Ordering::Relaxed));
     periods.min(u64::from(u32::MAX)) as u32
+}
+
+/// The top of the stack a thread nobody registered runs on, from the signal
+/// path: for the main thread, the end of its `[stack]` mapping (read when the
+/// profile started); for another thread, `pthread_self()`, which with glibc
+/// points to the thread's descriptor at the top of its stack block (for stacks
+/// glibc allocates and for those a caller gives it alike). `None` when `sp` does
+/// not lie within `MAX_UNREGISTERED_STACK` below that top: the thread runs on a
+/// stack of its own making, and only the leaf is kept.
+#[inline(always)]
+fn unregistered_stack_top(tid: libc::pid_t, sp: usize) -> Option<usize> {
+    if !SAFE_READ.load(Ordering::Relaxed) {
+        return None;
+    }
+    let hi = if tid == PID.load(Ordering::Relaxed) {
+        if sp < MAIN_STACK_LO.load(Ordering::Relaxed) {
+            return None;
+        }
+        MAIN_STACK_HI.load(Ordering::Relaxed)
+    } else {
+        // SAFETY: pthread_self reads the thread pointer; it takes no lock, does not
+        // allocate and makes no call (async-signal-safe in practice in glibc).
+        unsafe { libc::pthread_self() as usize }
+    };
+    (sp < hi && hi - sp <= MAX_UNREGISTERED_STACK && hi >= 16).then_some(hi)
+}
+
+/// Walks the frame-pointer chain of a thread nobody registered from `fp`, within
+/// `[sp, hi)`, into `pcs[depth..]`; returns the new depth. Its stack's top is
+/// known (see [`unregistered_stack_top`]), not that every address below it is
+/// mapped, so each frame record is read with `process_vm_readv`, which fails on
+/// an unmapped address instead of faulting.
+///
+/// # Safety
+/// `pcs` must be valid for writes of `MAX_DEPTH` addresses.
+#[inline(always)]
+unsafe fn walk_unregistered(
+    pcs: *mut usize,
+    mut depth: usize,
+    mut fp: usize,
+    sp: usize,
+    hi: usize,
+) -> usize {
+    while depth < MAX_DEPTH && fp != 0 {
+        if fp < sp || fp > hi - 16 || !fp.is_multiple_of(std::mem::align_of::<usize>()) {
+            break;
+        }
+        let Some((next, ret)) = read_frame(fp) else {
+            break;
+        };
+        if ret == 0 {
+            break;
+        }
+        // SAFETY: depth < MAX_DEPTH, within `pcs` per the contract.
+        unsafe { *pcs.add(depth) = ret };
+        depth += 1;
+        if next <= fp {
+            break;
+        }
+        fp = next;
+    }
+    depth
+}
+
+/// Reads the frame record `[saved frame pointer, return address]` at `fp` of
+/// this process with `process_vm_readv`: `None` (no fault) when it is not mapped.
+/// One syscall, async-signal-safe.
+#[inline(always)]
+fn read_frame(fp: usize) -> Option<(usize, usize)> {
+    let mut record = [0usize; 2];
+    let local = libc::iovec {
+        iov_base: record.as_mut_ptr().cast(),
+        iov_len: std::mem::size_of_val(&record),
+    };
+    let remote = libc::iovec {
+        iov_base: fp as *mut libc::c_void,
+        iov_len: std::mem::size_of_val(&record),
+    };
+    // SAFETY: `local` is our own 16-byte buffer; the kernel checks `remote` and
+    // fails (EFAULT) rather than faulting when it is not mapped.
+    let n =
+        unsafe { libc::process_vm_readv(PID.load(Ordering::Relaxed), &local, 1, &remote, 1, 0) };
+    if n == std::mem::size_of_val(&record) as isize {
+        return Some((record[0], record[1]));
+    }
+    // SAFETY: __errno_location returns this thread's errno (the handler restores it).
+    let errno = unsafe { *libc::__errno_location() };
+    if errno == libc::EPERM || errno == libc::ENOSYS {
+        SAFE_READ.store(false, Ordering::Relaxed);
+    }
+    None
 }
 
 /// The body of the handler. Returns whether the signal was tracewire's (one of
@@ -1167,6 +1399,8 @@ unsafe fn sample(info: *const TimerInfo, uctx: *mut libc::c_void) -> bool {
     let thread = THREAD
         .try_with(|t| t.load(Ordering::Acquire))
         .unwrap_or(std::ptr::null_mut());
+    // SAFETY: gettid has no preconditions (a plain syscall).
+    let tid = unsafe { libc::gettid() };
     let weight = if !thread.is_null() {
         // A registered thread: only its own timer counts (the process-wide timer
         // and an adoption timer would count its CPU twice).
@@ -1179,7 +1413,7 @@ unsafe fn sample(info: *const TimerInfo, uctx: *mut libc::c_void) -> bool {
         // process-wide timer. The kernel sends the latter to an idle main thread
         // as readily as to the thread that used the CPU, so credit a thread only
         // with the CPU its own clock shows it used since its last sample.
-        match fallback_weight() {
+        match fallback_weight(tid) {
             0 => return true,
             w => w,
         }
@@ -1238,10 +1472,13 @@ unsafe fn sample(info: *const TimerInfo, uctx: *mut libc::c_void) -> bool {
                 }
                 fp = next;
             }
+        } else if let Some(hi) = unregistered_stack_top(tid, sp) {
+            // Not judged truncated or whole: its outermost frame is not known.
+            depth = walk_unregistered(pcs, depth, fp, sp, hi);
         }
         (*out).depth = depth as u32;
         (*out).weight = weight;
-        (*out).tid = libc::gettid();
+        (*out).tid = tid;
         (*out).epoch = EPOCH.load(Ordering::Relaxed) as u32;
         (*out).flags = flags;
         (*out).slot = copy_current();
@@ -1280,6 +1517,64 @@ mod tests {
             // SAFETY: the counts were taken just above and are not stored anywhere.
             unsafe { release(&copy) };
         }
+    }
+
+    /// Spins for `ms` of the calling thread's CPU time.
+    fn burn_ms(ms: u64) {
+        let start = cpu_time(false);
+        let mut x = 0u64;
+        while cpu_time(false) - start < Duration::from_millis(ms) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+    }
+
+    #[test]
+    fn a_threads_first_fallback_signal_is_credited_with_the_cpu_it_used_since_the_start() {
+        let _serial = crate::profile::test_serial();
+        // A profile of 10 ms periods starts (as `start` does: the CPU of the
+        // threads nobody registered is read before its epoch is published).
+        PERIOD_NS.store(10_000_000, Ordering::Relaxed);
+        // SAFETY: gettid has no preconditions.
+        let me = unsafe { libc::gettid() };
+        // This thread used 100 ms of CPU before the profile: not the profile's.
+        burn_ms(100);
+        START_CPU[0]
+            .ns
+            .store(cpu_time(false).as_nanos() as u64, Ordering::Relaxed);
+        START_CPU[0].tid.store(me, Ordering::Relaxed);
+        START_CPU_LEN.store(1, Ordering::Relaxed);
+        START_CPU_COMPLETE.store(true, Ordering::Relaxed);
+        EPOCH.fetch_add(1, Ordering::Relaxed);
+        // 35 ms into the profile, its first signal: 3 periods, or 4 with the
+        // random phase; not 0 (the CPU before the first signal lost) and not 13
+        // (the CPU before the profile counted).
+        burn_ms(35);
+        let first = fallback_weight(me);
+        burn_ms(20);
+        let second = fallback_weight(me);
+        // A thread born during the profile: all its CPU is the profile's.
+        let born = std::thread::spawn(|| {
+            burn_ms(35);
+            // SAFETY: as above.
+            fallback_weight(unsafe { libc::gettid() })
+        })
+        .join()
+        .unwrap();
+        START_CPU_LEN.store(0, Ordering::Relaxed);
+        START_CPU_COMPLETE.store(false, Ordering::Relaxed);
+        EPOCH.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            (3..=4).contains(&first),
+            "first signal credited {first} periods"
+        );
+        assert!(
+            (5..=6).contains(&(first + second)),
+            "{first} + {second} periods for 55 ms"
+        );
+        assert!(
+            (3..=4).contains(&born),
+            "a newborn thread credited {born} periods"
+        );
     }
 
     #[test]
