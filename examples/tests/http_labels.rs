@@ -202,8 +202,35 @@ async fn http_labels_profile_splits_cpu_by_http_path_and_go_pprof_reads_it() {
         share * 100.0
     );
 
+    // The heap: /user holds its cache (about 8 MiB once full), under its label.
+    let (status, heap_body) = get(server.url("/debug/pprof/heap")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&heap_body));
+    let heap = pprof::decode(&heap_body).unwrap();
+    let inuse = heap
+        .sample_type
+        .iter()
+        .position(|t| heap.string(t.r#type) == "inuse_space")
+        .expect("an inuse_space sample type");
+    let held = |path: &str| -> i64 {
+        heap.sample
+            .iter()
+            .filter(|s| heap.labels(s).any(|(k, v)| k == "http-path" && v == path))
+            .map(|s| s.value[inuse])
+            .sum()
+    };
+    let (user_held, messages_held) = (held("/user"), held("/messages"));
+    eprintln!("in use: /user {user_held} bytes, /messages {messages_held} bytes");
+    assert!(user_held >= 2 << 20, "/user holds {user_held} bytes");
+    assert!(messages_held < user_held / 4, "/messages holds {messages_held}");
+
     let file = TempFile::with("http-labels.pb.gz", &body);
     if have_go() {
+        let heap_file = TempFile::with("http-labels-heap.pb.gz", &heap_body);
+        let tags = go_pprof(&["-sample_index=inuse_space", "-tags", heap_file.path()]);
+        assert!(
+            tags.contains("http-path") && tags.contains("/user"),
+            "`go tool pprof -tags` of the heap lacks http-path /user:\n{tags}"
+        );
         let tags = go_pprof(&["-tags", file.path()]);
         for want in ["http-path", "/messages", "/user", "worker", "purge"] {
             assert!(

@@ -18,7 +18,9 @@
 //! go tool pprof -top -tagfocus http-path:/messages http://127.0.0.1:8080/debug/pprof/profile?seconds=5
 //! # or open http://127.0.0.1:8080/debug/pprof/flamegraph?seconds=5&tagfocus=http-path:/user
 //! # memory in use per route (the heap profiler is this binary's allocator):
-//! go tool pprof -sample_index=inuse_space -tagfocus http-path=/messages http://127.0.0.1:8080/debug/pprof/heap
+//! # /user keeps the records it looked up in a cache, /messages frees its pages
+//! go tool pprof -sample_index=inuse_space -tagfocus http-path=/user http://127.0.0.1:8080/debug/pprof/heap
+//! go tool pprof -sample_index=alloc_space -tagfocus http-path=/messages http://127.0.0.1:8080/debug/pprof/heap
 //! ```
 //!
 //! It prints `listening on http://ADDR` once bound (`--addr 127.0.0.1:0` picks a free
@@ -195,16 +197,35 @@ async fn handle(path: &'static str, rounds: u64) -> Response<Full<Bytes>> {
     Response::new(Full::new(Bytes::from(format!("{path} {digest:016x}\n"))))
 }
 
-/// The expensive handler's work.
+/// The expensive handler's work: a page of 64 messages, rendered and dropped
+/// (memory it allocates, `-sample_index=alloc_space`).
 #[inline(never)]
 fn render_messages(rounds: u64) -> u64 {
-    hash_rounds(0x6d65_7373_6167_6573, rounds)
+    let digest = hash_rounds(0x6d65_7373_6167_6573, rounds);
+    let page: Vec<String> = (0..64)
+        .map(|i| format!("message {i}: {digest:016x}"))
+        .collect();
+    digest ^ black_box(page).len() as u64
 }
 
-/// The cheap handler's work.
+/// Records of the users `/user` looked up last: 64 KiB each, at most
+/// [`USER_CACHE_ENTRIES`] (8 MiB), allocated under `/user`'s label, so the heap
+/// profile shows the memory that route holds (`-sample_index=inuse_space`).
+static USER_CACHE: std::sync::Mutex<std::collections::VecDeque<Vec<u8>>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+const USER_CACHE_ENTRIES: usize = 128;
+
+/// The cheap handler's work: a lookup, whose record is kept in the cache.
 #[inline(never)]
 fn lookup_user(rounds: u64) -> u64 {
-    hash_rounds(0x7573_6572, rounds)
+    let digest = hash_rounds(0x7573_6572, rounds);
+    let record = vec![digest as u8 | 1; 64 * 1024];
+    let mut cache = USER_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() == USER_CACHE_ENTRIES {
+        cache.pop_front();
+    }
+    cache.push_back(record);
+    digest
 }
 
 /// A deterministic hash loop: `rounds` dependent multiply-xorshift steps.
