@@ -204,7 +204,12 @@ async fn http_labels_profile_splits_cpu_by_http_path_and_go_pprof_reads_it() {
 
     // The heap: /user holds its cache (about 8 MiB once full), under its label.
     let (status, heap_body) = get(server.url("/debug/pprof/heap")).await;
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&heap_body));
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&heap_body)
+    );
     let heap = pprof::decode(&heap_body).unwrap();
     let inuse = heap
         .sample_type
@@ -221,7 +226,10 @@ async fn http_labels_profile_splits_cpu_by_http_path_and_go_pprof_reads_it() {
     let (user_held, messages_held) = (held("/user"), held("/messages"));
     eprintln!("in use: /user {user_held} bytes, /messages {messages_held} bytes");
     assert!(user_held >= 2 << 20, "/user holds {user_held} bytes");
-    assert!(messages_held < user_held / 4, "/messages holds {messages_held}");
+    assert!(
+        messages_held < user_held / 4,
+        "/messages holds {messages_held}"
+    );
 
     let file = TempFile::with("http-labels.pb.gz", &body);
     if have_go() {
