@@ -160,7 +160,7 @@ fn main() {
     println!("## cost of one sample (tracewire)");
     println!(
         "| handler body (unwind + labels + ring) | kernel signal delivery and return | total | \
-         the walk on an unregistered thread (process_vm_readv per frame) |"
+         the walk on an unregistered thread (stack read by process_vm_readv, 2 KiB at a time) |"
     );
     println!("|---|---|---|---|");
     println!(

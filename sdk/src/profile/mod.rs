@@ -8,8 +8,8 @@
 //! busy, and its stack bounds are known, so its frames are read directly.
 //! Threads nobody registered are sampled with full stacks too: they get a CPU
 //! timer as well (the profiler finds them in `/proc/self/task` every 100 ms), a
-//! process-wide timer covers the ones born in between, and their frame records
-//! are read with one `process_vm_readv` each (the top of their stack is
+//! process-wide timer covers the ones born in between, and their stacks are
+//! read with `process_vm_readv`, 2 KiB at a time (the top of their stack is
 //! `pthread_self()`'s descriptor, or the `[stack]` mapping for the main thread;
 //! an unmapped frame pointer ends the walk instead of faulting). Their samples
 //! are weighed by the thread's own CPU clock, from the CPU it had when the
@@ -233,7 +233,7 @@ pub struct SampleCost {
     /// The kernel's delivery of one SIGPROF and the return from it.
     pub delivery: Duration,
     /// The walk of the same stack on a thread nobody registered (each frame
-    /// record read with `process_vm_readv`).
+    /// stack read with `process_vm_readv`).
     pub unregistered_walk: Duration,
     /// The frames that walk found.
     pub unregistered_depth: usize,

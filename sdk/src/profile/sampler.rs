@@ -6,8 +6,8 @@
 //! The handler is async-signal-safe by construction: it reads registers from the
 //! signal context, walks frame pointers checking each frame against the thread's
 //! stack bounds (recorded at registration, off the signal path; for a thread
-//! nobody registered, each frame record is read with `process_vm_readv`, which
-//! fails instead of faulting), copies the thread's context slot (labels and span
+//! nobody registered, its stack is read with `process_vm_readv`, which fails
+//! instead of faulting), copies the thread's context slot (labels and span
 //! ids), and claims a slot of a fixed, preallocated ring with a compare-and-swap.
 //! No allocation, no lock, no call into the dynamic loader or libgcc; `errno` is
 //! saved and restored.
@@ -1298,11 +1298,16 @@ fn unregistered_stack_top(tid: libc::pid_t, sp: usize) -> Option<usize> {
     (sp < hi && hi - sp <= MAX_UNREGISTERED_STACK && hi >= 16).then_some(hi)
 }
 
+/// Words of stack read per `process_vm_readv` by [`walk_unregistered`]: frame
+/// records lie close together, so one read usually covers several.
+const WINDOW_WORDS: usize = 256;
+
 /// Walks the frame-pointer chain of a thread nobody registered from `fp`, within
 /// `[sp, hi)`, into `pcs[depth..]`; returns the new depth. Its stack's top is
 /// known (see [`unregistered_stack_top`]), not that every address below it is
-/// mapped, so each frame record is read with `process_vm_readv`, which fails on
-/// an unmapped address instead of faulting.
+/// mapped, so the stack is read into a 2 KiB window with `process_vm_readv`,
+/// which stops at an unmapped address instead of faulting; a frame record
+/// outside the window moves it.
 ///
 /// # Safety
 /// `pcs` must be valid for writes of `MAX_DEPTH` addresses.
@@ -1314,13 +1319,29 @@ unsafe fn walk_unregistered(
     sp: usize,
     hi: usize,
 ) -> usize {
+    let word = std::mem::size_of::<usize>();
+    let mut window = [0usize; WINDOW_WORDS];
+    // The stack addresses the window holds: [start, start + len * word).
+    let (mut start, mut len) = (0usize, 0usize);
     while depth < MAX_DEPTH && fp != 0 {
-        if fp < sp || fp > hi - 16 || !fp.is_multiple_of(std::mem::align_of::<usize>()) {
+        if fp < sp || fp > hi - 16 || !fp.is_multiple_of(word) {
             break;
         }
-        let Some((next, ret)) = read_frame(fp) else {
-            break;
-        };
+        if fp < start || fp + 2 * word > start + len * word {
+            let want = ((hi - fp) / word).min(WINDOW_WORDS);
+            len = read_stack(fp, &mut window[..want]);
+            if len < 2 {
+                // An unmapped page within the window, should the kernel refuse
+                // the whole read: the record alone.
+                len = read_stack(fp, &mut window[..2]);
+            }
+            start = fp;
+            if len < 2 {
+                break;
+            }
+        }
+        let i = (fp - start) / word;
+        let (next, ret) = (window[i], window[i + 1]);
         if ret == 0 {
             break;
         }
@@ -1335,33 +1356,33 @@ unsafe fn walk_unregistered(
     depth
 }
 
-/// Reads the frame record `[saved frame pointer, return address]` at `fp` of
-/// this process with `process_vm_readv`: `None` (no fault) when it is not mapped.
-/// One syscall, async-signal-safe.
+/// Copies the words of this process's memory from `addr` into `out` with one
+/// `process_vm_readv`; returns how many it copied: fewer than asked (maybe none)
+/// where an unmapped page begins, never a fault. Async-signal-safe.
 #[inline(always)]
-fn read_frame(fp: usize) -> Option<(usize, usize)> {
-    let mut record = [0usize; 2];
+fn read_stack(addr: usize, out: &mut [usize]) -> usize {
     let local = libc::iovec {
-        iov_base: record.as_mut_ptr().cast(),
-        iov_len: std::mem::size_of_val(&record),
+        iov_base: out.as_mut_ptr().cast(),
+        iov_len: std::mem::size_of_val(out),
     };
     let remote = libc::iovec {
-        iov_base: fp as *mut libc::c_void,
-        iov_len: std::mem::size_of_val(&record),
+        iov_base: addr as *mut libc::c_void,
+        iov_len: std::mem::size_of_val(out),
     };
-    // SAFETY: `local` is our own 16-byte buffer; the kernel checks `remote` and
-    // fails (EFAULT) rather than faulting when it is not mapped.
+    // SAFETY: `local` is our own buffer of that length; the kernel checks
+    // `remote` and stops (or fails with EFAULT) rather than faulting where it is
+    // not mapped.
     let n =
         unsafe { libc::process_vm_readv(PID.load(Ordering::Relaxed), &local, 1, &remote, 1, 0) };
-    if n == std::mem::size_of_val(&record) as isize {
-        return Some((record[0], record[1]));
+    if n >= 0 {
+        return n as usize / std::mem::size_of::<usize>();
     }
     // SAFETY: __errno_location returns this thread's errno (the handler restores it).
     let errno = unsafe { *libc::__errno_location() };
     if errno == libc::EPERM || errno == libc::ENOSYS {
         SAFE_READ.store(false, Ordering::Relaxed);
     }
-    None
+    0
 }
 
 /// The body of the handler. Returns whether the signal was tracewire's (one of
