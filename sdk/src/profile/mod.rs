@@ -232,8 +232,8 @@ pub struct SampleCost {
     pub body: Duration,
     /// The kernel's delivery of one SIGPROF and the return from it.
     pub delivery: Duration,
-    /// The walk of the same stack on a thread nobody registered (each frame
-    /// stack read with `process_vm_readv`).
+    /// The walk of the same stack on a thread nobody registered (the stack
+    /// read with `process_vm_readv`).
     pub unregistered_walk: Duration,
     /// The frames that walk found.
     pub unregistered_depth: usize,

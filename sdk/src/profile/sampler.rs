@@ -1092,7 +1092,7 @@ pub(crate) fn drain(mut f: impl FnMut(RawSample)) {
 /// the body's cost per sample (called directly with a real `getcontext` context and
 /// a timer-style siginfo), and the kernel's cost to deliver one SIGPROF and return
 /// (a signal the handler ignores); and the walk of the same stack as if the
-/// thread were not registered (frame records read with `process_vm_readv`), with
+/// thread were not registered (its stack read with `process_vm_readv`), with
 /// its depth. For the benchmarks.
 pub(crate) fn measure_handler(iterations: u32) -> (Duration, Duration, Duration, usize) {
     let info = TimerInfo {
