@@ -96,16 +96,40 @@ impl Sampler for AlwaysOff {
     }
 }
 
-/// Samples a fixed fraction of traces, decided from the trace id alone, so every
-/// process in a trace that uses the same ratio makes the same decision.
+/// Samples a fixed fraction of traces, decided from the trace id alone, the way
+/// OpenTelemetry's consistent probability sampling decides (the SDK
+/// specification's `ProbabilitySampler`, which supersedes `TraceIdRatioBased`):
+/// every process of a trace that samples at the same ratio, in any SDK that
+/// follows the specification, keeps the same traces, and one with a higher ratio
+/// keeps at least those.
 ///
-/// It compares the rightmost 56 bits of the trace id (the part W3C level 2 says is
-/// random) with `ratio * 2^56`.
+/// The randomness `R` is the low 56 bits of the trace id (the part W3C Trace
+/// Context level 2 makes random), or the explicit randomness of the parent's
+/// `ot=rv:…` tracestate entry if it has one. The rejection threshold is
+/// `T = 2^56 - round(ratio * 2^56)`, at full precision; a span is sampled when
+/// `R >= T`. So a ratio of 0.5 has `T = 0x80000000000000`, 1.0 samples every
+/// trace (`T = 0`) and 0.0 none.
+///
+/// The specification says a sampler SHOULD (not MUST) record `th:T` in the `ot`
+/// tracestate entry of the spans it samples; tracewire does not, so a sampled
+/// span carries no tracestate it did not receive (and a sampled root allocates
+/// none). Downstream samplers then see no threshold: they treat the span's
+/// sampling probability as unknown, which is what they do for every SDK that
+/// predates the `th` key.
+///
+/// ```
+/// use tracewire::trace::TraceIdRatio;
+/// assert_eq!(TraceIdRatio::new(0.5).threshold(), 0x80_0000_0000_0000);
+/// assert_eq!(TraceIdRatio::new(1.0).threshold(), 0);
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct TraceIdRatio {
     threshold: u64,
     ratio: f64,
 }
+
+/// 2^56: one more than the largest randomness value.
+const MAX_THRESHOLD: u64 = 1 << 56;
 
 impl TraceIdRatio {
     /// Samples `ratio` of traces (clamped to `0.0..=1.0`; NaN counts as 0).
@@ -115,8 +139,9 @@ impl TraceIdRatio {
         } else {
             ratio.clamp(0.0, 1.0)
         };
+        let kept = (ratio * MAX_THRESHOLD as f64).round() as u64;
         TraceIdRatio {
-            threshold: (ratio * (1u64 << 56) as f64) as u64,
+            threshold: MAX_THRESHOLD - kept.min(MAX_THRESHOLD),
             ratio,
         }
     }
@@ -124,12 +149,31 @@ impl TraceIdRatio {
     pub fn ratio(&self) -> f64 {
         self.ratio
     }
+    /// The rejection threshold `T`: spans whose randomness is at least `T` are
+    /// sampled (2^56 for a ratio of 0: none is).
+    pub fn threshold(&self) -> u64 {
+        self.threshold
+    }
+}
+
+/// The explicit randomness value of an `ot=…;rv:<14 hex digits>;…` tracestate
+/// entry, if there is a well-formed one.
+fn explicit_randomness(state: &TraceState) -> Option<u64> {
+    let ot = state.get("ot")?;
+    let rv = ot.split(';').find_map(|kv| kv.strip_prefix("rv:"))?;
+    if rv.len() != 14 || !rv.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(rv, 16).ok()
 }
 
 impl Sampler for TraceIdRatio {
     fn should_sample(&self, p: &SamplingParams<'_>) -> SamplingResult {
-        let random = (p.trace_id.to_u128() as u64) & ((1u64 << 56) - 1);
-        SamplingResult::new(if random < self.threshold {
+        let randomness = p
+            .parent
+            .and_then(|parent| explicit_randomness(parent.trace_state()))
+            .unwrap_or((p.trace_id.to_u128() as u64) & (MAX_THRESHOLD - 1));
+        SamplingResult::new(if randomness >= self.threshold {
             SamplingDecision::RecordAndSample
         } else {
             SamplingDecision::Drop
