@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracewire::export::{
-    BatchConfig, ExportError, InMemoryExporter, JsonLinesExporter, SpanExporter,
+    BatchConfig, ExportError, InMemoryExporter, JsonLinesExporter, ShutdownError, ShutdownReport,
+    SpanExporter,
 };
 use tracewire::trace::SpanData;
 use tracewire::{KeyValue, TracerProvider};
@@ -40,6 +41,16 @@ impl SpanExporter for TestExporter {
         self.received
             .fetch_add(batch.len() as u64, Ordering::SeqCst);
         Ok(())
+    }
+}
+
+/// What a shutdown that finished delivered, whether or not it lost spans; panics
+/// if it failed otherwise (deadline, exporter error).
+fn delivered(shutdown: Result<ShutdownReport, ShutdownError>) -> ShutdownReport {
+    match shutdown {
+        Ok(report) => report,
+        Err(e) if std::error::Error::source(&e).is_none() => e.report(),
+        Err(e) => panic!("shutdown failed: {e}"),
     }
 }
 
@@ -77,8 +88,9 @@ fn hundred_thousand_spans_from_four_threads_are_all_accounted_for() {
     for t in threads {
         t.join().unwrap();
     }
-    p.shutdown(Duration::from_secs(10)).unwrap();
+    let report = delivered(p.shutdown(Duration::from_secs(10)));
     let s = p.stats();
+    assert_eq!((report.exported, report.dropped), (s.exported, s.dropped));
     assert_eq!(s.started, 100_000);
     assert_eq!(s.ended, 100_000);
     assert_eq!(s.exported + s.dropped, s.ended, "{s:?}");
@@ -116,8 +128,18 @@ fn a_slow_exporter_never_blocks_span_end_and_overflow_is_counted() {
         mid.dropped >= 9_000,
         "overflow counted while running: {mid:?}"
     );
-    p.shutdown(Duration::from_secs(5)).unwrap();
+    let err = p
+        .shutdown(Duration::from_secs(5))
+        .expect_err("spans were dropped");
+    assert!(
+        std::error::Error::source(&err).is_none(),
+        "only drops: {err}"
+    );
     let s = p.stats();
+    assert_eq!(
+        (err.report().exported, err.dropped()),
+        (s.exported, s.dropped)
+    );
     assert_eq!(s.exported + s.dropped, 10_000, "{s:?}");
 }
 

@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use rtrb::{Consumer, Producer, PushError, RingBuffer};
 
-use super::{ExportError, FailureLog, FlushHandle, SpanExporter, SpanProcessor, Stats};
+use super::{
+    ExportError, FailureLog, FlushHandle, ShutdownError, ShutdownReport, SpanExporter,
+    SpanProcessor, Stats,
+};
 use crate::counter::StripedCounter;
 use crate::trace::{Resource, SpanData};
 
@@ -127,32 +130,57 @@ enum Control {
 /// memory itself. Freeing another thread's allocations contends on its allocator
 /// arena, which cost more than the rest of a span's life in the benchmarks.
 struct RingPair {
+    id: u64,
     spans: Consumer<SpanData>,
     returns: Producer<SpanData>,
 }
 
 impl RingPair {
+    /// The producing thread is gone (or forgot the ring) and nothing is left in it.
     fn is_done(&self) -> bool {
         self.spans.is_abandoned() && self.spans.is_empty()
     }
 }
 
+/// Every producing thread's ring, shared by the export thread (which takes spans
+/// out of them a chunk at a time, under the lock) and a shutdown that gives up on
+/// the export thread (which then counts what is left).
+struct Rings {
+    list: Vec<RingPair>,
+    next_id: u64,
+    /// A shutdown gave up on the export thread (its deadline passed while the
+    /// exporter held the thread): the thread takes and counts nothing more.
+    abandoned: bool,
+}
+
 /// Exported spans a producing thread may have waiting to be recycled.
 const RETURN_CAPACITY: usize = 512;
+
+/// How long `shutdown` waits past its deadline for the export thread's answer
+/// (the thread enforces the deadline itself unless an exporter blocks it).
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
 
 struct Shared {
     id: u64,
     config: BatchConfig,
-    closed: AtomicBool,
-    /// Rings registered by producing threads, not yet adopted by the export thread.
-    new_rings: Mutex<Vec<RingPair>>,
-    /// Rings handed back by the export thread at shutdown; whatever is left in them
-    /// (spans that raced with the shutdown) is counted as dropped.
-    leftovers: Mutex<Vec<RingPair>>,
+    /// No more spans are taken: shutdown has begun, or the export thread is gone.
+    /// Also held by each producing thread's `Local`, so a thread forgets its ring
+    /// of a closed processor.
+    closed: Arc<AtomicBool>,
+    /// `shutdown` was called.
+    shut_down: AtomicBool,
+    /// The export thread has finished (or unwound).
+    finished: AtomicBool,
+    rings: Mutex<Rings>,
     control: Mutex<Vec<Control>>,
     wake: tokio::sync::Notify,
     /// Set by `shutdown`: an export already in flight is cut off at this deadline.
     deadline: tokio::sync::watch::Sender<Option<Instant>>,
+    /// Spans the export thread took out of the rings and has not accounted for
+    /// yet (the batch being filled or exported). Whoever swaps it to zero counts
+    /// them: the export thread when the export returns, or a shutdown that gives
+    /// up on the thread; never both.
+    held: AtomicU64,
     queue_dropped: StripedCounter,
     exported: AtomicU64,
     export_dropped: AtomicU64,
@@ -169,23 +197,52 @@ impl Shared {
         self.wake.notify_one();
     }
 
-    /// Counts as dropped whatever is left in rings after shutdown.
-    fn reap_leftovers(&self) {
+    /// Gives up on the export thread: what it holds counts as one failed export,
+    /// dropped; what is queued counts as dropped; the thread takes nothing more.
+    fn abandon(&self) {
+        let mut rings = lock(&self.rings);
+        rings.abandoned = true;
+        let held = self.held.swap(0, Ordering::SeqCst);
+        if held > 0 {
+            self.export_dropped.fetch_add(held, Ordering::Relaxed);
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(rings);
+        self.reap();
+    }
+
+    /// Once the export thread has finished or been given up on: counts as dropped
+    /// whatever is still in the rings (spans that raced with the shutdown), and
+    /// frees the rings whose producing thread is gone.
+    fn reap(&self) {
+        let mut rings = lock(&self.rings);
+        if !rings.abandoned && !self.finished.load(Ordering::SeqCst) {
+            return;
+        }
         let mut n = 0;
-        for m in [&self.leftovers, &self.new_rings] {
-            for ring in lock(m).iter_mut() {
-                while ring.spans.pop().is_ok() {
-                    n += 1;
-                }
+        for ring in rings.list.iter_mut() {
+            while ring.spans.pop().is_ok() {
+                n += 1;
             }
         }
+        rings.list.retain(|r| !r.is_done());
         self.export_dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            exported: self.exported.load(Ordering::Relaxed),
+            dropped: self.queue_dropped.sum() + self.export_dropped.load(Ordering::Relaxed),
+            export_failures: self.failures.load(Ordering::Relaxed),
+            ..Stats::default()
+        }
     }
 }
 
 /// A producing thread's ring for one processor.
 struct Local {
     id: u64,
+    closed: Arc<AtomicBool>,
     producer: Producer<SpanData>,
     returns: Consumer<SpanData>,
 }
@@ -202,7 +259,10 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// Guarantees: `on_end` never blocks and never runs the exporter; a full queue
 /// drops the span and counts it; after [`shutdown`](SpanProcessor::shutdown)
 /// returns, every span ended before it was either exported or counted as dropped
-/// (`exported + dropped == ended`).
+/// (`exported + dropped == ended`), whatever the exporter did: a panic costs the
+/// batch it held, and an exporter still blocking the thread at the deadline has
+/// what it held and what is queued counted as dropped (its thread is left behind
+/// and counts nothing more).
 pub struct BatchProcessor {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -227,12 +287,18 @@ impl BatchProcessor {
         let shared = Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             config,
-            closed: AtomicBool::new(false),
-            new_rings: Mutex::new(Vec::new()),
-            leftovers: Mutex::new(Vec::new()),
+            closed: Arc::new(AtomicBool::new(false)),
+            shut_down: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            rings: Mutex::new(Rings {
+                list: Vec::new(),
+                next_id: 0,
+                abandoned: false,
+            }),
             control: Mutex::new(Vec::new()),
             wake: tokio::sync::Notify::new(),
             deadline: tokio::sync::watch::Sender::new(None),
+            held: AtomicU64::new(0),
             queue_dropped: StripedCounter::default(),
             exported: AtomicU64::new(0),
             export_dropped: AtomicU64::new(0),
@@ -244,7 +310,10 @@ impl BatchProcessor {
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("tracewire-export".into())
-            .spawn(move || runtime.block_on(export_loop(thread_shared, exporter)))?;
+            .spawn(move || {
+                let _guard = ThreadGuard(Arc::clone(&thread_shared));
+                runtime.block_on(export_loop(thread_shared, exporter));
+            })?;
         Ok(BatchProcessor {
             shared,
             thread: Mutex::new(Some(thread)),
@@ -256,26 +325,37 @@ impl BatchProcessor {
         &self.shared.config
     }
 
+    /// Adds a ring for the calling thread; `None` if the export thread was given
+    /// up on (nothing would read it).
     #[cold]
-    fn register(&self, locals: &mut Vec<Local>) -> usize {
-        // Forget rings of processors that are gone.
-        locals.retain(|l| !l.producer.is_abandoned());
+    fn register(&self, locals: &mut Vec<Local>) -> Option<usize> {
+        // Forget rings of processors that are gone or closed.
+        locals.retain(|l| !l.producer.is_abandoned() && !l.closed.load(Ordering::Relaxed));
         let (producer, consumer) = RingBuffer::new(self.shared.config.queue_capacity);
         let (ret_producer, ret_consumer) = RingBuffer::new(RETURN_CAPACITY);
-        lock(&self.shared.new_rings).push(RingPair {
+        let mut rings = lock(&self.shared.rings);
+        if rings.abandoned {
+            return None;
+        }
+        let id = rings.next_id;
+        rings.next_id += 1;
+        rings.list.push(RingPair {
+            id,
             spans: consumer,
             returns: ret_producer,
         });
+        drop(rings);
         locals.push(Local {
             id: self.shared.id,
+            closed: Arc::clone(&self.shared.closed),
             producer,
             returns: ret_consumer,
         });
-        locals.len() - 1
+        Some(locals.len() - 1)
     }
 
-    /// Queues `span` in the calling thread's ring; `false` if it did not fit (it
-    /// is then dropped).
+    /// Queues `span` in the calling thread's ring; `false` if it did not fit or no
+    /// one reads the ring any more (it is then dropped).
     #[inline]
     fn push(&self, span: SpanData) -> bool {
         let sh = &*self.shared;
@@ -284,7 +364,10 @@ impl BatchProcessor {
                 let mut locals = locals.borrow_mut();
                 let i = match locals.iter().position(|l| l.id == sh.id) {
                     Some(i) => i,
-                    None => self.register(&mut locals),
+                    None => match self.register(&mut locals) {
+                        Some(i) => i,
+                        None => return false,
+                    },
                 };
                 let local = &mut locals[i];
                 // Recycle a couple of exported spans: freed on the thread that
@@ -294,6 +377,11 @@ impl BatchProcessor {
                         Ok(done) => crate::trace::recycle(done),
                         Err(_) => break,
                     }
+                }
+                if local.producer.is_abandoned() {
+                    // Nothing reads this ring any more: never queue into it.
+                    locals.swap_remove(i);
+                    return false;
                 }
                 let producer = &mut local.producer;
                 match producer.push(span) {
@@ -312,6 +400,11 @@ impl BatchProcessor {
             })
             // The thread is exiting and its ring is gone.
             .unwrap_or(false)
+    }
+
+    fn report(&self) -> ShutdownReport {
+        let s = self.stats();
+        ShutdownReport::new(s.exported, s.dropped)
     }
 }
 
@@ -344,30 +437,54 @@ impl SpanProcessor for BatchProcessor {
         FlushHandle::waiting(rx)
     }
 
-    fn shutdown(&self, timeout: Duration) -> Result<(), ExportError> {
-        if self.shared.closed.swap(true, Ordering::AcqRel) {
-            return Err(ExportError::shut_down());
+    fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
+        let sh = &*self.shared;
+        if sh.shut_down.swap(true, Ordering::AcqRel) {
+            return Err(ShutdownError::new(
+                self.report(),
+                Some(ExportError::shut_down()),
+            ));
         }
+        sh.closed.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + timeout;
-        self.shared.deadline.send_replace(Some(deadline));
+        sh.deadline.send_replace(Some(deadline));
         let (tx, rx) = mpsc::sync_channel(1);
-        self.shared.send(Control::Shutdown {
+        sh.send(Control::Shutdown {
             deadline,
             reply: Reply::Sync(tx),
         });
-        // The export thread enforces the deadline itself; the grace covers its reply.
-        let result = match rx.recv_timeout(timeout + Duration::from_millis(200)) {
-            Ok(r) => r,
-            Err(mpsc::RecvTimeoutError::Timeout) => return Err(ExportError::timeout()),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ExportError::new(
-                "the export thread stopped before shutdown (an exporter panicked?)",
-            )),
+        // The export thread enforces the deadline itself; the grace covers its
+        // reply. An exporter that blocks the thread cannot be interrupted: past
+        // the grace, the thread is given up on.
+        let cause = match rx.recv_timeout(timeout + SHUTDOWN_GRACE) {
+            Ok(r) => {
+                if let Some(t) = lock(&self.thread).take() {
+                    let _ = t.join();
+                }
+                r.err()
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                sh.abandon();
+                // Detached: it finishes (and drops the exporter) when the exporter
+                // returns, counting nothing more.
+                drop(lock(&self.thread).take());
+                eprintln!(
+                    "tracewire: the exporter still held the export thread at the shutdown deadline; \
+                     what it held and what was queued is counted as dropped, and the thread is left to finish"
+                );
+                Some(ExportError::timeout())
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if let Some(t) = lock(&self.thread).take() {
+                    let _ = t.join();
+                }
+                Some(ExportError::new(
+                    "the export thread stopped before shutdown",
+                ))
+            }
         };
-        if let Some(t) = lock(&self.thread).take() {
-            let _ = t.join();
-        }
-        self.shared.reap_leftovers();
-        result
+        sh.reap();
+        self.report().into_result(cause)
     }
 
     fn set_resource(&self, resource: &Resource) {
@@ -376,22 +493,25 @@ impl SpanProcessor for BatchProcessor {
 
     fn stats(&self) -> Stats {
         let sh = &*self.shared;
-        if sh.closed.load(Ordering::Acquire) && lock(&self.thread).is_none() {
-            sh.reap_leftovers();
+        if sh.closed.load(Ordering::Acquire) {
+            sh.reap();
         }
-        Stats {
-            exported: sh.exported.load(Ordering::Relaxed),
-            dropped: sh.queue_dropped.sum() + sh.export_dropped.load(Ordering::Relaxed),
-            export_failures: sh.failures.load(Ordering::Relaxed),
-            ..Stats::default()
-        }
+        sh.stats()
     }
 }
 
 impl Drop for BatchProcessor {
     fn drop(&mut self) {
-        if !self.shared.closed.load(Ordering::Acquire) {
+        if !self.shared.shut_down.load(Ordering::Acquire) {
             let _ = self.shutdown(Duration::from_secs(5));
+        }
+        // The thread has finished or was given up on: free every ring (a
+        // producing thread forgets its half when it next registers or exits).
+        let sh = &*self.shared;
+        sh.reap();
+        let mut rings = lock(&sh.rings);
+        if rings.abandoned || sh.finished.load(Ordering::SeqCst) {
+            rings.list.clear();
         }
     }
 }
@@ -405,15 +525,38 @@ impl fmt::Debug for BatchProcessor {
     }
 }
 
+/// Marks the export thread finished however it ends. If it unwinds (a panic the
+/// exporter wrappers did not catch), the processor closes and counts what the
+/// thread held and what is queued as dropped. Pending flushes resolve.
+struct ThreadGuard(Arc<Shared>);
+
+impl Drop for ThreadGuard {
+    fn drop(&mut self) {
+        let sh = &*self.0;
+        if std::thread::panicking() {
+            sh.closed.store(true, Ordering::SeqCst);
+            sh.abandon();
+        }
+        sh.finished.store(true, Ordering::SeqCst);
+        // Replies nobody will send: their receivers learn the thread is gone.
+        lock(&sh.control).clear();
+    }
+}
+
 /// State of the export thread.
 struct Exporting<E> {
     shared: Arc<Shared>,
     exporter: E,
-    rings: Vec<RingPair>,
     batch: Vec<SpanData>,
-    /// Which ring each run of `batch` came from: (ring index, count).
-    origin: Vec<(usize, usize)>,
+    /// Which ring each run of `batch` came from: (ring id, count).
+    origin: Vec<(u64, usize)>,
     log: FailureLog,
+}
+
+/// Runs `f` (a call into the exporter), turning a panic into an error.
+fn guarded<R>(what: &str, f: impl FnOnce() -> R) -> Result<R, ExportError> {
+    std::panic::catch_unwind(AssertUnwindSafe(f))
+        .map_err(|_| ExportError::new(format!("the exporter panicked in {what}")))
 }
 
 async fn export_loop<E: SpanExporter>(shared: Arc<Shared>, exporter: E) {
@@ -421,7 +564,6 @@ async fn export_loop<E: SpanExporter>(shared: Arc<Shared>, exporter: E) {
         batch: Vec::with_capacity(shared.config.max_batch_size),
         shared,
         exporter,
-        rings: Vec::new(),
         origin: Vec::new(),
         log: FailureLog::new("tracewire", Duration::from_secs(10)),
     };
@@ -432,13 +574,19 @@ async fn export_loop<E: SpanExporter>(shared: Arc<Shared>, exporter: E) {
     loop {
         let delay = st.shared.config.scheduled_delay;
         let _ = tokio::time::timeout(delay, st.shared.wake.notified()).await;
-        st.adopt();
+        if lock(&st.shared.rings).abandoned {
+            break;
+        }
         let controls = std::mem::take(&mut *lock(&st.shared.control));
         let mut flushes = Vec::new();
         let mut shutdown = None;
         for c in controls {
             match c {
-                Control::Resource(r) => st.exporter.set_resource(&r),
+                Control::Resource(r) => {
+                    if let Err(e) = guarded("set_resource", || st.exporter.set_resource(&r)) {
+                        st.log.report("the resource was not set", &e);
+                    }
+                }
                 Control::Flush(reply) => flushes.push(reply),
                 Control::Shutdown { deadline, reply } => shutdown = Some((deadline, reply)),
             }
@@ -459,36 +607,55 @@ async fn export_loop<E: SpanExporter>(shared: Arc<Shared>, exporter: E) {
         }
         if let Some((deadline, reply)) = shutdown {
             // Spans queued by threads that registered while we drained.
-            st.adopt();
-            let mut result = result.and(st.drain(Some(deadline)).await);
-            let done = tokio::time::timeout_at(deadline.into(), st.exporter.shutdown()).await;
-            result = result.and(done.unwrap_or_else(|_| Err(ExportError::timeout())));
-            lock(&st.shared.leftovers).append(&mut st.rings);
-            reply.send(result);
-            return;
+            let result = result.and(st.drain(Some(deadline)).await);
+            let done = st.shutdown_exporter(deadline).await;
+            reply.send(result.and(done));
+            break;
         }
-        st.rings.retain(|r| !r.is_done());
+        lock(&st.shared.rings).list.retain(|r| !r.is_done());
+    }
+    let Exporting {
+        exporter, mut log, ..
+    } = st;
+    if let Err(e) = guarded("drop", move || drop(exporter)) {
+        log.report("the exporter was not dropped cleanly", &e);
     }
 }
 
 impl<E: SpanExporter> Exporting<E> {
-    fn adopt(&mut self) {
-        self.rings.append(&mut lock(&self.shared.new_rings));
-    }
-
     /// Exports everything queued when the drain starts (not what arrives during it,
     /// so a flush cannot be starved by busy producers).
     async fn drain(&mut self, deadline: Option<Instant>) -> Result<(), ExportError> {
         let mut result = Ok(());
         let max = self.shared.config.max_batch_size;
-        for i in 0..self.rings.len() {
-            let mut remaining = self.rings[i].spans.slots();
+        let queued: Vec<(u64, usize)> = {
+            let rings = lock(&self.shared.rings);
+            if rings.abandoned {
+                return result;
+            }
+            rings.list.iter().map(|r| (r.id, r.spans.slots())).collect()
+        };
+        for (id, mut remaining) in queued {
             while remaining > 0 {
                 let n = remaining.min(max - self.batch.len());
-                if let Ok(chunk) = self.rings[i].spans.read_chunk(n) {
+                {
+                    let mut rings = lock(&self.shared.rings);
+                    if rings.abandoned {
+                        // A shutdown counted what we held.
+                        self.batch.clear();
+                        self.origin.clear();
+                        return result;
+                    }
+                    let Some(ring) = rings.list.iter_mut().find(|r| r.id == id) else {
+                        break;
+                    };
+                    let Ok(chunk) = ring.spans.read_chunk(n) else {
+                        break;
+                    };
                     self.batch.extend(chunk);
-                    self.origin.push((i, n));
+                    self.shared.held.fetch_add(n as u64, Ordering::SeqCst);
                 }
+                self.origin.push((id, n));
                 remaining -= n;
                 if self.batch.len() == max {
                     result = result.and(self.export(deadline).await);
@@ -502,7 +669,6 @@ impl<E: SpanExporter> Exporting<E> {
     }
 
     async fn export(&mut self, deadline: Option<Instant>) -> Result<(), ExportError> {
-        let n = self.batch.len() as u64;
         let mut limit = Instant::now() + self.shared.config.export_timeout;
         if let Some(d) = deadline {
             limit = limit.min(d);
@@ -510,16 +676,28 @@ impl<E: SpanExporter> Exporting<E> {
         let result = if Instant::now() >= limit {
             Err(ExportError::timeout())
         } else {
-            let fut = CatchUnwind(self.exporter.export(&self.batch));
-            let mut shutdown = self.shared.deadline.subscribe();
-            tokio::select! {
-                r = tokio::time::timeout_at(limit.into(), fut) => {
-                    r.unwrap_or_else(|_| Err(ExportError::timeout()))
+            // The synchronous part of `export` runs here, its future below: a
+            // panic in either costs this batch only.
+            match guarded("export", || self.exporter.export(&self.batch)) {
+                Err(e) => Err(e),
+                Ok(fut) => {
+                    let fut = CatchUnwind(fut, "export");
+                    let mut shutdown = self.shared.deadline.subscribe();
+                    tokio::select! {
+                        r = tokio::time::timeout_at(limit.into(), fut) => {
+                            r.unwrap_or_else(|_| Err(ExportError::timeout()))
+                        }
+                        () = shutdown_deadline(&mut shutdown) => Err(ExportError::timeout()),
+                    }
                 }
-                () = shutdown_deadline(&mut shutdown) => Err(ExportError::timeout()),
             }
         };
         self.give_back();
+        // Zero if a shutdown gave up on this thread meanwhile and counted the batch.
+        let n = self.shared.held.swap(0, Ordering::SeqCst);
+        if n == 0 {
+            return result;
+        }
         let sh = &self.shared;
         match &result {
             Ok(()) => {
@@ -533,6 +711,14 @@ impl<E: SpanExporter> Exporting<E> {
             }
         }
         result
+    }
+
+    /// The exporter's `shutdown`, by `deadline`.
+    async fn shutdown_exporter(&mut self, deadline: Instant) -> Result<(), ExportError> {
+        let fut = guarded("shutdown", || self.exporter.shutdown())?;
+        tokio::time::timeout_at(deadline.into(), CatchUnwind(fut, "shutdown"))
+            .await
+            .unwrap_or_else(|_| Err(ExportError::timeout()))
     }
 }
 
@@ -555,39 +741,52 @@ impl<E> Exporting<E> {
     /// only what they cannot take: a full return ring or an exited thread).
     fn give_back(&mut self) {
         let mut spans = self.batch.drain(..);
-        for (ring, n) in self.origin.drain(..) {
-            let returns = &mut self.rings[ring].returns;
-            for span in spans.by_ref().take(n) {
-                if returns.is_abandoned() {
-                    continue;
+        let mut rings = lock(&self.shared.rings);
+        for (id, n) in self.origin.drain(..) {
+            let returns = rings
+                .list
+                .iter_mut()
+                .find(|r| r.id == id)
+                .map(|r| &mut r.returns)
+                .filter(|r| !r.is_abandoned());
+            match returns {
+                Some(returns) => {
+                    for span in spans.by_ref().take(n) {
+                        let _ = returns.push(span);
+                    }
                 }
-                let _ = returns.push(span);
+                None => spans.by_ref().take(n).for_each(drop),
             }
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// Turns a panic inside the exporter into an export error, so the export
-    /// thread keeps running.
+    /// Turns a panic inside the exporter's future into an export error, so the
+    /// export thread keeps running.
     struct CatchUnwind<F> {
         #[pin]
         inner: F,
+        what: &'static str,
     }
 }
 
 #[allow(non_snake_case)]
-fn CatchUnwind<F>(inner: F) -> CatchUnwind<F> {
-    CatchUnwind { inner }
+fn CatchUnwind<F>(inner: F, what: &'static str) -> CatchUnwind<F> {
+    CatchUnwind { inner, what }
 }
 
 impl<F: Future<Output = Result<(), ExportError>>> Future for CatchUnwind<F> {
     type Output = Result<(), ExportError>;
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let inner = self.project().inner;
+        let this = self.project();
+        let inner = this.inner;
         match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(p) => p,
-            Err(_) => Poll::Ready(Err(ExportError::new("the exporter panicked"))),
+            Err(_) => Poll::Ready(Err(ExportError::new(format!(
+                "the exporter panicked in {}",
+                this.what
+            )))),
         }
     }
 }

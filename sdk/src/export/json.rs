@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value as Json};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{ExportError, SpanExporter};
 use crate::trace::{Array, KeyValue, Resource, SpanData, Status, Value};
@@ -24,9 +25,29 @@ use crate::trace::{Array, KeyValue, Resource, SpanData, Status, Value};
 ///
 /// `parentSpanId` is absent on roots; `events`, `links`, `status` and the
 /// `dropped*Count` fields are absent when empty or zero.
+///
+/// The writes happen on a thread of the exporter's own (started with the first
+/// export), never on the export thread: a writer that blocks (a stalled stdout
+/// pipe, a full disk on NFS) makes exports wait cooperatively, so their deadline
+/// cuts them off and the batch counts as dropped. A batch whose export gave up
+/// before its write began is not written.
 pub struct JsonLinesExporter {
-    out: Box<dyn Write + Send>,
+    writer: Writer,
     service: String,
+}
+
+/// The writing thread, once started.
+enum Writer {
+    NotStarted(Box<dyn Write + Send>),
+    Running(mpsc::Sender<Job>),
+    /// It could not be started, or the exporter was shut down.
+    Stopped,
+}
+
+struct Job {
+    /// `None`: just flush.
+    bytes: Option<Vec<u8>>,
+    done: oneshot::Sender<io::Result<()>>,
 }
 
 impl JsonLinesExporter {
@@ -48,18 +69,57 @@ impl JsonLinesExporter {
     /// Writes to any writer.
     pub fn writer(w: impl Write + Send + 'static) -> Self {
         JsonLinesExporter {
-            out: Box::new(w),
+            writer: Writer::NotStarted(Box::new(w)),
             service: Resource::default().service_name.into_owned(),
         }
     }
 
-    fn write_batch(&mut self, batch: &[SpanData]) -> io::Result<()> {
-        for span in batch {
-            serde_json::to_writer(&mut self.out, &span_to_json(span, &self.service))?;
-            self.out.write_all(b"\n")?;
+    /// The channel to the writing thread, starting it on first use.
+    fn sender(&mut self) -> Result<mpsc::Sender<Job>, ExportError> {
+        if let Writer::NotStarted(_) = self.writer {
+            let Writer::NotStarted(out) = std::mem::replace(&mut self.writer, Writer::Stopped)
+            else {
+                unreachable!()
+            };
+            // One batch being written and one waiting: more waits in `export`.
+            let (tx, rx) = mpsc::channel(1);
+            std::thread::Builder::new()
+                .name("tracewire-json".into())
+                .spawn(move || write_jobs(out, rx))
+                .map_err(|e| ExportError::new(format!("cannot start the JSON writer: {e}")))?;
+            self.writer = Writer::Running(tx);
         }
-        self.out.flush()
+        match &self.writer {
+            Writer::Running(tx) => Ok(tx.clone()),
+            _ => Err(ExportError::new("the JSON writer is stopped")),
+        }
     }
+
+    /// Hands `bytes` (or a flush) to the writing thread and waits, without
+    /// blocking, until it is written.
+    async fn write(&mut self, bytes: Option<Vec<u8>>) -> Result<(), ExportError> {
+        let tx = self.sender()?;
+        let (done, written) = oneshot::channel();
+        let gone = || ExportError::new("the JSON writer stopped");
+        tx.send(Job { bytes, done }).await.map_err(|_| gone())?;
+        written.await.map_err(|_| gone())?.map_err(ExportError::new)
+    }
+}
+
+/// The writing thread: writes and flushes each job in turn, skipping the ones
+/// whose export already gave up, until the exporter is dropped.
+fn write_jobs(mut out: Box<dyn Write + Send>, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(job) = jobs.blocking_recv() {
+        if job.done.is_closed() {
+            continue;
+        }
+        let written = match &job.bytes {
+            Some(bytes) => out.write_all(bytes).and_then(|()| out.flush()),
+            None => out.flush(),
+        };
+        let _ = job.done.send(written);
+    }
+    let _ = out.flush();
 }
 
 impl fmt::Debug for JsonLinesExporter {
@@ -72,10 +132,25 @@ impl fmt::Debug for JsonLinesExporter {
 
 impl SpanExporter for JsonLinesExporter {
     async fn export(&mut self, batch: &[SpanData]) -> Result<(), ExportError> {
-        self.write_batch(batch).map_err(ExportError::new)
+        let mut bytes = Vec::with_capacity(batch.len() * 512);
+        for span in batch {
+            serde_json::to_writer(&mut bytes, &span_to_json(span, &self.service))
+                .map_err(ExportError::new)?;
+            bytes.push(b'\n');
+        }
+        self.write(Some(bytes)).await
     }
     async fn shutdown(&mut self) -> Result<(), ExportError> {
-        self.out.flush().map_err(ExportError::new)
+        match self.writer {
+            // Nothing was ever written.
+            Writer::NotStarted(_) | Writer::Stopped => Ok(()),
+            Writer::Running(_) => {
+                let flushed = self.write(None).await;
+                // The thread ends when it has written what it has.
+                self.writer = Writer::Stopped;
+                flushed
+            }
+        }
     }
     fn set_resource(&mut self, resource: &Resource) {
         self.service = resource.service_name.to_string();

@@ -10,12 +10,13 @@ mod json;
 mod memory;
 mod retry;
 mod simple;
+mod timer;
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::{Duration, Instant};
 
 pub use batch::{BatchConfig, BatchProcessor};
 pub use json::JsonLinesExporter;
@@ -30,6 +31,14 @@ use crate::trace::{Resource, SpanContext, SpanData};
 /// Exporters run on the batch processor's own thread and tokio runtime, never on
 /// the instrumented path. They should be cooperative (await I/O rather than block)
 /// so that deadlines can interrupt them.
+///
+/// What a faulty exporter costs, behind a [`BatchProcessor`]:
+/// - a panic (in `export` or its future, `set_resource`, `shutdown` or its future)
+///   costs the batch it was given, counted as dropped; the export thread goes on;
+/// - an exporter that blocks the thread (a synchronous wait, a blocking write)
+///   cannot be interrupted: a [`shutdown`](SpanProcessor::shutdown) still returns
+///   by its deadline, counts what the exporter held and what was queued as
+///   dropped, and leaves the thread behind to finish on its own.
 pub trait SpanExporter: Send + 'static {
     /// Exports one batch. An error means the whole batch is lost: it is counted as
     /// dropped, and logged by the processor.
@@ -59,7 +68,11 @@ pub trait SpanProcessor: Send + Sync + fmt::Debug {
     /// Exports or counts as dropped every span ended before the call, then shuts the
     /// exporter down; waits at most `timeout`. Spans ended later are dropped and
     /// counted.
-    fn shutdown(&self, timeout: Duration) -> Result<(), ExportError>;
+    ///
+    /// The report counts every span the processor was given over its life; it is
+    /// an error if any of them was dropped, if the exporter's shutdown failed or
+    /// the deadline passed, or if the processor was already shut down.
+    fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport, ShutdownError>;
     /// Passes the provider's resource on to the exporter.
     fn set_resource(&self, resource: &Resource);
     /// Counters of exported and dropped spans and failed exports.
@@ -114,6 +127,155 @@ pub struct Stats {
     pub dropped: u64,
     /// Export calls that failed or timed out.
     pub export_failures: u64,
+}
+
+/// What a pipeline delivered over its life, as [`TracerProvider::shutdown`]
+/// reports it: after a shutdown, `exported + dropped` is every span it was given
+/// (the provider's [`Stats::ended`] for each processor).
+///
+/// [`TracerProvider::shutdown`]: crate::TracerProvider::shutdown
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Spans an exporter accepted.
+    pub exported: u64,
+    /// Spans lost: queue full, export failed or timed out, or held by an exporter
+    /// when the shutdown deadline passed.
+    pub dropped: u64,
+}
+
+impl ShutdownReport {
+    /// A report of `exported` and `dropped` spans.
+    pub fn new(exported: u64, dropped: u64) -> Self {
+        ShutdownReport { exported, dropped }
+    }
+
+    /// `Ok(self)` if no span was dropped and there is no `cause`, else the error
+    /// carrying this report.
+    pub fn into_result(self, cause: Option<ExportError>) -> Result<Self, ShutdownError> {
+        if self.dropped == 0 && cause.is_none() {
+            Ok(self)
+        } else {
+            Err(ShutdownError {
+                report: self,
+                cause,
+            })
+        }
+    }
+
+    fn add(&mut self, other: ShutdownReport) {
+        self.exported += other.exported;
+        self.dropped += other.dropped;
+    }
+}
+
+impl std::ops::Add for ShutdownReport {
+    type Output = ShutdownReport;
+    fn add(mut self, other: ShutdownReport) -> ShutdownReport {
+        ShutdownReport::add(&mut self, other);
+        self
+    }
+}
+
+/// A shutdown that lost spans or did not finish: what it delivered anyway
+/// ([`report`](Self::report)), and why, if something other than dropped spans
+/// went wrong ([`source`](std::error::Error::source): the deadline passed, the
+/// exporter failed or panicked, the pipeline was already shut down).
+///
+/// ```
+/// use std::time::Duration;
+/// use tracewire::export::InMemoryExporter;
+/// use tracewire::TracerProvider;
+///
+/// let provider = TracerProvider::builder()
+///     .with_batch_exporter(InMemoryExporter::new())
+///     .build();
+/// provider.tracer("app").start("work").end();
+/// let report = provider.shutdown(Duration::from_secs(5)).unwrap();
+/// assert_eq!((report.exported, report.dropped), (1, 0));
+/// // A second shutdown is an error, which still says what was delivered.
+/// let err = provider.shutdown(Duration::from_secs(5)).unwrap_err();
+/// assert!(err.is_shut_down());
+/// assert_eq!(err.report(), report);
+/// ```
+#[derive(Debug)]
+pub struct ShutdownError {
+    report: ShutdownReport,
+    cause: Option<ExportError>,
+}
+
+impl ShutdownError {
+    /// An error with `report` and, if it is more than dropped spans, `cause`.
+    pub fn new(report: ShutdownReport, cause: Option<ExportError>) -> Self {
+        ShutdownError { report, cause }
+    }
+    /// What the pipeline exported and dropped over its life.
+    pub fn report(&self) -> ShutdownReport {
+        self.report
+    }
+    /// Spans lost.
+    pub fn dropped(&self) -> u64 {
+        self.report.dropped
+    }
+    /// Whether the deadline passed before the shutdown finished.
+    pub fn is_timeout(&self) -> bool {
+        self.cause.as_ref().is_some_and(ExportError::is_timeout)
+    }
+    /// Whether the pipeline was already shut down.
+    pub fn is_shut_down(&self) -> bool {
+        self.cause.as_ref().is_some_and(ExportError::is_shut_down)
+    }
+    /// Both errors' causes (the first one's if both have one) and the sum of
+    /// their reports: for a pipeline of several processors.
+    fn merge(self, other: ShutdownError) -> ShutdownError {
+        ShutdownError {
+            report: self.report + other.report,
+            cause: self.cause.or(other.cause),
+        }
+    }
+}
+
+impl fmt::Display for ShutdownError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ShutdownReport { exported, dropped } = self.report;
+        if let Some(cause) = &self.cause {
+            write!(f, "{cause}; ")?;
+        }
+        write!(
+            f,
+            "{dropped} of {} spans dropped ({exported} exported)",
+            exported + dropped
+        )
+    }
+}
+
+impl std::error::Error for ShutdownError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Shuts each of `processors` down within one deadline and sums their reports.
+pub(crate) fn shutdown_all(
+    processors: &[std::sync::Arc<dyn SpanProcessor>],
+    timeout: Duration,
+) -> Result<ShutdownReport, ShutdownError> {
+    let deadline = Instant::now() + timeout;
+    let mut result: Result<ShutdownReport, ShutdownError> = Ok(ShutdownReport::default());
+    for p in processors {
+        let left = deadline.saturating_duration_since(Instant::now());
+        result = match (result, p.shutdown(left)) {
+            (Ok(a), Ok(b)) => Ok(a + b),
+            (Ok(a), Err(e)) | (Err(e), Ok(a)) => Err(ShutdownError {
+                report: e.report + a,
+                cause: e.cause,
+            }),
+            (Err(a), Err(b)) => Err(a.merge(b)),
+        };
+    }
+    result
 }
 
 /// Why an export, flush or shutdown did not succeed.
@@ -171,10 +333,18 @@ impl fmt::Display for ExportError {
 impl std::error::Error for ExportError {}
 
 /// Resolves when a flush has finished. Returned by [`SpanProcessor::flush`].
+///
+/// With a [deadline](Self::with_deadline) it resolves by then in any case, with a
+/// timeout error, also when the export thread is stuck in an exporter or gone: a
+/// process-wide timer thread wakes it, so it needs no timer from the runtime that
+/// polls it.
 #[derive(Debug)]
 #[must_use = "a flush handle does nothing unless awaited"]
 pub struct FlushHandle {
     state: FlushState,
+    deadline: Option<Instant>,
+    /// The waker the timer was given for the deadline.
+    armed: Option<Waker>,
 }
 
 #[derive(Debug)]
@@ -188,24 +358,48 @@ impl FlushHandle {
     pub fn ready(result: Result<(), ExportError>) -> Self {
         FlushHandle {
             state: FlushState::Ready(Some(result)),
+            deadline: None,
+            armed: None,
         }
     }
     pub(crate) fn waiting(rx: tokio::sync::oneshot::Receiver<Result<(), ExportError>>) -> Self {
         FlushHandle {
             state: FlushState::Waiting(rx),
+            deadline: None,
+            armed: None,
         }
+    }
+    /// This handle, resolving with [`ExportError::timeout`] at `deadline` if the
+    /// flush has not finished by then (an earlier deadline wins).
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
+        self
     }
 }
 
 impl Future for FlushHandle {
     type Output = Result<(), ExportError>;
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        match &mut self.get_mut().state {
-            FlushState::Ready(r) => Poll::Ready(r.take().unwrap_or(Ok(()))),
-            FlushState::Waiting(rx) => Pin::new(rx)
-                .poll(cx)
-                .map(|r| r.unwrap_or_else(|_| Err(ExportError::shut_down()))),
+        let this = self.get_mut();
+        let rx = match &mut this.state {
+            FlushState::Ready(r) => return Poll::Ready(r.take().unwrap_or(Ok(()))),
+            FlushState::Waiting(rx) => rx,
+        };
+        if let Poll::Ready(r) = Pin::new(rx).poll(cx) {
+            this.state = FlushState::Ready(None);
+            return Poll::Ready(r.unwrap_or_else(|_| Err(ExportError::shut_down())));
         }
+        if let Some(deadline) = this.deadline {
+            if Instant::now() >= deadline {
+                this.state = FlushState::Ready(None);
+                return Poll::Ready(Err(ExportError::timeout()));
+            }
+            if !this.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                timer::wake_at(deadline, cx.waker().clone());
+                this.armed = Some(cx.waker().clone());
+            }
+        }
+        Poll::Pending
     }
 }
 

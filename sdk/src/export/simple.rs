@@ -1,18 +1,24 @@
 //! The simple processor: exports each span on the thread that ends it.
 
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{ExportError, FlushHandle, SpanExporter, SpanProcessor, Stats};
+use super::{
+    ExportError, FlushHandle, ShutdownError, ShutdownReport, SpanExporter, SpanProcessor, Stats,
+};
 use crate::trace::{Resource, SpanData};
 
 /// Exports every span synchronously when it ends, on the caller's thread.
 ///
 /// Meant for tests and for exporters that never wait on I/O (such as
 /// [`InMemoryExporter`](super::InMemoryExporter)): it blocks the caller for the
-/// whole export, which the [`BatchProcessor`](super::BatchProcessor) never does.
+/// whole export, which the [`BatchProcessor`](super::BatchProcessor) never does,
+/// and its deadlines are not enforced (an exporter that blocks, blocks the
+/// caller). A panicking exporter never reaches the caller: the span it was
+/// exporting counts as dropped.
 pub struct SimpleProcessor<E> {
     exporter: Mutex<E>,
     closed: AtomicBool,
@@ -45,7 +51,11 @@ impl<E: SpanExporter> SpanProcessor for SimpleProcessor<E> {
             return;
         }
         let mut exporter = self.exporter();
-        match futures_executor::block_on(exporter.export(std::slice::from_ref(&span))) {
+        let exported = catch_unwind(AssertUnwindSafe(|| {
+            futures_executor::block_on(exporter.export(std::slice::from_ref(&span)))
+        }))
+        .unwrap_or_else(|_| Err(ExportError::new("the exporter panicked")));
+        match exported {
             Ok(()) => self.exported.fetch_add(1, Ordering::Relaxed),
             Err(_) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
@@ -62,15 +72,28 @@ impl<E: SpanExporter> SpanProcessor for SimpleProcessor<E> {
         FlushHandle::ready(Ok(()))
     }
 
-    fn shutdown(&self, _timeout: Duration) -> Result<(), ExportError> {
+    fn shutdown(&self, _timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
+        let report = || {
+            let s = self.stats();
+            ShutdownReport::new(s.exported, s.dropped)
+        };
         if self.closed.swap(true, Ordering::AcqRel) {
-            return Err(ExportError::shut_down());
+            return Err(ShutdownError::new(report(), Some(ExportError::shut_down())));
         }
-        futures_executor::block_on(self.exporter().shutdown())
+        let mut exporter = self.exporter();
+        let done = catch_unwind(AssertUnwindSafe(|| {
+            futures_executor::block_on(exporter.shutdown())
+        }))
+        .unwrap_or_else(|_| Err(ExportError::new("the exporter panicked in shutdown")));
+        drop(exporter);
+        report().into_result(done.err())
     }
 
     fn set_resource(&self, resource: &Resource) {
-        self.exporter().set_resource(resource);
+        let mut exporter = self.exporter();
+        if catch_unwind(AssertUnwindSafe(|| exporter.set_resource(resource))).is_err() {
+            eprintln!("tracewire: the exporter panicked in set_resource; the resource was not set");
+        }
     }
 
     fn stats(&self) -> Stats {

@@ -2,6 +2,8 @@
 
 mod attr;
 mod id;
+#[allow(unsafe_code)]
+pub(crate) mod lifetime;
 mod sampler;
 mod span;
 mod state;
@@ -17,7 +19,6 @@ pub use sampler::{
 };
 pub use span::Span;
 pub use state::{SamplingState, SpanContext, TraceFlags, TraceState, TraceStateError};
-pub(crate) use tracer::ProviderInner;
 pub use tracer::{Resource, SpanBuilder, Tracer, TracerProvider, TracerProviderBuilder};
 
 thread_local! {

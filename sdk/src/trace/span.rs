@@ -2,11 +2,11 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use super::lifetime::SpanRef;
 use super::{
-    Event, KeyValue, Link, ProviderInner, SpanContext, SpanData, SpanId, SpanKind, SpanLimits,
-    Status, Str,
+    Event, KeyValue, Link, SpanContext, SpanData, SpanId, SpanKind, SpanLimits, Status, Str,
 };
 use crate::context::Context;
 use crate::export::ExportError;
@@ -38,7 +38,8 @@ pub(crate) struct RecordingSpan {
     local_root: SpanId,
     parent_span_id: SpanId,
     parent_is_remote: bool,
-    provider: &'static ProviderInner,
+    /// Keeps the provider allocated until this span drops.
+    provider: SpanRef,
     scope: Str,
     record: Mutex<Option<Record>>,
 }
@@ -128,7 +129,7 @@ impl Span {
         span_context: SpanContext,
         parent: &SpanContext,
         local_root: Option<SpanId>,
-        provider: &'static ProviderInner,
+        provider: SpanRef,
         scope: Str,
         record: Record,
     ) -> Span {
@@ -192,7 +193,7 @@ impl Span {
     fn with_record(&self, f: impl FnOnce(&mut Record, &SpanLimits)) {
         if let Repr::Recording(r) = &self.repr {
             if let Some(rec) = lock(&r.record).as_mut() {
-                f(rec, &r.provider.limits);
+                f(rec, &r.provider.get().limits);
             }
         }
     }
@@ -305,13 +306,22 @@ impl Span {
 
     /// Ends the span and waits until it, and every span ended before it, has been
     /// handed to the exporters (Go's `FinishWait`): for short-lived programs that
-    /// must not lose their last spans.
+    /// must not lose their last spans. Waits at most 5 seconds (see
+    /// [`end_and_flush_within`](Self::end_and_flush_within)).
     pub async fn end_and_flush(&self) -> Result<(), ExportError> {
+        self.end_and_flush_within(Duration::from_secs(5)).await
+    }
+
+    /// Like [`end_and_flush`](Self::end_and_flush), waiting at most `timeout`:
+    /// then it fails with a [timeout](ExportError::is_timeout), also when the
+    /// export thread is stuck in an exporter or gone. It needs no timer from the
+    /// runtime that polls it.
+    pub async fn end_and_flush_within(&self, timeout: Duration) -> Result<(), ExportError> {
         let Repr::Recording(r) = &self.repr else {
             return Ok(());
         };
         r.end(None);
-        r.provider.flush().await
+        r.provider.get().flush(timeout).await
     }
 }
 
@@ -333,7 +343,7 @@ impl RecordingSpan {
             return;
         }
         let end_time = end_time.unwrap_or_else(SystemTime::now);
-        self.provider.on_end(SpanData {
+        self.provider.get().on_end(SpanData {
             span_context: self.span_context.clone(),
             parent_span_id: self.parent_span_id,
             parent_is_remote: self.parent_is_remote,

@@ -2,9 +2,10 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::lifetime::{self, Lifetime, Live, Owner, Pinned};
 use super::span::{limit_attributes, Record};
 use super::{
     AlwaysOff, AlwaysOn, KeyValue, Link, ParentBased, Sampler, SamplingDecision, SamplingParams,
@@ -14,8 +15,8 @@ use super::{
 use crate::context::Context;
 use crate::counter::StripedCounter;
 use crate::export::{
-    BatchConfig, BatchProcessor, ExportError, SimpleProcessor, SpanExporter, SpanObserver,
-    SpanProcessor, SpanStart, Stats,
+    shutdown_all, BatchConfig, BatchProcessor, ExportError, ShutdownError, ShutdownReport,
+    SimpleProcessor, SpanExporter, SpanObserver, SpanProcessor, SpanStart, Stats,
 };
 
 /// Describes the process that produces spans: its service name and attributes.
@@ -50,10 +51,10 @@ impl Default for Resource {
 
 /// The state every tracer and span of one provider shares.
 ///
-/// It is allocated once per provider and never freed, so spans and tracers refer to
-/// it with a plain `&'static` and pay no reference counting (a shared reference
-/// count would make every span start and end contend across cores). It is small;
-/// its processors release their threads and buffers at shutdown.
+/// Handles (`TracerProvider`, `Tracer`) share it through an `Arc`; recording spans
+/// refer to it without a shared reference count (which would make every span
+/// start and end contend across cores): see the [`lifetime`] module for how it is
+/// freed once the last handle and the last open span are gone.
 pub(crate) struct ProviderInner {
     enabled: AtomicBool,
     shut_down: AtomicBool,
@@ -64,8 +65,11 @@ pub(crate) struct ProviderInner {
     processors: Box<[Arc<dyn SpanProcessor>]>,
     observers: Box<[Arc<dyn SpanObserver>]>,
     resource: Resource,
-    started: StripedCounter,
+    /// Recording spans the sampler did not sample (`started` is the other
+    /// recording spans: the opened ones minus these).
+    record_only: StripedCounter,
     ended: StripedCounter,
+    pub(crate) lifetime: Lifetime,
 }
 
 impl ProviderInner {
@@ -82,50 +86,75 @@ impl ProviderInner {
         }
     }
 
-    pub(crate) async fn flush(&self) -> Result<(), ExportError> {
+    /// Flushes every processor, waiting at most `timeout` in all.
+    pub(crate) async fn flush(&self, timeout: Duration) -> Result<(), ExportError> {
+        let deadline = std::time::Instant::now() + timeout;
+        // All started at once, so they run side by side under one deadline.
+        let handles: Vec<_> = self
+            .processors
+            .iter()
+            .map(|p| p.flush().with_deadline(deadline))
+            .collect();
         let mut result = Ok(());
-        for p in self.processors.iter() {
-            if let Err(e) = p.flush().await {
+        for handle in handles {
+            if let Err(e) = handle.await {
                 result = Err(e);
             }
         }
         result
     }
 
-    fn shutdown(&self, timeout: Duration) -> Result<(), ExportError> {
+    fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
         if self.shut_down.swap(true, Ordering::AcqRel) {
-            return Err(ExportError::shut_down());
+            let s = self.stats();
+            return Err(ShutdownError::new(
+                ShutdownReport::new(s.exported, s.dropped),
+                Some(ExportError::shut_down()),
+            ));
         }
         self.enabled.store(false, Ordering::Release);
-        let mut result = Ok(());
-        for p in self.processors.iter() {
-            if let Err(e) = p.shutdown(timeout) {
-                result = Err(e);
-            }
-        }
-        result
+        shutdown_all(&self.processors, timeout)
     }
-}
 
-/// Owns a provider's pipeline: the last `TracerProvider` handle to drop shuts it down.
-struct Owner {
-    inner: &'static ProviderInner,
-}
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        if !self.inner.shut_down.load(Ordering::Acquire) {
-            let _ = self.inner.shutdown(Duration::from_secs(5));
+    /// The last handle is gone: shut down (flushing for up to 5 seconds) unless
+    /// that was done.
+    pub(crate) fn on_last_handle(&self) {
+        if !self.shut_down.load(Ordering::Acquire) {
+            let _ = self.shutdown(Duration::from_secs(5));
         }
+    }
+
+    fn stats(&self) -> Stats {
+        let ended = self.ended.sum();
+        let mut stats = Stats {
+            // Read after `ended`, so that a snapshot never shows more ended than
+            // started.
+            started: self
+                .lifetime
+                .opened()
+                .saturating_sub(self.record_only.sum()),
+            ended,
+            ..Stats::default()
+        };
+        for p in self.processors.iter() {
+            let s = p.stats();
+            stats.exported += s.exported;
+            stats.dropped += s.dropped;
+            stats.export_failures += s.export_failures;
+        }
+        stats
     }
 }
 
 /// The configured tracing pipeline: sampler, limits, processors and exporters.
 ///
 /// Build one in your binary (libraries take a [`Tracer`] or use
-/// [`global::tracer`](crate::global::tracer)). Clones share the pipeline; when the
-/// last clone drops, the pipeline is shut down (flushing pending spans for up to 5
-/// seconds). Call [`shutdown`](TracerProvider::shutdown) to choose the deadline.
+/// [`global::tracer`](crate::global::tracer)). Clones, and the tracers made from
+/// them, share the pipeline; when the last of them drops, the pipeline is shut
+/// down (flushing pending spans for up to 5 seconds). Call
+/// [`shutdown`](TracerProvider::shutdown) to choose the deadline and learn what
+/// was delivered. Everything the pipeline holds (its thread, queues, queued and
+/// exported spans) is freed once the last handle and the last open span are gone.
 ///
 /// ```
 /// use tracewire::export::InMemoryExporter;
@@ -152,38 +181,37 @@ impl TracerProvider {
         TracerProviderBuilder::default()
     }
 
-    /// A tracer whose spans name `scope` as their instrumentation scope.
+    /// A tracer whose spans name `scope` as their instrumentation scope. It keeps
+    /// the pipeline alive: the pipeline shuts down when the last provider handle
+    /// and tracer are gone.
     pub fn tracer(&self, scope: impl Into<Str>) -> Tracer {
         Tracer {
-            provider: self.owner.inner,
+            target: Target::Provider(Arc::clone(&self.owner)),
             scope: scope.into(),
         }
+    }
+
+    fn inner(&self) -> &ProviderInner {
+        self.owner.inner()
+    }
+
+    /// Pins the provider (never freed) for the process-wide slot.
+    pub(crate) fn pin(&self) -> Pinned {
+        self.owner.pin()
     }
 
     /// Counters of this pipeline: spans started, ended, exported, dropped, and
     /// failed exports. Only sampled spans are counted. With several processors,
     /// exported and dropped add up over all of them.
     pub fn stats(&self) -> Stats {
-        let inner = self.owner.inner;
-        let mut stats = Stats {
-            started: inner.started.sum(),
-            ended: inner.ended.sum(),
-            ..Stats::default()
-        };
-        for p in inner.processors.iter() {
-            let s = p.stats();
-            stats.exported += s.exported;
-            stats.dropped += s.dropped;
-            stats.export_failures += s.export_failures;
-        }
-        stats
+        self.inner().stats()
     }
 
     /// Stops or resumes collection at runtime. While stopped, new spans are
     /// non-recording (they still propagate their parent) and cost one atomic load.
     /// A provider built with `OTEL_SDK_DISABLED=true` stays stopped.
     pub fn set_enabled(&self, enabled: bool) {
-        let inner = self.owner.inner;
+        let inner = self.inner();
         if !inner.shut_down.load(Ordering::Acquire) && !inner.sdk_disabled {
             inner.enabled.store(enabled, Ordering::Release);
         }
@@ -191,14 +219,14 @@ impl TracerProvider {
 
     /// Whether collection is running.
     pub fn is_enabled(&self) -> bool {
-        self.owner.inner.enabled.load(Ordering::Relaxed)
+        self.inner().enabled.load(Ordering::Relaxed)
     }
 
     /// Exports every span ended before this call, waiting at most `timeout`. An
     /// error when an export since the previous flush failed: spans were lost.
     pub fn force_flush(&self, timeout: Duration) -> Result<(), ExportError> {
         let mut result = Ok(());
-        for p in self.owner.inner.processors.iter() {
+        for p in self.inner().processors.iter() {
             if let Err(e) = p.force_flush(timeout) {
                 result = Err(e);
             }
@@ -207,20 +235,43 @@ impl TracerProvider {
     }
 
     /// Stops collection and shuts the processors down: every span ended before the
-    /// call is exported before `timeout` or counted as dropped.
-    pub fn shutdown(&self, timeout: Duration) -> Result<(), ExportError> {
-        self.owner.inner.shutdown(timeout)
+    /// call is exported before `timeout` or counted as dropped, whatever the
+    /// exporters do (an exporter still blocking its thread at the deadline has
+    /// what it held counted as dropped).
+    ///
+    /// The report says what the pipeline delivered over its life: `exported +
+    /// dropped` is [`Stats::ended`] (for each processor). It is an error when any
+    /// span was dropped (then or earlier: a full queue, a failed export), when an
+    /// exporter's shutdown failed or the deadline passed, or when the provider was
+    /// already shut down; the error carries the same report.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tracewire::export::InMemoryExporter;
+    /// use tracewire::TracerProvider;
+    ///
+    /// let provider = TracerProvider::builder()
+    ///     .with_batch_exporter(InMemoryExporter::new())
+    ///     .build();
+    /// provider.tracer("app").start("work").end();
+    /// match provider.shutdown(Duration::from_secs(5)) {
+    ///     Ok(report) => assert_eq!(report.exported, 1),
+    ///     Err(e) => eprintln!("tracing: {e}"), // "3 of 10 spans dropped (7 exported)"
+    /// }
+    /// ```
+    pub fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
+        self.inner().shutdown(timeout)
     }
 
     /// The provider's resource.
     pub fn resource(&self) -> &Resource {
-        &self.owner.inner.resource
+        &self.inner().resource
     }
 }
 
 impl fmt::Debug for TracerProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let inner = self.owner.inner;
+        let inner = self.inner();
         f.debug_struct("TracerProvider")
             .field("resource", &inner.resource)
             .field("sampler", &inner.sampler)
@@ -451,7 +502,7 @@ impl TracerProviderBuilder {
         for p in &processors {
             p.set_resource(&resource);
         }
-        let inner: &'static ProviderInner = Box::leak(Box::new(ProviderInner {
+        let inner = ProviderInner {
             enabled: AtomicBool::new(!disabled),
             shut_down: AtomicBool::new(false),
             sdk_disabled: disabled,
@@ -464,11 +515,12 @@ impl TracerProviderBuilder {
                 self.observers.into_boxed_slice()
             },
             resource,
-            started: StripedCounter::default(),
+            record_only: StripedCounter::default(),
             ended: StripedCounter::default(),
-        }));
+            lifetime: Lifetime::default(),
+        };
         TracerProvider {
-            owner: Arc::new(Owner { inner }),
+            owner: Arc::new(Owner::new(inner)),
         }
     }
 }
@@ -549,17 +601,36 @@ fn sampler(lookup: &dyn Fn(&str) -> Option<String>) -> Option<Box<dyn Sampler>> 
     })
 }
 
-/// Starts spans. Cheap to clone; does not keep the provider alive.
+/// Starts spans. Cheap to clone. A tracer from
+/// [`TracerProvider::tracer`] keeps its provider's pipeline alive; one from
+/// [`global::tracer`](crate::global::tracer) records into whichever provider is
+/// installed when each span starts.
 #[derive(Clone)]
 pub struct Tracer {
-    provider: &'static ProviderInner,
+    target: Target,
     scope: Str,
+}
+
+/// Where a tracer's spans go.
+#[derive(Clone)]
+enum Target {
+    /// Nowhere: [`Tracer::noop`].
+    Noop,
+    Provider(Arc<Owner>),
+    /// The process-wide provider of the moment.
+    Global,
 }
 
 impl fmt::Debug for Tracer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = match self.target {
+            Target::Noop => "noop",
+            Target::Provider(_) => "provider",
+            Target::Global => "global",
+        };
         f.debug_struct("Tracer")
             .field("scope", &self.scope)
+            .field("target", &target)
             .finish()
     }
 }
@@ -575,15 +646,20 @@ enum Parent<'a> {
 
 impl Tracer {
     /// A tracer that records nothing (what [`global::tracer`](crate::global::tracer)
-    /// returns before a provider is installed). Its spans propagate their parent.
+    /// behaves as while no provider is installed). Its spans propagate their parent.
     pub fn noop() -> Tracer {
-        static NOOP: OnceLock<TracerProvider> = OnceLock::new();
-        let provider = NOOP.get_or_init(|| {
-            let p = TracerProvider::builder().build();
-            p.set_enabled(false);
-            p
-        });
-        provider.tracer("noop")
+        Tracer {
+            target: Target::Noop,
+            scope: Str::from("noop"),
+        }
+    }
+
+    /// A tracer recording into the process-wide provider of the moment.
+    pub(crate) fn global(scope: Str) -> Tracer {
+        Tracer {
+            target: Target::Global,
+            scope,
+        }
     }
 
     /// The instrumentation scope name.
@@ -628,17 +704,22 @@ impl Tracer {
     }
 
     fn build(&self, b: SpanBuilder<'_>) -> Span {
-        let provider = self.provider;
-        let of_span = |s: &Span| (s.span_context().clone(), s.local_root_span_id());
-        let (parent, local_root) = match b.parent {
-            Parent::Current => Context::map_current(|c| of_span(c.span())),
-            Parent::Context(ctx) => of_span(ctx.span()),
-            Parent::SpanContext(sc) => (sc, None),
-            Parent::Root => (SpanContext::INVALID, None),
-        };
-        if !provider.enabled.load(Ordering::Relaxed) {
-            return Span::non_recording(parent);
+        match &self.target {
+            Target::Provider(owner) => self.build_in(owner.live(), b),
+            Target::Global => match lifetime::current() {
+                Some(pinned) => self.build_in(pinned.live(), b),
+                None => Span::non_recording(b.parent_span().0),
+            },
+            Target::Noop => Span::non_recording(b.parent_span().0),
         }
+    }
+
+    fn build_in(&self, live: Live<'_>, b: SpanBuilder<'_>) -> Span {
+        let provider = live.inner();
+        if !provider.enabled.load(Ordering::Relaxed) {
+            return Span::non_recording(b.parent_span().0);
+        }
+        let (parent, local_root) = b.parent_span();
         let parent_valid = parent.is_valid();
         // A B3 debug parent (with or without ids) forces sampling.
         let debug = parent.is_debug();
@@ -696,8 +777,12 @@ impl Tracer {
             return Span::non_recording(span_context);
         }
         let start_time = b.start_time.unwrap_or_else(SystemTime::now);
+        if !sampled {
+            provider.record_only.add(1);
+        }
+        // Counted open (as started, if sampled) from here until the span drops.
+        let provider_ref = live.open_span();
         if sampled {
-            provider.started.add(1);
             for o in provider.observers.iter() {
                 o.on_start(&SpanStart {
                     span_context: &span_context,
@@ -744,7 +829,7 @@ impl Tracer {
             span_context,
             &parent,
             local_root,
-            provider,
+            provider_ref,
             self.scope.clone(),
             record,
         )
@@ -765,6 +850,18 @@ pub struct SpanBuilder<'t> {
 }
 
 impl<'t> SpanBuilder<'t> {
+    /// The parent span context this builder says to use, and the parent's local
+    /// root.
+    fn parent_span(&self) -> (SpanContext, Option<SpanId>) {
+        let of_span = |s: &Span| (s.span_context().clone(), s.local_root_span_id());
+        match &self.parent {
+            Parent::Current => Context::map_current(|c| of_span(c.span())),
+            Parent::Context(ctx) => of_span(ctx.span()),
+            Parent::SpanContext(sc) => (sc.clone(), None),
+            Parent::Root => (SpanContext::INVALID, None),
+        }
+    }
+
     /// The span kind (default internal).
     pub fn kind(mut self, kind: SpanKind) -> Self {
         self.kind = kind;
