@@ -552,7 +552,7 @@ fn a_collector_that_is_down_at_start_gets_the_queued_spans_once_up_and_the_rest_
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         Server::start_on(collector.clone(), listener)
     });
-    provider.shutdown(Duration::from_secs(20)).unwrap();
+    provider.shutdown(Duration::from_secs(20)).unwrap_err();
 
     let stats = provider.stats();
     let exp = counters.snapshot();

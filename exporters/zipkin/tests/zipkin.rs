@@ -473,7 +473,7 @@ fn collector_down_at_start_then_up_gets_what_the_queue_held() {
     std::thread::sleep(Duration::from_millis(500));
     let collector = Collector::default();
     rt.block_on(collector.clone().start(addr));
-    provider.shutdown(Duration::from_secs(15)).unwrap();
+    provider.shutdown(Duration::from_secs(15)).unwrap_err();
     let s = provider.stats();
     let received = collector.json_spans().len() as u64;
     eprintln!("{s:?} {:?} received {received}", counters.snapshot());

@@ -254,7 +254,9 @@ fn main() {
             }
         );
     }
-    provider.shutdown(Duration::from_secs(5)).unwrap();
+    if let Err(e) = provider.shutdown(Duration::from_secs(5)) {
+        println!("\nshutdown: {e}");
+    }
     let s = provider.stats();
     println!(
         "\nspans: ended {} exported {} dropped {}",
