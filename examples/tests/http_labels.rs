@@ -164,11 +164,7 @@ async fn http_labels_profile_splits_cpu_by_http_path_and_go_pprof_reads_it() {
     assert!(pairs > 10, "only {pairs} request pairs in 4 s");
 
     let profile = pprof::decode(&body).unwrap();
-    let cpu_index = profile
-        .sample_type
-        .iter()
-        .position(|t| profile.string(t.r#type) == "cpu")
-        .expect("a cpu sample type");
+    let cpu_index = profile.sample_index("cpu").expect("a cpu sample type");
     let mut by_label: BTreeMap<(String, String), i64> = BTreeMap::new();
     for s in &profile.sample {
         for (k, v) in profile.labels(s) {
@@ -212,9 +208,7 @@ async fn http_labels_profile_splits_cpu_by_http_path_and_go_pprof_reads_it() {
     );
     let heap = pprof::decode(&heap_body).unwrap();
     let inuse = heap
-        .sample_type
-        .iter()
-        .position(|t| heap.string(t.r#type) == "inuse_space")
+        .sample_index("inuse_space")
         .expect("an inuse_space sample type");
     let held = |path: &str| -> i64 {
         heap.sample

@@ -34,6 +34,20 @@ fn allocate_blocks(total: usize, block: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The functions of a stack of return addresses, innermost first, inlined
+/// frames included.
+fn function_names(stack: &[usize]) -> Vec<String> {
+    stack
+        .iter()
+        .flat_map(|&a| {
+            tracewire::profile::resolve(a - 1)
+                .iter()
+                .map(|f| f.function.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 fn within(got: i64, want: i64, tolerance: f64) -> bool {
     (got as f64 - want as f64).abs() <= want as f64 * tolerance
 }
@@ -94,16 +108,7 @@ fn live_samples_carry_the_span_and_name_the_allocating_function() {
     assert!(!under.is_empty());
     let bytes: i64 = under.iter().map(|s| s.inuse_space).sum();
     assert!(within(bytes, 4 << 20, 0.25), "{bytes}");
-    let names: Vec<String> = under[0]
-        .stack
-        .iter()
-        .flat_map(|&a| {
-            tracewire::profile::resolve(a - 1)
-                .iter()
-                .map(|f| f.function.clone())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let names = function_names(&under[0].stack);
     assert!(
         names.iter().any(|n| n.ends_with("heap::allocate_blocks")),
         "{names:?}"
@@ -111,16 +116,7 @@ fn live_samples_carry_the_span_and_name_the_allocating_function() {
     // No sample of the profile, allocated, zeroed or grown, keeps an allocator
     // frame (the wrapper, the `__rust_*` shims, `alloc::alloc`).
     for s in p.samples() {
-        let names: Vec<String> = s
-            .stack
-            .iter()
-            .flat_map(|&a| {
-                tracewire::profile::resolve(a - 1)
-                    .iter()
-                    .map(|f| f.function.clone())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let names = function_names(&s.stack);
         assert!(
             !names.iter().any(|n| n.contains("tracewire::alloc::")
                 || n.starts_with("__rust")

@@ -197,6 +197,14 @@ impl Profile {
             .map_or("", String::as_str)
     }
 
+    /// The index in each sample's values of the sample type named `name` (e.g.
+    /// `"cpu"`, `"inuse_space"`), if the profile has it.
+    pub fn sample_index(&self, name: &str) -> Option<usize> {
+        self.sample_type
+            .iter()
+            .position(|t| self.string(t.r#type) == name)
+    }
+
     /// The string labels of `sample` as `(key, value)` pairs.
     pub fn labels<'a>(&'a self, sample: &'a Sample) -> impl Iterator<Item = (&'a str, &'a str)> {
         sample
