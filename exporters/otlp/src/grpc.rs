@@ -3,14 +3,16 @@
 
 use std::time::Duration;
 
-use bytes::{BufMut as _, Bytes};
+use bytes::Bytes;
 use prost::Message as _;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::CompressionEncoding;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, GrpcMethod};
 use tracewire::export::ExportError;
+use tracewire_exporter_common::grpc::{GrpcEndpoint, PreEncoded};
+use tracewire_exporter_common::TlsConfig;
 
 use crate::proto::collector::trace::v1::ExportTraceServiceResponse;
 use crate::{Compression, Config, Error, Failure};
@@ -21,7 +23,7 @@ const PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 pub(crate) struct Grpc {
     url: String,
-    endpoint: Endpoint,
+    endpoint: GrpcEndpoint,
     metadata: MetadataMap,
     gzip: bool,
     /// Made on the first export, on the runtime that runs the exporter.
@@ -31,21 +33,12 @@ pub(crate) struct Grpc {
 impl Grpc {
     pub(crate) fn new(config: &Config) -> Result<Grpc, Error> {
         let url = &config.url;
-        let uri: tonic::codegen::http::Uri = url
-            .parse()
-            .map_err(|e| Error(format!("invalid OTLP endpoint {url:?}: {e}")))?;
-        let tls = uri.scheme_str() == Some("https");
-        let mut endpoint = Endpoint::from(uri);
-        if tls {
-            endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().with_webpki_roots())
-                .map_err(|e| Error(format!("TLS setup for {url:?}: {e}")))?;
-        }
-        let endpoint = endpoint
-            .connect_timeout(config.timeout)
-            .tcp_nodelay(true)
-            .user_agent(crate::USER_AGENT)
-            .map_err(|e| Error(format!("invalid user agent: {e}")))?;
+        let endpoint = GrpcEndpoint::new("OTLP endpoint", url, &TlsConfig::new())
+            .and_then(|e| {
+                e.connect_timeout(config.timeout)
+                    .user_agent(crate::USER_AGENT)
+            })
+            .map_err(|e| Error(e.to_string()))?;
         let headers = config.header_map()?;
         Ok(Grpc {
             url: url.clone(),
@@ -101,7 +94,10 @@ impl Grpc {
             error: ExportError::new(format!("OTLP endpoint {}: {e}", self.url)),
             after: None,
         })?;
-        grpc.unary(request, PathAndQuery::from_static(PATH), PreEncoded)
+        // Sends the bytes encoded by `OtlpExporter::encode` (so retries resend
+        // them, and what was checked against `max_request_bytes` goes out).
+        let codec = PreEncoded::<ExportTraceServiceResponse>::new();
+        grpc.unary(request, PathAndQuery::from_static(PATH), codec)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| self.classify(&status))
@@ -145,45 +141,4 @@ fn retry_delay(status: &tonic::Status) -> Option<Duration> {
     }
     let details = crate::proto::rpc::Status::decode(status.details()).ok()?;
     crate::proto::retry_delay(&details)
-}
-
-/// Sends bytes already encoded by [`OtlpExporter::encode`](crate::OtlpExporter::encode)
-/// (so retries resend them without encoding again, and what was checked against
-/// `max_request_bytes` is exactly what goes out); decodes the response.
-#[derive(Debug, Clone, Copy)]
-struct PreEncoded;
-
-impl Codec for PreEncoded {
-    type Encode = Bytes;
-    type Decode = ExportTraceServiceResponse;
-    type Encoder = PreEncoded;
-    type Decoder = PreEncoded;
-    fn encoder(&mut self) -> PreEncoded {
-        PreEncoded
-    }
-    fn decoder(&mut self) -> PreEncoded {
-        PreEncoded
-    }
-}
-
-impl Encoder for PreEncoded {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for PreEncoded {
-    type Item = ExportTraceServiceResponse;
-    type Error = tonic::Status;
-    fn decode(
-        &mut self,
-        src: &mut DecodeBuf<'_>,
-    ) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
-        ExportTraceServiceResponse::decode(src)
-            .map(Some)
-            .map_err(|e| tonic::Status::internal(format!("undecodable OTLP response: {e}")))
-    }
 }

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use prost::Message as _;
 use tracewire::export::ExportError;
+use tracewire_exporter_common::{https_connector, TlsConfig};
 
 use crate::proto::collector::trace::v1::ExportTraceServiceResponse;
 use crate::{Compression, Config, Error, Failure};
@@ -31,16 +32,10 @@ impl Http {
         let uri: ::http::Uri = url
             .parse()
             .map_err(|e| Error(format!("invalid OTLP endpoint {url:?}: {e}")))?;
-        let mut connector = HttpConnector::new();
-        connector.enforce_http(false);
-        connector.set_connect_timeout(Some(config.timeout));
-        connector.set_nodelay(true);
-        let connector = HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| Error(format!("TLS setup for {url:?}: {e}")))?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
+        let tls = TlsConfig::new()
+            .client_config()
+            .map_err(|e| Error(format!("TLS setup for {url:?}: {e}")))?;
+        let connector = https_connector(tls, config.timeout);
         let gzip = config.compression == Compression::Gzip;
         let mut headers = config.header_map()?;
         let fixed = [

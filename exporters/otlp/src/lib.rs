@@ -130,6 +130,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracewire::export::{Backoff, ExportCounters, ExportError, SpanExporter};
 use tracewire::trace::{Resource, SpanData};
+use tracewire_exporter_common::InFlight;
 
 pub use map::Request;
 
@@ -722,10 +723,8 @@ impl SpanExporter for OtlpExporter {
         }
         // Spans not yet accounted for are counted as dropped if this future is
         // dropped (the batch processor's deadline passed first).
-        let mut pending = Pending {
-            counters: self.counters.clone(),
-            spans: total,
-        };
+        let counters = self.counters.clone();
+        let mut pending = InFlight::new(&counters, total);
         let mut result = Ok(());
         for request in requests {
             let n = request.spans as u64;
@@ -733,7 +732,7 @@ impl SpanExporter for OtlpExporter {
                 Ok(body) => self.send(body, deadline).await,
                 Err(e) => Err(e),
             };
-            pending.spans -= n;
+            pending.settle(n);
             match sent {
                 Ok(response) => self.accepted(n, response),
                 Err(e) => {
@@ -753,21 +752,5 @@ impl SpanExporter for OtlpExporter {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.resource = map::resource(resource);
-    }
-}
-
-/// Counts spans still in flight as dropped (and the export as failed) when an
-/// export is cut off.
-struct Pending {
-    counters: ExportCounters,
-    spans: u64,
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if self.spans > 0 {
-            self.counters.add_dropped(self.spans);
-            self.counters.add_failed();
-        }
     }
 }

@@ -14,7 +14,11 @@
 //!   `https://` endpoint (a regional or Private Service Connect endpoint, a
 //!   proxy) is authenticated the same way; an `http://` one (an emulator, a test
 //!   server) is plain-text HTTP/2 without credentials. A private CA is trusted
-//!   with [`ca_certificate`](StackdriverExporterBuilder::ca_certificate);
+//!   with [`ca_certificate`](StackdriverExporterBuilder::ca_certificate), the
+//!   system's store with
+//!   [`tls_roots`](StackdriverExporterBuilder::tls_roots)`(`[`TlsRoots::Native`]`)`;
+//!   a certificate the exporter refuses fails the export at once (a retry would
+//!   be refused too);
 //!   [`token_provider`](StackdriverExporterBuilder::token_provider) replaces ADC
 //!   (on any endpoint) and
 //!   [`without_credentials`](StackdriverExporterBuilder::without_credentials)
@@ -117,15 +121,19 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf as _, BufMut as _, Bytes};
+use bytes::{BufMut as _, Bytes};
 use prost::Message as _;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, GrpcMethod};
 use tracewire::export::{Attempt, Backoff, ExportCounters, ExportError, SpanExporter};
 use tracewire::trace::{Resource, SpanData};
+use tracewire_exporter_common::google::{self, GoogleAuth};
+use tracewire_exporter_common::grpc::{describe, GrpcEndpoint, PreEncoded};
+use tracewire_exporter_common::{is_refused_handshake, InFlight, TlsConfig};
+
+pub use tracewire_exporter_common::{Error, TlsRoots};
 
 pub mod proto {
     //! Cloud Trace v2 types, client and server, generated from the vendored
@@ -157,7 +165,7 @@ pub const DEFAULT_ENDPOINT: &str = "https://cloudtrace.googleapis.com:443";
 /// The OAuth scope the exporter asks for.
 pub const TRACE_APPEND_SCOPE: &str = "https://www.googleapis.com/auth/trace.append";
 /// The environment variable read when no project id is given.
-pub const PROJECT_ENV: &str = "GOOGLE_CLOUD_PROJECT";
+pub const PROJECT_ENV: &str = google::PROJECT_ENV;
 /// The environment variable read when no quota project is given.
 pub const QUOTA_PROJECT_ENV: &str = "GOOGLE_CLOUD_QUOTA_PROJECT";
 /// The metadata (header) naming the quota project.
@@ -170,55 +178,6 @@ const PATH: &str = "/google.devtools.cloudtrace.v2.TraceService/BatchWriteSpans"
 const SPANS_KEY: u8 = (2 << 3) | 2;
 /// `BatchWriteSpansRequest.name` is field 1, length-delimited.
 const NAME_KEY: u8 = (1 << 3) | 2;
-
-/// Why an exporter could not be built.
-pub struct Error {
-    message: String,
-    source: Option<Box<dyn std::error::Error + Send + Sync>>,
-}
-
-impl Error {
-    fn new(message: impl Into<String>) -> Self {
-        Error {
-            message: message.into(),
-            source: None,
-        }
-    }
-    fn with_source(
-        message: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        Error {
-            message: message.into(),
-            source: Some(Box::new(source)),
-        }
-    }
-}
-
-impl fmt::Debug for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("Error");
-        d.field("message", &self.message);
-        if let Some(s) = &self.source {
-            d.field("source", s);
-        }
-        d.finish()
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
 
 /// Where the OAuth tokens of an authenticated endpoint come from.
 #[derive(Clone, Default)]
@@ -247,7 +206,7 @@ pub struct StackdriverExporterBuilder {
     endpoint: Option<String>,
     credentials: Credentials,
     quota_project: Option<String>,
-    ca_certificates: Vec<Vec<u8>>,
+    tls: TlsConfig,
     timeout: Duration,
     backoff: Backoff,
     max_request_bytes: usize,
@@ -260,7 +219,7 @@ impl Default for StackdriverExporterBuilder {
             endpoint: None,
             credentials: Credentials::default(),
             quota_project: None,
-            ca_certificates: Vec::new(),
+            tls: TlsConfig::default(),
             timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
             max_request_bytes: 4 << 20,
@@ -276,7 +235,8 @@ impl StackdriverExporterBuilder {
         self
     }
     /// Sends to `url` (`https://host[:port]` or `http://host:port`) instead of
-    /// [`DEFAULT_ENDPOINT`]. `https://` uses TLS with the webpki roots (and any
+    /// [`DEFAULT_ENDPOINT`]. `https://` uses TLS with the webpki roots (or the
+    /// [`tls_roots`](Self::tls_roots) chosen, and any
     /// [`ca_certificate`](Self::ca_certificate)) and is authenticated like the
     /// default endpoint: a regional or private (Private Service Connect) Cloud
     /// Trace endpoint, or a proxy in front of it. `http://` is plain-text HTTP/2
@@ -323,7 +283,14 @@ impl StackdriverExporterBuilder {
     /// Also trusts the CA certificate(s) in `pem` for an `https://` endpoint: a
     /// private endpoint behind a private CA, or a test server.
     pub fn ca_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
-        self.ca_certificates.push(pem.as_ref().to_vec());
+        self.tls = self.tls.ca_certificate(pem);
+        self
+    }
+    /// The certificate authorities trusted for an `https://` endpoint (default
+    /// [`TlsRoots::WebPki`]), on top of any [`ca_certificate`](Self::ca_certificate).
+    /// [`TlsRoots::Native`] reads the system's store once, at [`build`](Self::build).
+    pub fn tls_roots(mut self, roots: TlsRoots) -> Self {
+        self.tls = self.tls.roots(roots);
         self
     }
     /// Timeout of one request, including connecting and fetching a token (default
@@ -348,50 +315,27 @@ impl StackdriverExporterBuilder {
 
     /// Builds the exporter. Fails without a project id (given or from
     /// `GOOGLE_CLOUD_PROJECT`), on an endpoint that is not an `http://` or
-    /// `https://` URL, on a CA certificate that is not PEM, or on a quota project
-    /// that cannot be sent as a header. Neither connects nor reads credentials:
+    /// `https://` URL, on a CA certificate that is not PEM, on a quota project
+    /// that cannot be sent as a header, or (for `https://`) when no trusted
+    /// certificate is left (say [`TlsRoots::Native`] on a system without a CA
+    /// bundle). Neither connects nor reads credentials:
     /// that happens on the first export.
     pub fn build(self) -> Result<StackdriverExporter, Error> {
-        let project_id = match self.project_id.clone() {
-            Some(p) => p,
-            None => std::env::var(PROJECT_ENV).unwrap_or_default(),
-        };
-        let project_id = project_id.trim().to_owned();
-        if project_id.is_empty() {
-            return Err(Error::new(format!(
-                "no Google Cloud project id: call project_id() or set {PROJECT_ENV}"
-            )));
-        }
-        if project_id.contains(['/', ' ']) {
-            return Err(Error::new(format!(
-                "invalid Google Cloud project id {project_id:?}"
-            )));
-        }
+        let project_id = google::project_id(self.project_id.as_deref())?;
         let url = self
             .endpoint
             .clone()
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
-        let uri: tonic::codegen::http::Uri = url
-            .parse()
-            .map_err(|e| Error::with_source(format!("invalid Cloud Trace endpoint {url:?}"), e))?;
-        let tls = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => {
-                return Err(Error::new(format!(
-                    "Cloud Trace endpoint must be an http:// or https:// URL, got {url:?}"
-                )))
-            }
-        };
-        if uri.host().is_none() {
-            return Err(Error::new(format!(
-                "Cloud Trace endpoint {url:?} has no host"
-            )));
-        }
+        let endpoint = GrpcEndpoint::new("Cloud Trace endpoint", &url, &self.tls)?
+            .connect_timeout(self.timeout)
+            .user_agent(concat!("tracewire-stackdriver/", env!("CARGO_PKG_VERSION")))?;
+        let tls = endpoint.is_https();
         let auth = match &self.credentials {
-            Credentials::ByScheme if tls => Some(Auth::new(None)),
+            Credentials::ByScheme if tls => Some(GoogleAuth::adc(TRACE_APPEND_SCOPE)),
             Credentials::ByScheme | Credentials::None => None,
-            Credentials::Provider(p) => Some(Auth::new(Some(p.clone()))),
+            Credentials::Provider(p) => {
+                Some(GoogleAuth::with_provider(TRACE_APPEND_SCOPE, p.clone()))
+            }
         };
         // Set in code: always sent. From the environment: with credentials only.
         let quota = match (&self.quota_project, &auth) {
@@ -402,26 +346,10 @@ impl StackdriverExporterBuilder {
         let quota_project = match quota.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(q) => Some(
-                quota_header(q)
+                google::quota_project_header(q)
                     .ok_or_else(|| Error::new(format!("invalid quota project {q:?}")))?,
             ),
         };
-        let mut endpoint = Endpoint::from(uri);
-        if tls {
-            let mut config = ClientTlsConfig::new().with_webpki_roots();
-            for pem in &self.ca_certificates {
-                check_pem(pem)?;
-                config = config.ca_certificate(Certificate::from_pem(pem));
-            }
-            endpoint = endpoint
-                .tls_config(config)
-                .map_err(|e| Error::with_source(format!("TLS setup for {url:?}"), e))?;
-        }
-        let endpoint = endpoint
-            .connect_timeout(self.timeout)
-            .tcp_nodelay(true)
-            .user_agent(concat!("tracewire-stackdriver/", env!("CARGO_PKG_VERSION")))
-            .map_err(|e| Error::with_source("invalid user agent", e))?;
         Ok(StackdriverExporter {
             mapper: map::Mapper::new(&project_id),
             resource_name: format!("projects/{project_id}"),
@@ -446,11 +374,11 @@ pub struct StackdriverExporter {
     resource_name: String,
     mapper: map::Mapper,
     url: String,
-    endpoint: Endpoint,
+    endpoint: GrpcEndpoint,
     /// Made on the first export, on the runtime that runs the exporter.
     grpc: Option<tonic::client::Grpc<Channel>>,
     /// `None` for an unauthenticated endpoint.
-    auth: Option<Auth>,
+    auth: Option<GoogleAuth>,
     /// `x-goog-user-project` from the builder or the environment (the ADC file's
     /// comes from `auth`).
     quota_project: Option<MetadataValue<Ascii>>,
@@ -579,9 +507,16 @@ impl StackdriverExporter {
             let mut request = tonic::Request::new(body);
             let mut quota = self.quota_project.clone();
             if let Some(auth) = &self.auth {
-                let (token, adc_quota) = auth.headers().await?;
-                request.metadata_mut().insert("authorization", token);
-                quota = quota.or(adc_quota);
+                let found = auth.authorization().await.map_err(|e| {
+                    let err = ExportError::new(e.to_string());
+                    if e.is_transient() {
+                        Attempt::Retry(err)
+                    } else {
+                        Attempt::Fail(err)
+                    }
+                })?;
+                request.metadata_mut().insert("authorization", found.header);
+                quota = quota.or(found.quota_project);
             }
             if let Some(quota) = quota {
                 request.metadata_mut().insert(QUOTA_PROJECT_HEADER, quota);
@@ -595,7 +530,11 @@ impl StackdriverExporter {
                     self.url
                 )))
             })?;
-            grpc.unary::<Bytes, (), _>(request, PathAndQuery::from_static(PATH), PreEncoded)
+            // Sends the bytes encoded by `encode` (so retries resend them, and
+            // what was measured against `max_request_bytes` goes out); reads
+            // the `Empty` reply.
+            let codec = PreEncoded::<()>::new();
+            grpc.unary::<Bytes, (), _>(request, PathAndQuery::from_static(PATH), codec)
                 .await
                 .map(drop)
                 .map_err(|status| self.classify(status))
@@ -610,18 +549,18 @@ impl StackdriverExporter {
     }
 
     /// Retries the transient codes (and connection errors, which tonic reports as
-    /// `UNAVAILABLE`, or as `UNKNOWN` carrying the transport error).
+    /// `UNAVAILABLE`, or as `UNKNOWN` carrying the transport error), except a
+    /// certificate the exporter refused: it is refused on every retry.
     fn classify(&self, status: tonic::Status) -> Attempt {
         let retry = match status.code() {
             Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => true,
             Code::Unknown => std::error::Error::source(&status).is_some(),
             _ => false,
-        };
+        } && !is_refused_handshake(&status);
         let err = ExportError::new(format!(
-            "Cloud Trace endpoint {} answered {:?}: {}",
+            "Cloud Trace endpoint {} answered {}",
             self.url,
-            status.code(),
-            status.message()
+            describe(&status)
         ));
         if retry {
             Attempt::Retry(err)
@@ -648,10 +587,7 @@ impl SpanExporter for StackdriverExporter {
         };
         // Spans not yet accounted for are counted as dropped if this future is
         // dropped (the batch processor's deadline passed first).
-        let mut pending = Pending {
-            counters: &self.counters,
-            spans: total,
-        };
+        let mut pending = InFlight::new(&self.counters, total);
         let mut result = Ok(());
         for request in requests {
             let n = request.spans as u64;
@@ -661,7 +597,7 @@ impl SpanExporter for StackdriverExporter {
                     self.send(grpc.clone(), request.body.clone())
                 })
                 .await;
-            pending.spans -= n;
+            pending.settle(n);
             match sent {
                 Ok(()) => self.counters.add_exported(n),
                 Err(e) => {
@@ -681,162 +617,5 @@ impl SpanExporter for StackdriverExporter {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.mapper.service_name = Some(resource.service_name.to_string());
-    }
-}
-
-/// Counts spans still in flight as dropped (and the export as failed) when an
-/// export is cut off.
-struct Pending<'a> {
-    counters: &'a ExportCounters,
-    spans: u64,
-}
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        if self.spans > 0 {
-            self.counters.add_dropped(self.spans);
-            self.counters.add_failed();
-        }
-    }
-}
-
-/// The token provider: the builder's, or Application Default Credentials found
-/// on first use (with the `quota_project_id` of their file). Providers cache
-/// tokens until they expire.
-struct Auth {
-    given: Option<Arc<dyn gcp_auth::TokenProvider>>,
-    found: tokio::sync::OnceCell<Found>,
-}
-
-struct Found {
-    provider: Arc<dyn gcp_auth::TokenProvider>,
-    quota_project: Option<MetadataValue<Ascii>>,
-}
-
-impl Auth {
-    fn new(given: Option<Arc<dyn gcp_auth::TokenProvider>>) -> Auth {
-        Auth {
-            given,
-            found: tokio::sync::OnceCell::new(),
-        }
-    }
-
-    async fn find(&self) -> Result<Found, gcp_auth::Error> {
-        Ok(match &self.given {
-            Some(p) => Found {
-                provider: p.clone(),
-                quota_project: None,
-            },
-            None => Found {
-                provider: gcp_auth::provider().await?,
-                quota_project: adc_quota_project().as_deref().and_then(quota_header),
-            },
-        })
-    }
-
-    /// `authorization` and, with ADC, the credentials file's quota project.
-    async fn headers(
-        &self,
-    ) -> Result<(MetadataValue<Ascii>, Option<MetadataValue<Ascii>>), Attempt> {
-        let found = self
-            .found
-            .get_or_try_init(|| self.find())
-            .await
-            .map_err(|e| {
-                Attempt::Fail(ExportError::new(format!(
-                    "no Google Cloud credentials (Application Default Credentials): {e}"
-                )))
-            })?;
-        let token = found
-            .provider
-            .token(&[TRACE_APPEND_SCOPE])
-            .await
-            .map_err(|e| {
-                Attempt::Retry(ExportError::new(format!(
-                    "cannot get a Google Cloud access token: {e}"
-                )))
-            })?;
-        let mut value = MetadataValue::try_from(format!("Bearer {}", token.as_str()))
-            .map_err(|_| Attempt::Fail(ExportError::new("the access token is not ASCII")))?;
-        value.set_sensitive(true);
-        Ok((value, found.quota_project.clone()))
-    }
-}
-
-/// Fails unless `pem` holds at least one certificate, all well-formed (tonic
-/// would only find out on the first connection).
-fn check_pem(pem: &[u8]) -> Result<(), Error> {
-    use rustls::pki_types::{pem::PemObject as _, CertificateDer};
-    let mut n = 0;
-    for cert in CertificateDer::pem_slice_iter(pem) {
-        cert.map_err(|e| Error::with_source("invalid CA certificate PEM", e))?;
-        n += 1;
-    }
-    if n == 0 {
-        return Err(Error::new("the CA certificate PEM holds no certificate"));
-    }
-    Ok(())
-}
-
-fn quota_header(project: &str) -> Option<MetadataValue<Ascii>> {
-    MetadataValue::try_from(project.trim())
-        .ok()
-        .filter(|v| !v.is_empty())
-}
-
-/// `quota_project_id` from the file ADC reads: `GOOGLE_APPLICATION_CREDENTIALS`,
-/// else gcloud's `application_default_credentials.json`.
-fn adc_quota_project() -> Option<String> {
-    let path = match std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS") {
-        Some(p) if !p.is_empty() => std::path::PathBuf::from(p),
-        _ => {
-            let dir = if cfg!(windows) {
-                std::path::PathBuf::from(std::env::var_os("APPDATA")?)
-            } else {
-                std::path::PathBuf::from(std::env::var_os("HOME")?).join(".config")
-            };
-            dir.join("gcloud/application_default_credentials.json")
-        }
-    };
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    Some(json.get("quota_project_id")?.as_str()?.to_owned())
-}
-
-/// Sends bytes already encoded by [`StackdriverExporter::encode`] (so retries
-/// resend them without encoding again, and what was measured against
-/// `max_request_bytes` is exactly what goes out); reads the `Empty` reply.
-#[derive(Debug, Clone, Copy)]
-struct PreEncoded;
-
-impl Codec for PreEncoded {
-    type Encode = Bytes;
-    type Decode = ();
-    type Encoder = PreEncoded;
-    type Decoder = PreEncoded;
-    fn encoder(&mut self) -> PreEncoded {
-        PreEncoded
-    }
-    fn decoder(&mut self) -> PreEncoded {
-        PreEncoded
-    }
-}
-
-impl Encoder for PreEncoded {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for PreEncoded {
-    type Item = ();
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
-        // `google.protobuf.Empty`: nothing to read; skip unknown fields.
-        let n = src.remaining();
-        src.advance(n);
-        Ok(Some(()))
     }
 }

@@ -17,7 +17,9 @@ use tracewire::{
 use tracewire_stackdriver::proto::v2::{
     attribute_value, span, AttributeValue, BatchWriteSpansRequest, Span, TruncatableString,
 };
-use tracewire_stackdriver::{StackdriverExporter, StackdriverExporterBuilder, TRACE_APPEND_SCOPE};
+use tracewire_stackdriver::{
+    StackdriverExporter, StackdriverExporterBuilder, TlsRoots, TRACE_APPEND_SCOPE,
+};
 
 use support::{Collector, FixedToken, SelfSigned, Server, FIXED_TOKEN};
 
@@ -911,9 +913,14 @@ async fn an_https_endpoint_whose_certificate_is_not_trusted_gets_nothing() {
         .build()
         .unwrap();
     let counters = exporter.counters();
-    assert!(exporter.export(&simple_spans(3)).await.is_err());
+    let err = exporter.export(&simple_spans(3)).await.unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
     let c = counters.snapshot();
     assert_eq!((c.exported, c.dropped, c.failed), (0, 3, 1));
+    assert_eq!(
+        c.retried, 0,
+        "a refused certificate is refused on every retry"
+    );
     assert_eq!(collector.calls(), 0);
     server.stop().await;
 }
@@ -926,6 +933,10 @@ fn a_ca_certificate_or_quota_project_that_cannot_be_used_fails_the_build() {
             .endpoint("https://127.0.0.1:1")
     };
     assert!(https().ca_certificate("not PEM").build().is_err());
+    assert!(
+        https().tls_roots(TlsRoots::None).build().is_err(),
+        "trusting nothing"
+    );
     assert!(https().quota_project("bad\nproject").build().is_err());
     assert!(https().quota_project("billing-1").build().is_ok());
 }

@@ -83,7 +83,6 @@ mod env;
 mod json;
 mod model;
 pub mod proto;
-mod tls;
 
 use std::fmt;
 use std::io::Write as _;
@@ -92,15 +91,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use prost::Message;
 use tracewire::export::{Attempt, Backoff, ExportCounters, ExportError, SpanExporter};
 use tracewire::trace::{Resource, SpanData};
+use tracewire_exporter_common::{self as common, TlsConfig};
 
 pub use model::Endpoint;
-pub use tls::TlsRoots;
+pub use tracewire_exporter_common::TlsRoots;
 
 /// The wire encoding of request bodies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -123,6 +123,12 @@ impl fmt::Display for Error {
 }
 impl std::error::Error for Error {}
 
+impl From<common::Error> for Error {
+    fn from(e: common::Error) -> Self {
+        Error(e.to_string())
+    }
+}
+
 /// Configures a [`ZipkinExporter`].
 #[derive(Clone)]
 pub struct ZipkinExporterBuilder {
@@ -134,9 +140,8 @@ pub struct ZipkinExporterBuilder {
     backoff: Backoff,
     max_request_bytes: usize,
     headers: Vec<(String, String)>,
-    tls_roots: TlsRoots,
-    /// PEM, as given (parsed by `build`).
-    ca_certificates: Vec<Vec<u8>>,
+    /// The roots and the CA PEM, as given (parsed by `build`).
+    tls: TlsConfig,
     /// Whether the code set the endpoint or the timeout (they then win over
     /// `OTEL_EXPORTER_ZIPKIN_*`).
     endpoint_set: bool,
@@ -154,8 +159,7 @@ impl Default for ZipkinExporterBuilder {
             backoff: Backoff::default(),
             max_request_bytes: 4 << 20,
             headers: Vec::new(),
-            tls_roots: TlsRoots::default(),
-            ca_certificates: Vec::new(),
+            tls: TlsConfig::default(),
             endpoint_set: false,
             timeout_set: false,
         }
@@ -175,8 +179,8 @@ impl fmt::Debug for ZipkinExporterBuilder {
             .field("backoff", &self.backoff)
             .field("max_request_bytes", &self.max_request_bytes)
             .field("headers", &headers)
-            .field("tls_roots", &self.tls_roots)
-            .field("ca_certificates", &self.ca_certificates.len())
+            .field("tls_roots", &self.tls.trusted_roots())
+            .field("ca_certificates", &self.tls.ca_certificate_count())
             .finish_non_exhaustive()
     }
 }
@@ -247,14 +251,14 @@ impl ZipkinExporterBuilder {
     /// The certificate authorities trusted for an `https://` endpoint (default
     /// [`TlsRoots::WebPki`]), on top of any [`ca_certificate`](Self::ca_certificate).
     pub fn tls_roots(mut self, roots: TlsRoots) -> Self {
-        self.tls_roots = roots;
+        self.tls = self.tls.roots(roots);
         self
     }
     /// Also trusts the CA certificate(s) in `pem` (one or more `BEGIN
     /// CERTIFICATE` blocks), e.g. a private CA or a collector's self-signed
     /// certificate. [`build`](Self::build) fails if it holds none.
     pub fn ca_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
-        self.ca_certificates.push(pem.as_ref().to_vec());
+        self.tls = self.tls.ca_certificate(pem);
         self
     }
     /// Builds the exporter. Fails on an endpoint that is not an `http://` or
@@ -263,46 +267,16 @@ impl ZipkinExporterBuilder {
     /// [`TlsRoots::Native`] on a system without a CA bundle). Connections are made
     /// lazily: a collector that is down now is not an error.
     pub fn build(self) -> Result<ZipkinExporter, Error> {
-        let uri: http::Uri = self
-            .endpoint
-            .parse()
-            .map_err(|e| Error(format!("invalid Zipkin endpoint {:?}: {e}", self.endpoint)))?;
-        let https = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => {
-                return Err(Error(format!(
-                    "Zipkin endpoint must be an http:// or https:// URL, got {:?}",
-                    self.endpoint
-                )))
-            }
-        };
-        if uri.host().is_none_or(str::is_empty) {
-            return Err(Error(format!(
-                "Zipkin endpoint {:?} has no host",
-                self.endpoint
-            )));
-        }
+        let uri = common::http::parse_uri("Zipkin endpoint", &self.endpoint)?;
         let headers = self.header_map()?;
-        let mut extra = Vec::new();
-        for pem in &self.ca_certificates {
-            extra.extend(tls::parse_pem(pem)?);
-        }
-        let mut connector = HttpConnector::new();
-        connector.enforce_http(false);
-        connector.set_connect_timeout(Some(self.timeout));
-        connector.set_nodelay(true);
-        let tls = if https {
-            tls::client_config(self.tls_roots, &extra)?
+        self.tls.check()?;
+        let tls = if common::http::is_https(&uri) {
+            self.tls.client_config()?
         } else {
             // Never used: the endpoint is plain http.
-            tls::client_config(TlsRoots::WebPki, &[])?
+            TlsConfig::new().client_config()?
         };
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
+        let connector = common::https_connector(tls, self.timeout);
         Ok(ZipkinExporter {
             client: Client::builder(TokioExecutor::new()).build(connector),
             uri,
@@ -314,15 +288,7 @@ impl ZipkinExporterBuilder {
 
     /// The headers every request carries: the caller's, then the exporter's own.
     fn header_map(&self) -> Result<http::HeaderMap, Error> {
-        let mut map = http::HeaderMap::with_capacity(self.headers.len() + 2);
-        for (name, value) in &self.headers {
-            let name = http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| Error(format!("{name:?} is not a valid header name")))?;
-            let mut value = http::HeaderValue::from_str(value)
-                .map_err(|_| Error(format!("the value of header {name:?} is not valid")))?;
-            value.set_sensitive(true);
-            map.insert(name, value);
-        }
+        let mut map = common::http::header_map(&self.headers)?;
         let content_type = match self.encoding {
             Encoding::Json => "application/json",
             Encoding::Proto => "application/x-protobuf",
@@ -473,14 +439,12 @@ impl ZipkinExporter {
                 ))))
             }
             Ok(Err(e)) => {
-                let refused = tls::is_refused_handshake(&e);
-                let mut message = format!("Zipkin collector {}: {e}", self.uri);
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    message.push_str(&format!(": {s}"));
-                    source = s.source();
-                }
-                let err = ExportError::new(message);
+                let refused = common::is_refused_handshake(&e);
+                let err = ExportError::new(format!(
+                    "Zipkin collector {}: {}",
+                    self.uri,
+                    common::error_chain(&e)
+                ));
                 // A certificate refused now is refused on every retry.
                 return Err(if refused {
                     Attempt::Fail(err)
