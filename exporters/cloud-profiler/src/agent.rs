@@ -1,20 +1,22 @@
 //! The agent's thread: the `CreateProfile` loop that collects what the server
 //! asks for, and the `UpdateProfile` loop that uploads it from a bounded queue.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use prost::Message as _;
-use tokio::sync::{watch, Notify};
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tracewire::alloc::{HeapProfile, SampleType};
-use tracewire::export::{Attempt, ExportCounters, ExportError, FailureLog};
+use tracewire::export::{Attempt, ExportError};
 use tracewire::profile::{Profiler, SpanIds};
+use tracewire_exporter_common::google::GoogleAuth;
+use tracewire_exporter_common::grpc::{describe, GrpcEndpoint};
+use tracewire_exporter_common::is_refused_handshake;
+use tracewire_exporter_common::upload::{Names, PendingQueue, Worker};
 
 use crate::proto::v2::profiler_service_client::ProfilerServiceClient;
 use crate::proto::v2::{
@@ -25,36 +27,29 @@ use crate::{CloudProfilerAgent, CloudProfilerBuilder, Error, Stats, DEFAULT_ENDP
 /// The CPU profile's length when the server gives none (the agents' default).
 const DEFAULT_CPU_DURATION: Duration = Duration::from_secs(10);
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+const NAMES: Names = Names {
+    thread: "tracewire-cloud-profiler",
+    role: "agent",
+    items: "profiles",
+};
 
 pub(crate) struct Shared {
-    queue: Mutex<VecDeque<Profile>>,
-    capacity: usize,
-    /// Something was queued.
-    wake: Notify,
-    /// Set by `shutdown`: the deadline.
-    stop: watch::Sender<Option<Instant>>,
     /// exported = uploaded, dropped, failed = failed uploads, retried.
-    counters: ExportCounters,
+    pub(crate) queue: PendingQueue<Profile>,
     asked: AtomicU64,
-    collected: AtomicU64,
     aborted: AtomicU64,
     create_errors: AtomicU64,
     busy: AtomicU64,
     collect_errors: AtomicU64,
-    /// Standard error lines about failures, at most one a minute.
-    log: Mutex<FailureLog>,
 }
 
 impl Shared {
     pub(crate) fn stats(&self) -> Stats {
-        let c = self.counters.snapshot();
+        let c = self.queue.counters().snapshot();
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Stats {
             asked: n(&self.asked),
-            collected: n(&self.collected),
+            collected: self.queue.collected(),
             uploaded: c.exported,
             dropped: c.dropped,
             failed_uploads: c.failed,
@@ -63,34 +58,13 @@ impl Shared {
             create_errors: n(&self.create_errors),
             busy: n(&self.busy),
             collect_errors: n(&self.collect_errors),
-            queued: lock(&self.queue).len() as u64,
+            queued: self.queue.len() as u64,
         }
-    }
-
-    pub(crate) fn stop(&self, deadline: Instant) {
-        self.stop.send_replace(Some(deadline));
-    }
-
-    fn stopping(&self) -> bool {
-        self.stop.borrow().is_some()
-    }
-
-    /// Queues `profile`, dropping the oldest if the queue is full.
-    fn push(&self, profile: Profile) {
-        self.collected.fetch_add(1, Ordering::Relaxed);
-        let mut q = lock(&self.queue);
-        while q.len() >= self.capacity {
-            q.pop_front();
-            self.counters.add_dropped(1);
-        }
-        q.push_back(profile);
-        drop(q);
-        self.wake.notify_one();
     }
 
     fn count(&self, counter: &AtomicU64, what: &str, err: &dyn fmt::Display) {
         counter.fetch_add(1, Ordering::Relaxed);
-        lock(&self.log).report(what, err);
+        self.queue.report(what, err);
     }
 }
 
@@ -102,7 +76,7 @@ struct Agent {
     types: Vec<i32>,
     client: ProfilerServiceClient<Channel>,
     /// `None` for a custom endpoint.
-    auth: Option<Auth>,
+    auth: Option<GoogleAuth>,
 }
 
 pub(crate) fn start(
@@ -122,145 +96,83 @@ pub(crate) fn start(
         ));
     }
     let (url, auth) = match &config.endpoint {
-        None => (DEFAULT_ENDPOINT.to_owned(), Some(Auth::default())),
+        None => (
+            DEFAULT_ENDPOINT.to_owned(),
+            Some(GoogleAuth::adc(crate::MONITORING_WRITE_SCOPE)),
+        ),
         Some(url) => (url.clone(), None),
     };
-    let endpoint = endpoint(&url, config.timeout)?;
+    let endpoint = GrpcEndpoint::new("Cloud Profiler endpoint", &url, &config.tls)?
+        .connect_timeout(config.timeout)
+        // The long poll may be idle for an hour: find a dead connection sooner.
+        .keep_alive(Duration::from_secs(30), Duration::from_secs(20))
+        .user_agent(concat!(
+            "tracewire-cloud-profiler/",
+            env!("CARGO_PKG_VERSION")
+        ))?;
     let shared = Arc::new(Shared {
-        queue: Mutex::new(VecDeque::new()),
-        capacity: config.queue_capacity,
-        wake: Notify::new(),
-        stop: watch::Sender::new(None),
-        counters: ExportCounters::new(),
+        queue: PendingQueue::new(NAMES.thread, config.queue_capacity),
         asked: AtomicU64::new(0),
-        collected: AtomicU64::new(0),
         aborted: AtomicU64::new(0),
         create_errors: AtomicU64::new(0),
         busy: AtomicU64::new(0),
         collect_errors: AtomicU64::new(0),
-        log: Mutex::new(FailureLog::new(
-            "tracewire-cloud-profiler",
-            Duration::from_secs(60),
-        )),
     });
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::new(format!("cannot start the agent's runtime: {e}")))?;
     let thread_shared = Arc::clone(&shared);
     let agent_deployment = deployment.clone();
-    let thread = std::thread::Builder::new()
-        .name("tracewire-cloud-profiler".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                // The channel's background task runs on this runtime.
-                let client = ProfilerServiceClient::new(endpoint.connect_lazy());
-                let agent = Agent {
-                    shared: thread_shared,
-                    config,
-                    deployment: agent_deployment,
-                    types,
-                    client,
-                    auth,
-                };
-                agent.run().await;
-            });
-        })
-        .map_err(|e| Error::new(format!("cannot start the agent's thread: {e}")))?;
+    let worker = Worker::spawn(NAMES, move || {
+        // The channel's background task runs on the agent's runtime.
+        let client = ProfilerServiceClient::new(endpoint.connect_lazy());
+        let agent = Agent {
+            shared: thread_shared,
+            config,
+            deployment: agent_deployment,
+            types,
+            client,
+            auth,
+        };
+        Ok(agent.run())
+    })?;
     Ok(CloudProfilerAgent {
         shared,
         deployment,
         endpoint: url,
-        thread: Mutex::new(Some(thread)),
+        worker,
     })
-}
-
-fn endpoint(url: &str, timeout: Duration) -> Result<Endpoint, Error> {
-    let uri: tonic::codegen::http::Uri = url
-        .parse()
-        .map_err(|e| Error::new(format!("invalid Cloud Profiler endpoint {url:?}: {e}")))?;
-    let tls = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
-        _ => {
-            return Err(Error::new(format!(
-                "the Cloud Profiler endpoint must be an http:// or https:// URL, got {url:?}"
-            )))
-        }
-    };
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(Error::new(format!(
-            "the Cloud Profiler endpoint {url:?} has no host"
-        )));
-    }
-    let mut endpoint = Endpoint::from(uri);
-    if tls {
-        endpoint = endpoint
-            .tls_config(ClientTlsConfig::new().with_webpki_roots())
-            .map_err(|e| Error::new(format!("TLS setup for {url:?}: {e}")))?;
-    }
-    endpoint
-        .connect_timeout(timeout)
-        .tcp_nodelay(true)
-        // The long poll may be idle for an hour: find a dead connection sooner.
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true)
-        .user_agent(concat!(
-            "tracewire-cloud-profiler/",
-            env!("CARGO_PKG_VERSION")
-        ))
-        .map_err(|e| Error::new(format!("invalid user agent: {e}")))
 }
 
 impl Agent {
     /// Creates, collects and uploads until shut down, then uploads what is left
     /// until the deadline.
     async fn run(self) {
-        let mut stop = self.shared.stop.subscribe();
-        let created = Notify::new();
+        let queue = &self.shared.queue;
         let work = async {
             tokio::join!(
                 async {
                     self.create_loop().await;
-                    created.notify_one();
+                    queue.close();
                 },
-                self.upload_loop(&created),
+                self.upload_loop(),
             )
         };
-        let deadline = async {
-            // The sender lives in `shared`: waiting cannot fail.
-            let d = stop.wait_for(Option::is_some).await.ok().and_then(|d| *d);
-            match d {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = work => {}
-            () = deadline => {}
-        }
-        // The deadline passed: what is still queued is not uploaded.
-        let left = std::mem::take(&mut *lock(&self.shared.queue)).len();
-        self.shared.counters.add_dropped(left as u64);
+        queue.until_deadline(work).await;
     }
 
     /// Asks for profiles to make until shut down.
     async fn create_loop(&self) {
         let sh = &*self.shared;
-        let mut stop = sh.stop.subscribe();
         let mut failures = 0u32;
-        while !sh.stopping() {
+        while !sh.queue.is_stopping() {
             let answer = tokio::select! {
                 r = self.create_profile() => r,
-                _ = stop.wait_for(Option::is_some) => return,
+                () = sh.queue.stopping() => return,
             };
             let wait = match answer {
                 Ok(profile) => {
                     failures = 0;
                     sh.asked.fetch_add(1, Ordering::Relaxed);
                     if let Some(p) = self.collect(profile).await {
-                        sh.push(p);
+                        sh.queue.push(p);
                     }
                     continue;
                 }
@@ -268,6 +180,13 @@ impl Agent {
                     Some(delay) if status.code() == Code::Aborted => {
                         sh.aborted.fetch_add(1, Ordering::Relaxed);
                         delay
+                    }
+                    // Asked again soon, the certificate would be refused again.
+                    _ if is_refused_handshake(&status) => {
+                        let why = describe(&status);
+                        sh.count(&sh.create_errors, "CreateProfile failed", &why);
+                        failures = failures.saturating_add(1);
+                        self.config.backoff.max_delay
                     }
                     _ => {
                         sh.count(&sh.create_errors, "CreateProfile failed", &status);
@@ -279,7 +198,7 @@ impl Agent {
             };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                _ = stop.wait_for(Option::is_some) => return,
+                () = sh.queue.stopping() => return,
             }
         }
     }
@@ -292,8 +211,9 @@ impl Agent {
         });
         request.set_timeout(self.config.create_timeout);
         if let Some(auth) = &self.auth {
-            let token = auth.header().await?;
-            request.metadata_mut().insert("authorization", token);
+            request
+                .metadata_mut()
+                .insert("authorization", authorization(auth).await?);
         }
         let mut client = self.client.clone();
         client.create_profile(request).await.map(|r| r.into_inner())
@@ -326,10 +246,9 @@ impl Agent {
                     }
                 };
                 // A shutdown ends the profile early; it is still uploaded.
-                let mut stop = sh.stop.subscribe();
                 tokio::select! {
                     () = tokio::time::sleep(duration) => {}
-                    _ = stop.wait_for(Option::is_some) => {}
+                    () = sh.queue.stopping() => {}
                 }
                 // Stopping, symbolizing and encoding take a while: off the
                 // runtime, which keeps uploading.
@@ -376,39 +295,17 @@ impl Agent {
 
     /// Uploads queued profiles, oldest first, until creation has stopped and
     /// nothing is left.
-    async fn upload_loop(&self, created: &Notify) {
-        let sh = &*self.shared;
-        let mut creating = true;
-        loop {
-            let Some(profile) = lock(&sh.queue).pop_front() else {
-                if !creating {
-                    return;
-                }
-                tokio::select! {
-                    () = sh.wake.notified() => {}
-                    () = created.notified() => creating = false,
-                }
-                continue;
-            };
-            // Counted as dropped if the shutdown deadline cuts the upload off.
-            let mut pending = Pending {
-                counters: &sh.counters,
-                profiles: 1,
-            };
-            let result = self
-                .config
-                .upload_backoff
-                .run(&sh.counters, || self.update_profile(profile.clone()))
+    async fn upload_loop(&self) {
+        let queue = &self.shared.queue;
+        while let Some(profile) = queue.pop().await {
+            queue
+                .send(
+                    1,
+                    &self.config.upload_backoff,
+                    "a profile was dropped",
+                    || self.update_profile(profile.clone()),
+                )
                 .await;
-            pending.profiles = 0;
-            match result {
-                Ok(()) => sh.counters.add_exported(1),
-                Err(e) => {
-                    sh.counters.add_dropped(1);
-                    sh.counters.add_failed();
-                    lock(&sh.log).report("a profile was dropped", &e);
-                }
-            }
         }
     }
 
@@ -420,8 +317,9 @@ impl Agent {
             });
             request.set_timeout(self.config.timeout);
             if let Some(auth) = &self.auth {
-                let token = auth.header().await?;
-                request.metadata_mut().insert("authorization", token);
+                request
+                    .metadata_mut()
+                    .insert("authorization", authorization(auth).await?);
             }
             let mut client = self.client.clone();
             client.update_profile(request).await.map(drop)
@@ -447,11 +345,9 @@ fn classify(status: &Status) -> Attempt {
         Code::Unknown => std::error::Error::source(status).is_some(),
         _ => false,
     };
-    let err = ExportError::new(format!(
-        "UpdateProfile answered {:?}: {}",
-        status.code(),
-        status.message()
-    ));
+    // A certificate refused now is refused on every retry.
+    let retry = retry && !is_refused_handshake(status);
+    let err = ExportError::new(format!("UpdateProfile answered {}", describe(status)));
     if retry {
         Attempt::Retry(err)
     } else {
@@ -473,51 +369,13 @@ fn gzip(profile: &tracewire::profile::pprof::Profile) -> Result<Vec<u8>, String>
     Ok(out)
 }
 
-/// Counts a profile still in flight as dropped when an upload is cut off.
-struct Pending<'a> {
-    counters: &'a ExportCounters,
-    profiles: u64,
-}
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        if self.profiles > 0 {
-            self.counters.add_dropped(self.profiles);
-            self.counters.add_failed();
-        }
-    }
-}
-
-/// Application Default Credentials, found on first use; the provider caches
-/// tokens until they expire.
-#[derive(Default)]
-struct Auth {
-    provider: tokio::sync::OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
-}
-
-impl Auth {
-    /// The `authorization` metadata; a missing credential is `UNAUTHENTICATED`
-    /// (not retried), a token that could not be fetched `UNAVAILABLE`.
-    async fn header(&self) -> Result<MetadataValue<Ascii>, Status> {
-        let provider = self
-            .provider
-            .get_or_try_init(gcp_auth::provider)
-            .await
-            .map_err(|e| {
-                Status::unauthenticated(format!(
-                    "no Google Cloud credentials (Application Default Credentials): {e}"
-                ))
-            })?;
-        let token = provider
-            .token(&[crate::MONITORING_WRITE_SCOPE])
-            .await
-            .map_err(|e| {
-                Status::unavailable(format!("cannot get a Google Cloud access token: {e}"))
-            })?;
-        let mut value = MetadataValue::try_from(format!("Bearer {}", token.as_str()))
-            .map_err(|_| Status::unauthenticated("the access token is not ASCII"))?;
-        value.set_sensitive(true);
-        Ok(value)
+/// The `authorization` metadata; a missing credential is `UNAUTHENTICATED`
+/// (not retried), a token that could not be fetched `UNAVAILABLE`.
+async fn authorization(auth: &GoogleAuth) -> Result<MetadataValue<Ascii>, Status> {
+    match auth.authorization().await {
+        Ok(a) => Ok(a.header),
+        Err(e) if e.is_transient() => Err(Status::unavailable(e.to_string())),
+        Err(e) => Err(Status::unauthenticated(e.to_string())),
     }
 }
 

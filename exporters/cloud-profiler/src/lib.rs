@@ -43,12 +43,19 @@
 //!   nothing it does blocks or fails the application. Errors are counted
 //!   ([`CloudProfilerAgent::stats`]) and logged on standard error (at most a line
 //!   a minute).
-//! - By default `https://cloudprofiler.googleapis.com:443` over TLS (webpki
-//!   roots) with [Application Default Credentials] (scope
+//! - By default `https://cloudprofiler.googleapis.com:443` over TLS (rustls,
+//!   webpki roots) with [Application Default Credentials] (scope
 //!   `https://www.googleapis.com/auth/monitoring.write`), as
 //!   `tracewire-stackdriver` does; [`endpoint`](CloudProfilerBuilder::endpoint)
-//!   points it at an emulator or a test server without credentials (`http://` is
-//!   plain-text HTTP/2).
+//!   points it at an emulator, a proxy or a test server without credentials
+//!   (`http://` is plain-text HTTP/2). An `https://` endpoint behind a private
+//!   CA is trusted with [`ca_certificate`](CloudProfilerBuilder::ca_certificate),
+//!   or through the system's store with
+//!   [`tls_roots`](CloudProfilerBuilder::tls_roots)`(`[`TlsRoots::Native`]`)`.
+//!   A certificate the agent refuses is counted
+//!   ([`Stats::create_errors`]) and logged, and the next `CreateProfile` waits
+//!   the backoff's longest delay, not the short first ones: asking again soon
+//!   would be refused too.
 //! - **One CPU profile at a time per process**: when the server asks for CPU while
 //!   another profile runs (`/debug/pprof/profile`, the program's own), that
 //!   profile is skipped and counted ([`Stats::busy`]).
@@ -92,11 +99,14 @@ mod agent;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tracewire::export::Backoff;
+use tracewire_exporter_common::upload::Worker;
+use tracewire_exporter_common::{google, TlsConfig};
+
+pub use tracewire_exporter_common::{Error, TlsRoots};
 
 pub mod proto {
     //! Cloud Profiler v2 types, client and server, and `google.rpc.RetryInfo`,
@@ -128,38 +138,9 @@ pub const DEFAULT_ENDPOINT: &str = "https://cloudprofiler.googleapis.com:443";
 /// The OAuth scope the agent asks for.
 pub const MONITORING_WRITE_SCOPE: &str = "https://www.googleapis.com/auth/monitoring.write";
 /// The environment variable read when no project id is given.
-pub const PROJECT_ENV: &str = "GOOGLE_CLOUD_PROJECT";
+pub const PROJECT_ENV: &str = google::PROJECT_ENV;
 /// The trailing metadata item of an `ABORTED` answer that says how long to wait.
 pub const RETRY_INFO_KEY: &str = "google.rpc.retryinfo-bin";
-
-/// Why an agent could not be started or shut down cleanly.
-pub struct Error {
-    message: String,
-}
-
-impl Error {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        Error {
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Debug for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Error")
-            .field("message", &self.message)
-            .finish()
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Error {}
 
 /// Configures a [`CloudProfilerAgent`]; made by [`CloudProfilerAgent::builder`].
 #[derive(Debug, Clone)]
@@ -168,6 +149,7 @@ pub struct CloudProfilerBuilder {
     pub(crate) service: Option<String>,
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) endpoint: Option<String>,
+    pub(crate) tls: TlsConfig,
     pub(crate) frequency: u32,
     pub(crate) heap: bool,
     pub(crate) queue_capacity: usize,
@@ -184,6 +166,7 @@ impl Default for CloudProfilerBuilder {
             service: None,
             labels: BTreeMap::from([("language".to_owned(), "rust".to_owned())]),
             endpoint: None,
+            tls: TlsConfig::default(),
             frequency: 100,
             heap: true,
             queue_capacity: 4,
@@ -237,6 +220,35 @@ impl CloudProfilerBuilder {
         self.endpoint = Some(url.into());
         self
     }
+    /// The certificate authorities trusted for an `https://` endpoint (default
+    /// [`TlsRoots::WebPki`]), on top of any [`ca_certificate`](Self::ca_certificate).
+    /// [`TlsRoots::Native`] reads the system's store once, at [`start`](Self::start).
+    pub fn tls_roots(mut self, roots: TlsRoots) -> Self {
+        self.tls = self.tls.roots(roots);
+        self
+    }
+    /// Also trusts the CA certificate(s) in `pem` (one or more `BEGIN
+    /// CERTIFICATE` blocks) for an `https://` endpoint: a proxy or an emulator
+    /// behind a private CA, or a test server's self-signed certificate.
+    /// [`start`](Self::start) fails if it holds none.
+    ///
+    /// ```no_run
+    /// use tracewire_cloud_profiler::CloudProfilerAgent;
+    ///
+    /// let company_ca = std::fs::read("/etc/company/ca.pem").expect("the CA");
+    /// let agent = CloudProfilerAgent::builder()
+    ///     .project_id("my-project")
+    ///     .service("checkout")
+    ///     .endpoint("https://profiler-proxy.internal.example:8443")
+    ///     .ca_certificate(company_ca)
+    ///     .start()
+    ///     .expect("a valid configuration");
+    /// # drop(agent);
+    /// ```
+    pub fn ca_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.tls = self.tls.ca_certificate(pem);
+        self
+    }
     /// CPU samples per second per thread (default 100).
     pub fn frequency(mut self, hz: u32) -> Self {
         self.frequency = hz;
@@ -281,7 +293,10 @@ impl CloudProfilerBuilder {
 
     /// Checks the configuration and starts the agent's thread. Connects to
     /// nothing and reads no credentials yet: that happens on its thread, and a
-    /// server that is down is retried.
+    /// server that is down is retried. Fails on an invalid project, service,
+    /// label, endpoint or CA certificate, and (for `https://`) when no trusted
+    /// certificate is left (say [`TlsRoots::Native`] on a system without a CA
+    /// bundle).
     pub fn start(self) -> Result<CloudProfilerAgent, Error> {
         let deployment = self.deployment()?;
         agent::start(self, deployment)
@@ -290,21 +305,7 @@ impl CloudProfilerBuilder {
     /// The deployment every call names; checks the names against Cloud
     /// Profiler's rules.
     fn deployment(&self) -> Result<proto::v2::Deployment, Error> {
-        let project_id = match &self.project_id {
-            Some(p) => p.clone(),
-            None => std::env::var(PROJECT_ENV).unwrap_or_default(),
-        };
-        let project_id = project_id.trim().to_owned();
-        if project_id.is_empty() {
-            return Err(Error::new(format!(
-                "no Google Cloud project id: call project_id() or set {PROJECT_ENV}"
-            )));
-        }
-        if project_id.contains(['/', ' ']) {
-            return Err(Error::new(format!(
-                "invalid Google Cloud project id {project_id:?}"
-            )));
-        }
+        let project_id = google::project_id(self.project_id.as_deref())?;
         let target = self
             .service
             .clone()
@@ -400,7 +401,7 @@ pub struct CloudProfilerAgent {
     pub(crate) shared: Arc<agent::Shared>,
     pub(crate) deployment: proto::v2::Deployment,
     pub(crate) endpoint: String,
-    pub(crate) thread: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) worker: Worker,
 }
 
 impl fmt::Debug for CloudProfilerAgent {
@@ -435,37 +436,13 @@ impl CloudProfilerAgent {
     /// that time (refused, retries spent, or past the deadline: it is counted as
     /// dropped) or the agent was already shut down.
     pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
-        let Some(thread) = agent::lock(&self.thread).take() else {
-            return Err(Error::new("the agent is already shut down"));
-        };
-        let before = self.shared.stats().dropped;
-        let deadline = Instant::now() + timeout;
-        self.shared.stop(deadline);
-        // The thread enforces the deadline itself; the grace covers a profile
-        // being stopped and encoded.
-        let grace = Duration::from_millis(500);
-        while !thread.is_finished() && Instant::now() < deadline + grace {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if !thread.is_finished() {
-            return Err(Error::new(
-                "the agent did not stop by the deadline; it stops on its own",
-            ));
-        }
-        let _ = thread.join();
-        let left = self.shared.stats().dropped - before;
-        if left > 0 {
-            return Err(Error::new(format!(
-                "{left} profiles not uploaded at shutdown (refused, retries spent, or past the deadline)"
-            )));
-        }
-        Ok(())
+        self.worker.shutdown(&self.shared.queue, timeout)
     }
 }
 
 impl Drop for CloudProfilerAgent {
     fn drop(&mut self) {
-        if agent::lock(&self.thread).is_some() {
+        if self.worker.is_running() {
             let _ = self.shutdown(Duration::from_secs(5));
         }
     }

@@ -5,220 +5,24 @@
 //! shutdown that cancels the long poll and uploads a CPU profile cut short.
 #![cfg(target_os = "linux")]
 
+mod support;
+
 use std::alloc::System;
-use std::collections::VecDeque;
 use std::hint::black_box;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use prost::Message as _;
-use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::{Code, Request, Response, Status};
 use tracewire::alloc::Profiled;
 use tracewire::export::Backoff;
 use tracewire::labels::{with_labels, LabelSet};
 use tracewire::profile::{self, pprof, Profiler};
-use tracewire_cloud_profiler::proto::rpc::RetryInfo;
-use tracewire_cloud_profiler::proto::v2::profiler_service_server::{
-    ProfilerService, ProfilerServiceServer,
-};
-use tracewire_cloud_profiler::proto::v2::{
-    CreateOfflineProfileRequest, CreateProfileRequest, Profile, ProfileType, UpdateProfileRequest,
-};
-use tracewire_cloud_profiler::{CloudProfilerAgent, CloudProfilerBuilder, RETRY_INFO_KEY};
+use tracewire_cloud_profiler::proto::v2::{ProfileType, UpdateProfileRequest};
+use tracewire_cloud_profiler::CloudProfilerAgent;
+
+use support::{agent, free_addr, serial, Answer, Server};
 
 #[global_allocator]
 static ALLOC: Profiled<System> = Profiled::new(System);
-
-/// CPU profiles are process-wide: one test at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// What the stand-in answers a `CreateProfile` with; once the script is done, it
-/// hangs as the real server's long poll does.
-#[derive(Clone, Copy, Debug)]
-enum Answer {
-    Collect(ProfileType, Option<Duration>),
-    Aborted(Duration),
-}
-
-#[derive(Default)]
-struct State {
-    script: Mutex<VecDeque<Answer>>,
-    creates: Mutex<Vec<(Instant, CreateProfileRequest)>>,
-    updates: Mutex<Vec<(Instant, UpdateProfileRequest)>>,
-    /// `UpdateProfile` calls to answer UNAVAILABLE before accepting.
-    failing_updates: AtomicUsize,
-    names: AtomicUsize,
-}
-
-/// The `ProfilerService` the tests stand up, sharing its [`State`] with them.
-struct StandIn(Arc<State>);
-
-#[tonic::async_trait]
-impl ProfilerService for StandIn {
-    async fn create_profile(
-        &self,
-        request: Request<CreateProfileRequest>,
-    ) -> Result<Response<Profile>, Status> {
-        let request = request.into_inner();
-        self.0
-            .creates
-            .lock()
-            .unwrap()
-            .push((Instant::now(), request.clone()));
-        let next = self.0.script.lock().unwrap().pop_front();
-        match next {
-            Some(Answer::Collect(kind, duration)) => {
-                let n = self.0.names.fetch_add(1, Ordering::SeqCst) + 1;
-                Ok(Response::new(Profile {
-                    name: format!("projects/test-project/profiles/{n}"),
-                    profile_type: kind as i32,
-                    deployment: request.deployment,
-                    duration: duration.map(|d| d.try_into().unwrap()),
-                    ..Profile::default()
-                }))
-            }
-            Some(Answer::Aborted(delay)) => {
-                let info = RetryInfo {
-                    retry_delay: Some(delay.try_into().unwrap()),
-                };
-                let mut md = MetadataMap::new();
-                md.insert_bin(
-                    RETRY_INFO_KEY,
-                    MetadataValue::from_bytes(&info.encode_to_vec()),
-                );
-                Err(Status::with_metadata(Code::Aborted, "come back later", md))
-            }
-            None => std::future::pending().await,
-        }
-    }
-
-    async fn create_offline_profile(
-        &self,
-        _: Request<CreateOfflineProfileRequest>,
-    ) -> Result<Response<Profile>, Status> {
-        Err(Status::unimplemented("offline profiles"))
-    }
-
-    async fn update_profile(
-        &self,
-        request: Request<UpdateProfileRequest>,
-    ) -> Result<Response<Profile>, Status> {
-        let failing = self
-            .0
-            .failing_updates
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if failing {
-            return Err(Status::unavailable("busy"));
-        }
-        let request = request.into_inner();
-        let profile = request.profile.clone().unwrap_or_default();
-        self.0
-            .updates
-            .lock()
-            .unwrap()
-            .push((Instant::now(), request));
-        Ok(Response::new(profile))
-    }
-}
-
-struct Server {
-    addr: SocketAddr,
-    state: Arc<State>,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Server {
-    fn start(script: &[Answer]) -> Server {
-        Self::on(SocketAddr::from(([127, 0, 0, 1], 0)), script)
-    }
-
-    fn on(addr: SocketAddr, script: &[Answer]) -> Server {
-        let state = Arc::new(State::default());
-        state.script.lock().unwrap().extend(script.iter().copied());
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(addr))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let service = ProfilerServiceServer::new(StandIn(Arc::clone(&state)));
-        runtime.spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-                .await;
-        });
-        Server {
-            addr,
-            state,
-            runtime: Some(runtime),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn updates(&self) -> Vec<(Instant, UpdateProfileRequest)> {
-        self.state.updates.lock().unwrap().clone()
-    }
-
-    fn creates(&self) -> Vec<(Instant, CreateProfileRequest)> {
-        self.state.creates.lock().unwrap().clone()
-    }
-
-    /// Waits (at most `limit`) for `n` accepted uploads.
-    fn wait_for_updates(&self, n: usize, limit: Duration) -> Vec<(Instant, UpdateProfileRequest)> {
-        let start = Instant::now();
-        while self.updates().len() < n && start.elapsed() < limit {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.updates()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-fn agent(url: &str) -> CloudProfilerBuilder {
-    CloudProfilerAgent::builder()
-        .project_id("test-project")
-        .service("checkout")
-        .service_version("1.2.3")
-        .zone("europe-west1-b")
-        .endpoint(url)
-        .frequency(250)
-        .backoff(Backoff {
-            initial: Duration::from_millis(100),
-            max_delay: Duration::from_millis(300),
-            max_elapsed: Duration::MAX,
-        })
-        .upload_backoff(Backoff {
-            initial: Duration::from_millis(50),
-            max_delay: Duration::from_millis(200),
-            max_elapsed: Duration::from_secs(20),
-        })
-}
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
 
 #[inline(never)]
 fn burn(cpu: Duration) -> u64 {

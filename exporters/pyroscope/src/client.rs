@@ -2,16 +2,16 @@
 //! protobuf, with the optional basic auth and tenant headers; which failures are
 //! worth a retry.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
 use hyper_util::rt::TokioExecutor;
 use tracewire::export::{Attempt, ExportError};
+use tracewire_exporter_common::{self as common, TlsConfig};
 
 use crate::{Error, PUSH_PATH};
 
@@ -30,6 +30,9 @@ pub(crate) struct Target<'a> {
     pub(crate) url: &'a str,
     pub(crate) basic_auth: Option<&'a (String, String)>,
     pub(crate) tenant_id: Option<&'a str>,
+    /// The caller's, replaced by the push's own of the same name.
+    pub(crate) headers: &'a [(String, String)],
+    pub(crate) tls: &'a TlsConfig,
     pub(crate) timeout: Duration,
 }
 
@@ -38,7 +41,7 @@ impl Client {
     /// spawns its connection tasks there).
     pub(crate) fn new(target: &Target<'_>) -> Result<Client, Error> {
         let uri = push_uri(target.url)?;
-        let mut headers = http::HeaderMap::new();
+        let mut headers = common::http::header_map(target.headers)?;
         headers.insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/proto"),
@@ -71,34 +74,20 @@ impl Client {
                 .map_err(|_| Error::new(format!("invalid tenant id {tenant:?}")))?;
             headers.insert("x-scope-orgid", value);
         }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::new(format!("TLS setup: {e}")))?
-        .with_root_certificates(rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        })
-        .with_no_client_auth();
-        let mut connector = HttpConnector::new();
-        connector.enforce_http(false);
-        connector.set_connect_timeout(Some(target.timeout));
-        connector.set_nodelay(true);
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
+        target.tls.check()?;
+        let tls = if common::http::is_https(&uri) {
+            target.tls.client_config()?
+        } else {
+            // Never used: the URL is plain http.
+            TlsConfig::new().client_config()?
+        };
+        let connector = common::https_connector(tls, target.timeout);
         Ok(Client {
             http: HyperClient::builder(TokioExecutor::new()).build(connector),
             uri,
             headers,
             timeout: target.timeout,
         })
-    }
-
-    pub(crate) fn uri(&self) -> &http::Uri {
-        &self.uri
     }
 
     /// One attempt at pushing an encoded `PushRequest`.
@@ -109,13 +98,17 @@ impl Client {
         *request.headers_mut() = self.headers.clone();
         let exchange = async {
             let response = self.http.request(request).await.map_err(|e| {
-                let mut message = format!("Pyroscope at {}: {e}", self.uri);
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    message.push_str(&format!(": {s}"));
-                    source = s.source();
+                let err = ExportError::new(format!(
+                    "Pyroscope at {}: {}",
+                    self.uri,
+                    common::error_chain(&e)
+                ));
+                // A certificate refused now is refused on every retry.
+                if common::is_refused_handshake(&e) {
+                    Attempt::Fail(err)
+                } else {
+                    Attempt::Retry(err)
                 }
-                Attempt::Retry(ExportError::new(message))
             })?;
             let status = response.status();
             // Read the answer: the connection is then reused, and an error's
@@ -158,24 +151,17 @@ impl Client {
 }
 
 /// `url` with the push path appended (unless it already ends with it).
-fn push_uri(url: &str) -> Result<http::Uri, Error> {
+pub(crate) fn push_uri(url: &str) -> Result<http::Uri, Error> {
     let base = url.trim_end_matches('/');
     let full = if base.ends_with(PUSH_PATH) {
         base.to_owned()
     } else {
         format!("{base}{PUSH_PATH}")
     };
+    common::http::parse_uri("Pyroscope URL", url)?;
     let uri: http::Uri = full
         .parse()
-        .map_err(|e| Error::new(format!("invalid Pyroscope URL {url:?}: {e}")))?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        return Err(Error::new(format!(
-            "the Pyroscope URL must be http:// or https://, got {url:?}"
-        )));
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(Error::new(format!("the Pyroscope URL {url:?} has no host")));
-    }
+        .map_err(|e| Error::with_source(format!("invalid Pyroscope URL {url:?}: {e}"), e))?;
     if uri.query().is_some() {
         return Err(Error::new(format!(
             "the Pyroscope URL {url:?} has a query; give the server's base URL"

@@ -55,8 +55,32 @@
 //!   period in progress, collects it, and uploads what the uploader holds within
 //!   the deadline; what it cannot is counted as dropped. Dropping the uploader
 //!   shuts it down with a 5 s deadline.
-//! - Optional HTTP basic auth (Grafana Cloud) and `X-Scope-OrgID` (multi-tenant
-//!   Pyroscope); `https://` URLs use rustls with the webpki roots.
+//! - Optional HTTP basic auth (Grafana Cloud), `X-Scope-OrgID` (multi-tenant
+//!   Pyroscope) and [`header`](PyroscopeBuilder::header)s of your own (a proxy's
+//!   token).
+//! - **HTTPS** with rustls (the `ring` provider, TLS 1.2 and 1.3): the server's
+//!   certificate must chain to the [`TlsRoots`] chosen with
+//!   [`tls_roots`](PyroscopeBuilder::tls_roots), Mozilla's roots compiled in
+//!   (the default) or the operating system's store (read once at
+//!   [`start`](PyroscopeBuilder::start): where a company installs its own CA),
+//!   or to a private CA given with
+//!   [`ca_certificate`](PyroscopeBuilder::ca_certificate). A certificate the
+//!   client refuses fails the push at once (a retry would be refused too): the
+//!   profiles are dropped and counted, and the failure logged.
+//!
+//! ```no_run
+//! use tracewire_pyroscope::{PyroscopeUploader, TlsRoots};
+//!
+//! let company_ca = std::fs::read("/etc/company/ca.pem").expect("the CA");
+//! let uploader = PyroscopeUploader::builder("https://pyroscope.internal.example")
+//!     .service_name("checkout")
+//!     .tls_roots(TlsRoots::Native)
+//!     .ca_certificate(company_ca)
+//!     .header("x-proxy-token", "s3cr3t")
+//!     .start()
+//!     .expect("a valid configuration");
+//! # drop(uploader);
+//! ```
 //!
 //! The heap series is a snapshot of the [`tracewire::alloc::HeapProfile`] as Go's
 //! `/debug/pprof/heap` is (`inuse_*` now, `alloc_*` since the start, `inuse_space`
@@ -81,19 +105,20 @@
 mod client;
 mod strip;
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message as _;
-use tokio::sync::{watch, Notify};
 use tracewire::alloc::{HeapProfile, SampleType};
-use tracewire::export::{Backoff, ExportCounters, FailureLog};
+use tracewire::export::Backoff;
 use tracewire::profile::{Profiler, SpanIds};
+use tracewire_exporter_common::upload::{Names, PendingQueue, Worker};
+use tracewire_exporter_common::TlsConfig;
+
+pub use tracewire_exporter_common::{Error, TlsRoots};
 
 pub mod proto {
     //! Grafana Pyroscope's `push.v1` and `types.v1` messages, generated from the
@@ -125,34 +150,11 @@ pub const HEAP_PROFILE_NAME: &str = "memory";
 /// The sample label removed by default: one value per request.
 pub const TRACE_ID_LABEL: &str = "trace_id";
 
-/// Why an uploader could not be started or shut down cleanly.
-pub struct Error {
-    message: String,
-}
-
-impl Error {
-    fn new(message: impl Into<String>) -> Self {
-        Error {
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Debug for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Error")
-            .field("message", &self.message)
-            .finish()
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Error {}
+const NAMES: Names = Names {
+    thread: "tracewire-pyroscope",
+    role: "uploader",
+    items: "profiles",
+};
 
 /// Configures a [`PyroscopeUploader`]; made by [`PyroscopeUploader::builder`].
 #[derive(Clone)]
@@ -162,6 +164,8 @@ pub struct PyroscopeBuilder {
     labels: Vec<(String, String)>,
     basic_auth: Option<(String, String)>,
     tenant_id: Option<String>,
+    headers: Vec<(String, String)>,
+    tls: TlsConfig,
     upload_every: Duration,
     frequency: u32,
     span_ids: SpanIds,
@@ -180,6 +184,12 @@ impl fmt::Debug for PyroscopeBuilder {
             .field("labels", &self.labels)
             .field("basic_auth", &self.basic_auth.as_ref().map(|(u, _)| u))
             .field("tenant_id", &self.tenant_id)
+            // Header values often hold credentials: names only.
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("tls", &self.tls)
             .field("upload_every", &self.upload_every)
             .field("frequency", &self.frequency)
             .field("span_ids", &self.span_ids)
@@ -200,6 +210,8 @@ impl PyroscopeBuilder {
             labels: Vec::new(),
             basic_auth: None,
             tenant_id: None,
+            headers: Vec::new(),
+            tls: TlsConfig::default(),
             upload_every: Duration::from_secs(15),
             frequency: 100,
             span_ids: SpanIds::LocalRoot,
@@ -235,6 +247,41 @@ impl PyroscopeBuilder {
     /// The tenant, sent as `X-Scope-OrgID` (multi-tenant Pyroscope).
     pub fn tenant_id(mut self, tenant: impl Into<String>) -> Self {
         self.tenant_id = Some(tenant.into());
+        self
+    }
+    /// A header sent with every push, e.g. the token of an authenticating proxy;
+    /// it replaces one of the same name given before. The push's own headers
+    /// (`content-type`, `connect-protocol-version`, `connect-timeout-ms`,
+    /// `user-agent`) cannot be replaced, nor those of
+    /// [`basic_auth`](Self::basic_auth) and [`tenant_id`](Self::tenant_id) when
+    /// they are set. Values are marked sensitive and never printed.
+    ///
+    /// ```
+    /// use tracewire_pyroscope::PyroscopeUploader;
+    ///
+    /// let builder = PyroscopeUploader::builder("https://pyroscope.example")
+    ///     .header("x-proxy-token", "s3cr3t");
+    /// assert!(!format!("{builder:?}").contains("s3cr3t"));
+    /// ```
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let name = name.into();
+        self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(&name));
+        self.headers.push((name, value.into()));
+        self
+    }
+    /// The certificate authorities trusted for an `https://` URL (default
+    /// [`TlsRoots::WebPki`]), on top of any [`ca_certificate`](Self::ca_certificate).
+    /// [`TlsRoots::Native`] reads the system's store once, at
+    /// [`start`](Self::start).
+    pub fn tls_roots(mut self, roots: TlsRoots) -> Self {
+        self.tls = self.tls.roots(roots);
+        self
+    }
+    /// Also trusts the CA certificate(s) in `pem` (one or more `BEGIN
+    /// CERTIFICATE` blocks): a private CA, or the server's self-signed
+    /// certificate. [`start`](Self::start) fails if it holds none.
+    pub fn ca_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.tls = self.tls.ca_certificate(pem);
         self
     }
     /// The period: each CPU profile covers this long, and a heap snapshot is
@@ -285,68 +332,35 @@ impl PyroscopeBuilder {
     }
 
     /// Checks the configuration and starts the uploader's thread. Connects to
-    /// nothing yet: a server that is down at start is not an error.
+    /// nothing yet: a server that is down at start is not an error. Fails on an
+    /// invalid URL, label, header or CA certificate, and (for `https://`) when
+    /// no trusted certificate is left (say [`TlsRoots::Native`] on a system
+    /// without a CA bundle).
     pub fn start(self) -> Result<PyroscopeUploader, Error> {
         let series = self.series_labels()?;
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let shared = Arc::new(Shared {
-            queue: Mutex::new(VecDeque::new()),
-            capacity: self.queue_capacity,
-            wake: Notify::new(),
-            stop: watch::Sender::new(None),
-            counters: ExportCounters::new(),
-            collected: AtomicU64::new(0),
+            queue: PendingQueue::new(NAMES.thread, self.queue_capacity),
             busy_periods: AtomicU64::new(0),
             collect_errors: AtomicU64::new(0),
-            log: Mutex::new(FailureLog::new(
-                "tracewire-pyroscope",
-                Duration::from_secs(60),
-            )),
         });
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::new(format!("cannot start the uploader's runtime: {e}")))?;
+        let url = client::push_uri(&self.url)?.to_string();
         let thread_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("tracewire-pyroscope".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let client = client::Client::new(&client::Target {
-                        url: &self.url,
-                        basic_auth: self.basic_auth.as_ref(),
-                        tenant_id: self.tenant_id.as_deref(),
-                        timeout: self.timeout,
-                    });
-                    let client = match client {
-                        Ok(c) => {
-                            let _ = ready_tx.send(Ok(c.uri().to_string()));
-                            c
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    run(thread_shared, self, series, client).await;
-                });
-            })
-            .map_err(|e| Error::new(format!("cannot start the uploader's thread: {e}")))?;
-        let url = match ready_rx.recv() {
-            Ok(Ok(url)) => url,
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
-            }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(Error::new("the uploader's thread stopped at start"));
-            }
-        };
+        let worker = Worker::spawn(NAMES, move || {
+            // On the uploader's runtime, which runs the client's connections.
+            let client = client::Client::new(&client::Target {
+                url: &self.url,
+                basic_auth: self.basic_auth.as_ref(),
+                tenant_id: self.tenant_id.as_deref(),
+                headers: &self.headers,
+                tls: &self.tls,
+                timeout: self.timeout,
+            })?;
+            Ok(run(thread_shared, self, series, client))
+        })?;
         Ok(PyroscopeUploader {
             shared,
             url,
-            thread: Mutex::new(Some(thread)),
+            worker,
         })
     }
 
@@ -433,7 +447,7 @@ pub struct Stats {
 pub struct PyroscopeUploader {
     shared: Arc<Shared>,
     url: String,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    worker: Worker,
 }
 
 impl fmt::Debug for PyroscopeUploader {
@@ -460,16 +474,16 @@ impl PyroscopeUploader {
     /// What the uploader did so far.
     pub fn stats(&self) -> Stats {
         let sh = &*self.shared;
-        let c = sh.counters.snapshot();
+        let c = sh.queue.counters().snapshot();
         Stats {
-            collected: sh.collected.load(Ordering::Relaxed),
+            collected: sh.queue.collected(),
             uploaded: c.exported,
             dropped: c.dropped,
             failed_pushes: c.failed,
             retries: c.retried,
             busy_periods: sh.busy_periods.load(Ordering::Relaxed),
             collect_errors: sh.collect_errors.load(Ordering::Relaxed),
-            queued: lock(&sh.queue).len() as u64,
+            queued: sh.queue.len() as u64,
         }
     }
 
@@ -478,38 +492,13 @@ impl PyroscopeUploader {
     /// time (the server refused it, retries ran out, or the deadline passed: it is
     /// counted as dropped) or the uploader was already shut down.
     pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
-        let Some(thread) = lock(&self.thread).take() else {
-            return Err(Error::new("the uploader is already shut down"));
-        };
-        let before = self.shared.counters.snapshot().dropped;
-        let deadline = Instant::now() + timeout;
-        self.shared.stop.send_replace(Some(deadline));
-        self.shared.wake.notify_one();
-        // The thread enforces the deadline itself; the grace covers the profile
-        // being stopped and encoded.
-        let grace = Duration::from_millis(500);
-        while !thread.is_finished() && Instant::now() < deadline + grace {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if !thread.is_finished() {
-            return Err(Error::new(
-                "the uploader did not stop by the deadline; it stops on its own",
-            ));
-        }
-        let _ = thread.join();
-        let left = self.shared.counters.snapshot().dropped - before;
-        if left > 0 {
-            return Err(Error::new(format!(
-                "{left} profiles not uploaded at shutdown (refused, retries spent, or past the deadline)"
-            )));
-        }
-        Ok(())
+        self.worker.shutdown(&self.shared.queue, timeout)
     }
 }
 
 impl Drop for PyroscopeUploader {
     fn drop(&mut self) {
-        if lock(&self.thread).is_some() {
+        if self.worker.is_running() {
             let _ = self.shutdown(Duration::from_secs(5));
         }
     }
@@ -522,45 +511,15 @@ struct Item {
 }
 
 struct Shared {
-    queue: Mutex<VecDeque<Item>>,
-    capacity: usize,
-    /// Something was queued, or the uploader is stopping.
-    wake: Notify,
-    /// Set by `shutdown`: the deadline.
-    stop: watch::Sender<Option<Instant>>,
     /// exported = uploaded, dropped, failed = failed pushes, retried.
-    counters: ExportCounters,
-    collected: AtomicU64,
+    queue: PendingQueue<Item>,
     busy_periods: AtomicU64,
     collect_errors: AtomicU64,
-    /// Standard error lines about failures, at most one a minute.
-    log: Mutex<FailureLog>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {
-    /// Queues `item`, dropping the oldest if the queue is full.
-    fn push(&self, item: Item) {
-        self.collected.fetch_add(1, Ordering::Relaxed);
-        let mut q = lock(&self.queue);
-        while q.len() >= self.capacity {
-            q.pop_front();
-            self.counters.add_dropped(1);
-        }
-        q.push_back(item);
-        drop(q);
-        self.wake.notify_one();
-    }
-
-    fn stopping(&self) -> Option<Instant> {
-        *self.stop.borrow()
-    }
-
     fn report(&self, what: &str, err: &dyn fmt::Display) {
-        lock(&self.log).report(what, err);
+        self.queue.report(what, err);
     }
 }
 
@@ -573,38 +532,22 @@ async fn run(
     client: client::Client,
 ) {
     let config = Arc::new(config);
-    let mut stop = shared.stop.subscribe();
-    let collected = Arc::new(Notify::new());
+    let queue = &shared.queue;
     let work = async {
         tokio::join!(
             async {
                 collect(&shared, &config).await;
-                collected.notify_one();
+                queue.close();
             },
-            upload(&shared, &config, &series, &client, &collected),
+            upload(queue, &config, &series, &client),
         )
     };
-    let deadline = async {
-        // The sender lives in `shared`: waiting cannot fail.
-        let d = stop.wait_for(Option::is_some).await.ok().and_then(|d| *d);
-        match d {
-            Some(d) => tokio::time::sleep_until(d.into()).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = work => {}
-        () = deadline => {}
-    }
-    // The deadline passed: what is still queued is not uploaded.
-    let left = std::mem::take(&mut *lock(&shared.queue)).len();
-    shared.counters.add_dropped(left as u64);
+    queue.until_deadline(work).await;
 }
 
 /// Makes a CPU profile (and a heap snapshot) each period until shut down, then
 /// the last, shortened one.
 async fn collect(shared: &Shared, config: &Arc<PyroscopeBuilder>) {
-    let mut stop = shared.stop.subscribe();
     let mut reported_error = false;
     loop {
         let profiler = match Profiler::builder()
@@ -627,7 +570,7 @@ async fn collect(shared: &Shared, config: &Arc<PyroscopeBuilder>) {
         };
         let stopping = tokio::select! {
             () = tokio::time::sleep(config.upload_every) => false,
-            _ = stop.wait_for(Option::is_some) => true,
+            () = shared.queue.stopping() => true,
         };
         let config = Arc::clone(config);
         // Stopping the profiler, symbolizing and encoding take a while: off the
@@ -666,7 +609,7 @@ async fn collect(shared: &Shared, config: &Arc<PyroscopeBuilder>) {
             Ok(items) => {
                 for item in items {
                     match item {
-                        Ok(item) => shared.push(item),
+                        Ok(item) => shared.queue.push(item),
                         Err(e) => {
                             shared.collect_errors.fetch_add(1, Ordering::Relaxed);
                             shared.report("cannot make a profile", &e);
@@ -679,69 +622,27 @@ async fn collect(shared: &Shared, config: &Arc<PyroscopeBuilder>) {
                 shared.report("the profile encoder panicked", &e);
             }
         }
-        if stopping || shared.stopping().is_some() {
+        if stopping || shared.queue.is_stopping() {
             return;
         }
     }
 }
 
-/// Pushes what is queued, all of it in one request, until shut down and
-/// nothing is left.
+/// Pushes what is queued, all of it in one request, until collecting has
+/// stopped and nothing is left.
 async fn upload(
-    shared: &Shared,
+    queue: &PendingQueue<Item>,
     config: &PyroscopeBuilder,
     series: &[(String, String)],
     client: &client::Client,
-    collected: &Notify,
 ) {
-    let mut collecting = true;
-    loop {
-        let batch: Vec<Item> = lock(&shared.queue).drain(..).collect();
-        if batch.is_empty() {
-            if !collecting {
-                return;
-            }
-            tokio::select! {
-                () = shared.wake.notified() => {}
-                () = collected.notified() => collecting = false,
-            }
-            continue;
-        }
+    while let Some(batch) = queue.pop_all().await {
         let n = batch.len() as u64;
-        // Counted as dropped if the shutdown deadline cuts the push off.
-        let mut pending = Pending {
-            counters: &shared.counters,
-            profiles: n,
-        };
         let body = Bytes::from(push_request(series, batch).encode_to_vec());
-        let result = config
-            .backoff
-            .run(&shared.counters, || client.push(body.clone()))
+        let what = format!("{n} profiles dropped");
+        queue
+            .send(n, &config.backoff, &what, || client.push(body.clone()))
             .await;
-        pending.profiles = 0;
-        match result {
-            Ok(()) => shared.counters.add_exported(n),
-            Err(e) => {
-                shared.counters.add_dropped(n);
-                shared.counters.add_failed();
-                shared.report(&format!("{n} profiles dropped"), &e);
-            }
-        }
-    }
-}
-
-/// Counts profiles still in flight as dropped when a push is cut off.
-struct Pending<'a> {
-    counters: &'a ExportCounters,
-    profiles: u64,
-}
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        if self.profiles > 0 {
-            self.counters.add_dropped(self.profiles);
-            self.counters.add_failed();
-        }
     }
 }
 

@@ -5,195 +5,24 @@
 //! busy periods skipped, and a shutdown that uploads the period in progress.
 #![cfg(target_os = "linux")]
 
+mod support;
+
 use std::alloc::System;
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::hint::black_box;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use prost::Message as _;
 use tracewire::alloc::Profiled;
 use tracewire::export::Backoff;
 use tracewire::labels::{with_labels, LabelSet};
 use tracewire::profile::{self, pprof, Profiler};
 use tracewire::{Context, TracerProvider};
-use tracewire_pyroscope::proto::push::PushRequest;
 use tracewire_pyroscope::{PyroscopeUploader, PUSH_PATH};
+
+use support::{free_addr, name, ok, quick_backoff, serial, Server};
 
 #[global_allocator]
 static ALLOC: Profiled<System> = Profiled::new(System);
-
-/// CPU profiles are process-wide: one test at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A request the server received.
-#[derive(Clone, Debug)]
-struct Received {
-    path: String,
-    headers: http::HeaderMap,
-    request: PushRequest,
-    /// The status it answered.
-    status: u16,
-}
-
-/// One profile of a request, decoded.
-#[derive(Debug)]
-struct Series {
-    labels: BTreeMap<String, String>,
-    id: String,
-    pprof: pprof::Profile,
-}
-
-impl Received {
-    fn series(&self) -> Vec<Series> {
-        self.request
-            .series
-            .iter()
-            .map(|s| {
-                assert_eq!(s.samples.len(), 1);
-                Series {
-                    labels: s
-                        .labels
-                        .iter()
-                        .map(|l| (l.name.clone(), l.value.clone()))
-                        .collect(),
-                    id: s.samples[0].id.clone(),
-                    pprof: pprof::decode(&s.samples[0].raw_profile).expect("a gzip'd pprof"),
-                }
-            })
-            .collect()
-    }
-}
-
-/// A Pyroscope stand-in on loopback: records every push; the n-th request
-/// (from 0) is answered `status(n)`.
-struct Server {
-    addr: SocketAddr,
-    received: Arc<Mutex<Vec<Received>>>,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Server {
-    fn start(status: fn(usize) -> u16) -> Server {
-        Self::on(SocketAddr::from(([127, 0, 0, 1], 0)), status)
-    }
-
-    fn on(addr: SocketAddr, status: fn(usize) -> u16) -> Server {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(addr))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let count = Arc::new(AtomicUsize::new(0));
-        let rec = Arc::clone(&received);
-        runtime.spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (rec, count) = (Arc::clone(&rec), Arc::clone(&count));
-                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let (rec, count) = (Arc::clone(&rec), Arc::clone(&count));
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.unwrap().to_bytes();
-                        let status = status(count.fetch_add(1, Ordering::SeqCst));
-                        let request = PushRequest::decode(&body[..]).expect("a PushRequest");
-                        rec.lock().unwrap().push(Received {
-                            path: parts.uri.path().to_owned(),
-                            headers: parts.headers,
-                            request,
-                            status,
-                        });
-                        let mut response = http::Response::new(Full::new(Bytes::new()));
-                        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        Server {
-            addr,
-            received,
-            runtime: Some(runtime),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// The accepted profiles so far.
-    fn accepted(&self) -> Vec<Series> {
-        self.received()
-            .iter()
-            .filter(|r| r.status == 200)
-            .flat_map(Received::series)
-            .collect()
-    }
-
-    /// Waits (at most `limit`) until an accepted profile satisfies `f`.
-    fn wait_for(&self, limit: Duration, f: impl Fn(&Series) -> bool) -> Option<Series> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Some(s) = self.accepted().into_iter().find(|s| f(s)) {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-fn ok(_: usize) -> u16 {
-    200
-}
-
-fn quick_backoff() -> Backoff {
-    Backoff {
-        initial: Duration::from_millis(50),
-        max_delay: Duration::from_millis(300),
-        max_elapsed: Duration::from_secs(20),
-    }
-}
-
-/// A free loopback address nothing listens on (for now).
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
 
 #[inline(never)]
 fn burn(cpu: Duration) -> u64 {
@@ -205,10 +34,6 @@ fn burn(cpu: Duration) -> u64 {
         }
     }
     x
-}
-
-fn name(s: &Series) -> &str {
-    s.labels.get("__name__").map_or("", String::as_str)
 }
 
 fn label_keys(p: &pprof::Profile) -> Vec<&str> {
