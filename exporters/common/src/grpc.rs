@@ -55,14 +55,7 @@ impl GrpcEndpoint {
     pub fn new(what: &str, url: &str, tls: &TlsConfig) -> Result<Self, Error> {
         let uri = http::parse_uri(what, url)?;
         let https = http::is_https(&uri);
-        // Checked for `http://` too: a bad PEM is a mistake whatever the scheme.
-        tls.check()?;
-        let config = if https {
-            tls.client_config()?
-        } else {
-            // Never used: the endpoint is plain text.
-            TlsConfig::new().client_config()?
-        };
+        let config = tls.client_config_for(&uri)?;
         let inner = HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_or_http()

@@ -140,6 +140,28 @@ impl TlsConfig {
             .map(|b| b.with_root_certificates(store).with_no_client_auth())
     }
 
+    /// The configuration for connections to `uri`: [`client_config`](Self::client_config)
+    /// for `https://`; for `http://`, which needs none but gets a connector
+    /// that could do TLS, the webpki roots alone (so that the roots are not
+    /// read, nor `TlsRoots::None` refused, for nothing), after checking the PEM
+    /// given all the same: a bad one is a mistake whatever the scheme.
+    ///
+    /// ```
+    /// use tracewire_exporter_common::{TlsConfig, TlsRoots};
+    ///
+    /// let nothing = TlsConfig::new().roots(TlsRoots::None);
+    /// assert!(nothing.client_config_for(&"http://h:1".parse().unwrap()).is_ok());
+    /// assert!(nothing.client_config_for(&"https://h:1".parse().unwrap()).is_err());
+    /// ```
+    pub fn client_config_for(&self, uri: &::http::Uri) -> Result<ClientConfig, Error> {
+        self.check()?;
+        if crate::http::is_https(uri) {
+            self.client_config()
+        } else {
+            TlsConfig::new().client_config()
+        }
+    }
+
     /// Every certificate of every PEM given.
     fn extra(&self) -> Result<Vec<CertificateDer<'static>>, Error> {
         let mut out = Vec::new();

@@ -74,13 +74,7 @@ impl Client {
                 .map_err(|_| Error::new(format!("invalid tenant id {tenant:?}")))?;
             headers.insert("x-scope-orgid", value);
         }
-        target.tls.check()?;
-        let tls = if common::http::is_https(&uri) {
-            target.tls.client_config()?
-        } else {
-            // Never used: the URL is plain http.
-            TlsConfig::new().client_config()?
-        };
+        let tls = target.tls.client_config_for(&uri)?;
         let connector = common::https_connector(tls, target.timeout);
         Ok(Client {
             http: HyperClient::builder(TokioExecutor::new()).build(connector),

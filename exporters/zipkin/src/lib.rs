@@ -269,13 +269,7 @@ impl ZipkinExporterBuilder {
     pub fn build(self) -> Result<ZipkinExporter, Error> {
         let uri = common::http::parse_uri("Zipkin endpoint", &self.endpoint)?;
         let headers = self.header_map()?;
-        self.tls.check()?;
-        let tls = if common::http::is_https(&uri) {
-            self.tls.client_config()?
-        } else {
-            // Never used: the endpoint is plain http.
-            TlsConfig::new().client_config()?
-        };
+        let tls = self.tls.client_config_for(&uri)?;
         let connector = common::https_connector(tls, self.timeout);
         Ok(ZipkinExporter {
             client: Client::builder(TokioExecutor::new()).build(connector),
