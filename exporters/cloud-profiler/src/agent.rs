@@ -13,10 +13,10 @@ use tonic::{Code, Status};
 use tracewire::alloc::{HeapProfile, SampleType};
 use tracewire::export::{Attempt, ExportError};
 use tracewire::profile::{Profiler, SpanIds};
-use tracewire_exporter_common::google::GoogleAuth;
-use tracewire_exporter_common::grpc::{describe, GrpcEndpoint};
-use tracewire_exporter_common::is_refused_handshake;
-use tracewire_exporter_common::upload::{Names, PendingQueue, Worker};
+use tracewire_transport::google::GoogleAuth;
+use tracewire_transport::grpc::{describe, GrpcEndpoint};
+use tracewire_transport::is_refused_handshake;
+use tracewire_transport::upload::{Names, PendingQueue, Worker};
 
 use crate::proto::v2::profiler_service_client::ProfilerServiceClient;
 use crate::proto::v2::{

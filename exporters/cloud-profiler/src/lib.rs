@@ -103,10 +103,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tracewire::export::Backoff;
-use tracewire_exporter_common::upload::Worker;
-use tracewire_exporter_common::{google, TlsConfig};
+use tracewire_transport::upload::Worker;
+use tracewire_transport::{google, TlsConfig};
 
-pub use tracewire_exporter_common::{Error, TlsRoots};
+pub use tracewire_transport::{Error, TlsRoots};
 
 pub mod proto {
     //! Cloud Profiler v2 types, client and server, and `google.rpc.RetryInfo`,

@@ -11,8 +11,8 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Code, GrpcMethod};
 use tracewire::export::ExportError;
-use tracewire_exporter_common::grpc::{GrpcEndpoint, PreEncoded};
-use tracewire_exporter_common::TlsConfig;
+use tracewire_transport::grpc::{GrpcEndpoint, PreEncoded};
+use tracewire_transport::TlsConfig;
 
 use crate::proto::collector::trace::v1::ExportTraceServiceResponse;
 use crate::{Compression, Config, Error, Failure};

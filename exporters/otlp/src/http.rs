@@ -10,7 +10,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use prost::Message as _;
 use tracewire::export::ExportError;
-use tracewire_exporter_common::{https_connector, TlsConfig};
+use tracewire_transport::{https_connector, TlsConfig};
 
 use crate::proto::collector::trace::v1::ExportTraceServiceResponse;
 use crate::{Compression, Config, Error, Failure};

@@ -130,7 +130,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracewire::export::{Backoff, ExportCounters, ExportError, SpanExporter};
 use tracewire::trace::{Resource, SpanData};
-use tracewire_exporter_common::InFlight;
+use tracewire_transport::InFlight;
 
 pub use map::Request;
 

@@ -11,7 +11,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
 use hyper_util::rt::TokioExecutor;
 use tracewire::export::{Attempt, ExportError};
-use tracewire_exporter_common::{self as common, TlsConfig};
+use tracewire_transport::{self as transport, TlsConfig};
 
 use crate::{Error, PUSH_PATH};
 
@@ -41,7 +41,7 @@ impl Client {
     /// spawns its connection tasks there).
     pub(crate) fn new(target: &Target<'_>) -> Result<Client, Error> {
         let uri = push_uri(target.url)?;
-        let mut headers = common::http::header_map(target.headers)?;
+        let mut headers = transport::http::header_map(target.headers)?;
         headers.insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/proto"),
@@ -75,7 +75,7 @@ impl Client {
             headers.insert("x-scope-orgid", value);
         }
         let tls = target.tls.client_config_for(&uri)?;
-        let connector = common::https_connector(tls, target.timeout);
+        let connector = transport::https_connector(tls, target.timeout);
         Ok(Client {
             http: HyperClient::builder(TokioExecutor::new()).build(connector),
             uri,
@@ -95,10 +95,10 @@ impl Client {
                 let err = ExportError::new(format!(
                     "Pyroscope at {}: {}",
                     self.uri,
-                    common::error_chain(&e)
+                    transport::error_chain(&e)
                 ));
                 // A certificate refused now is refused on every retry.
-                if common::is_refused_handshake(&e) {
+                if transport::is_refused_handshake(&e) {
                     Attempt::Fail(err)
                 } else {
                     Attempt::Retry(err)
@@ -152,7 +152,7 @@ pub(crate) fn push_uri(url: &str) -> Result<http::Uri, Error> {
     } else {
         format!("{base}{PUSH_PATH}")
     };
-    common::http::parse_uri("Pyroscope URL", url)?;
+    transport::http::parse_uri("Pyroscope URL", url)?;
     let uri: http::Uri = full
         .parse()
         .map_err(|e| Error::with_source(format!("invalid Pyroscope URL {url:?}: {e}"), e))?;

@@ -115,10 +115,10 @@ use prost::Message as _;
 use tracewire::alloc::{HeapProfile, SampleType};
 use tracewire::export::Backoff;
 use tracewire::profile::{Profiler, SpanIds};
-use tracewire_exporter_common::upload::{Names, PendingQueue, Worker};
-use tracewire_exporter_common::TlsConfig;
+use tracewire_transport::upload::{Names, PendingQueue, Worker};
+use tracewire_transport::TlsConfig;
 
-pub use tracewire_exporter_common::{Error, TlsRoots};
+pub use tracewire_transport::{Error, TlsRoots};
 
 pub mod proto {
     //! Grafana Pyroscope's `push.v1` and `types.v1` messages, generated from the

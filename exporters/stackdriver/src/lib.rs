@@ -129,11 +129,11 @@ use tonic::transport::Channel;
 use tonic::{Code, GrpcMethod};
 use tracewire::export::{Attempt, Backoff, ExportCounters, ExportError, SpanExporter};
 use tracewire::trace::{Resource, SpanData};
-use tracewire_exporter_common::google::{self, GoogleAuth};
-use tracewire_exporter_common::grpc::{describe, GrpcEndpoint, PreEncoded};
-use tracewire_exporter_common::{is_refused_handshake, InFlight, TlsConfig};
+use tracewire_transport::google::{self, GoogleAuth};
+use tracewire_transport::grpc::{describe, GrpcEndpoint, PreEncoded};
+use tracewire_transport::{is_refused_handshake, InFlight, TlsConfig};
 
-pub use tracewire_exporter_common::{Error, TlsRoots};
+pub use tracewire_transport::{Error, TlsRoots};
 
 pub mod proto {
     //! Cloud Trace v2 types, client and server, generated from the vendored

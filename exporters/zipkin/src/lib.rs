@@ -97,10 +97,10 @@ use hyper_util::rt::TokioExecutor;
 use prost::Message;
 use tracewire::export::{Attempt, Backoff, ExportCounters, ExportError, SpanExporter};
 use tracewire::trace::{Resource, SpanData};
-use tracewire_exporter_common::{self as common, TlsConfig};
+use tracewire_transport::{self as transport, TlsConfig};
 
 pub use model::Endpoint;
-pub use tracewire_exporter_common::TlsRoots;
+pub use tracewire_transport::TlsRoots;
 
 /// The wire encoding of request bodies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -123,8 +123,8 @@ impl fmt::Display for Error {
 }
 impl std::error::Error for Error {}
 
-impl From<common::Error> for Error {
-    fn from(e: common::Error) -> Self {
+impl From<transport::Error> for Error {
+    fn from(e: transport::Error) -> Self {
         Error(e.to_string())
     }
 }
@@ -267,10 +267,10 @@ impl ZipkinExporterBuilder {
     /// [`TlsRoots::Native`] on a system without a CA bundle). Connections are made
     /// lazily: a collector that is down now is not an error.
     pub fn build(self) -> Result<ZipkinExporter, Error> {
-        let uri = common::http::parse_uri("Zipkin endpoint", &self.endpoint)?;
+        let uri = transport::http::parse_uri("Zipkin endpoint", &self.endpoint)?;
         let headers = self.header_map()?;
         let tls = self.tls.client_config_for(&uri)?;
-        let connector = common::https_connector(tls, self.timeout);
+        let connector = transport::https_connector(tls, self.timeout);
         Ok(ZipkinExporter {
             client: Client::builder(TokioExecutor::new()).build(connector),
             uri,
@@ -282,7 +282,7 @@ impl ZipkinExporterBuilder {
 
     /// The headers every request carries: the caller's, then the exporter's own.
     fn header_map(&self) -> Result<http::HeaderMap, Error> {
-        let mut map = common::http::header_map(&self.headers)?;
+        let mut map = transport::http::header_map(&self.headers)?;
         let content_type = match self.encoding {
             Encoding::Json => "application/json",
             Encoding::Proto => "application/x-protobuf",
@@ -433,11 +433,11 @@ impl ZipkinExporter {
                 ))))
             }
             Ok(Err(e)) => {
-                let refused = common::is_refused_handshake(&e);
+                let refused = transport::is_refused_handshake(&e);
                 let err = ExportError::new(format!(
                     "Zipkin collector {}: {}",
                     self.uri,
-                    common::error_chain(&e)
+                    transport::error_chain(&e)
                 ));
                 // A certificate refused now is refused on every retry.
                 return Err(if refused {

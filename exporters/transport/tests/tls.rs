@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tracewire_exporter_common::{error_chain, https_connector, is_refused_handshake};
-use tracewire_exporter_common::{TlsConfig, TlsRoots};
+use tracewire_transport::{error_chain, https_connector, is_refused_handshake};
+use tracewire_transport::{TlsConfig, TlsRoots};
 
 use support::{free_addr, SelfSigned, Server};
 

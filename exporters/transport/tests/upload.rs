@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracewire::export::{Attempt, Backoff, ExportError};
-use tracewire_exporter_common::upload::{Names, PendingQueue, Worker};
+use tracewire_transport::upload::{Names, PendingQueue, Worker};
 
 const NAMES: Names = Names {
-    thread: "common-test-uploader",
+    thread: "transport-test-uploader",
     role: "uploader",
     items: "widgets",
 };
@@ -84,7 +84,7 @@ async fn what_the_shutdown_deadline_leaves_queued_is_counted_as_dropped() {
 
 #[tokio::test]
 async fn send_counts_every_item_uploaded_refused_or_cut_off() {
-    let q = PendingQueue::<()>::new("tracewire-common-test", 8);
+    let q = PendingQueue::<()>::new("tracewire-transport-test", 8);
     assert!(
         q.send(3, &quick(), "3 widgets dropped", || async { Ok(()) })
             .await
@@ -130,7 +130,7 @@ fn a_worker_runs_on_a_runtime_of_its_own_and_its_shutdown_says_what_was_not_uplo
             tokio::runtime::Handle::try_current().is_ok(),
             Ordering::SeqCst,
         );
-        assert_eq!(std::thread::current().name(), Some("common-test-uploader"));
+        assert_eq!(std::thread::current().name(), Some("transport-test-uploader"));
         Ok(async move {
             let q2 = Arc::clone(&q);
             q.until_deadline(async move {
@@ -172,7 +172,7 @@ fn a_worker_runs_on_a_runtime_of_its_own_and_its_shutdown_says_what_was_not_uplo
 #[test]
 fn an_error_in_the_workers_setup_is_the_spawns_error() {
     let err = Worker::spawn(NAMES, || {
-        Err::<std::future::Ready<()>, _>(tracewire_exporter_common::Error::new("no client for you"))
+        Err::<std::future::Ready<()>, _>(tracewire_transport::Error::new("no client for you"))
     })
     .unwrap_err();
     assert_eq!(err.to_string(), "no client for you");

@@ -7,7 +7,7 @@
 //! use std::time::Duration;
 //!
 //! use tracewire::export::Backoff;
-//! use tracewire_exporter_common::upload::{Names, PendingQueue, Worker};
+//! use tracewire_transport::upload::{Names, PendingQueue, Worker};
 //!
 //! const NAMES: Names = Names { thread: "my-uploader", role: "uploader", items: "profiles" };
 //!

@@ -16,7 +16,7 @@ pub const PROJECT_ENV: &str = "GOOGLE_CLOUD_PROJECT";
 /// Fails when there is none, or it holds a `/` or a space.
 ///
 /// ```
-/// use tracewire_exporter_common::google::project_id;
+/// use tracewire_transport::google::project_id;
 ///
 /// assert_eq!(project_id(Some(" my-project ")).unwrap(), "my-project");
 /// assert!(project_id(Some("projects/my-project")).is_err());
@@ -45,7 +45,7 @@ pub fn project_id(given: Option<&str>) -> Result<String, Error> {
 /// it is a non-empty ASCII header value once trimmed.
 ///
 /// ```
-/// use tracewire_exporter_common::google::quota_project_header;
+/// use tracewire_transport::google::quota_project_header;
 ///
 /// assert_eq!(quota_project_header(" billing-1 ").unwrap(), "billing-1");
 /// assert!(quota_project_header("bad\nproject").is_none());
@@ -63,7 +63,7 @@ pub fn quota_project_header(project: &str) -> Option<MetadataValue<Ascii>> {
 /// Providers cache tokens until they expire.
 ///
 /// ```no_run
-/// use tracewire_exporter_common::google::GoogleAuth;
+/// use tracewire_transport::google::GoogleAuth;
 ///
 /// # async fn call() {
 /// let auth = GoogleAuth::adc("https://www.googleapis.com/auth/trace.append");

@@ -40,7 +40,7 @@ pub enum TlsRoots {
 /// returning a `Result` and fail in their `build`.
 ///
 /// ```
-/// use tracewire_exporter_common::{TlsConfig, TlsRoots};
+/// use tracewire_transport::{TlsConfig, TlsRoots};
 ///
 /// assert!(TlsConfig::new().client_config().is_ok(), "webpki roots");
 /// assert!(TlsConfig::new().ca_certificate("not PEM").check().is_err());
@@ -147,7 +147,7 @@ impl TlsConfig {
     /// given all the same: a bad one is a mistake whatever the scheme.
     ///
     /// ```
-    /// use tracewire_exporter_common::{TlsConfig, TlsRoots};
+    /// use tracewire_transport::{TlsConfig, TlsRoots};
     ///
     /// let nothing = TlsConfig::new().roots(TlsRoots::None);
     /// assert!(nothing.client_config_for(&"http://h:1".parse().unwrap()).is_ok());
@@ -205,7 +205,7 @@ pub(crate) fn tcp_connector(connect_timeout: Option<Duration>) -> HttpConnector 
 /// with it: trying again cannot succeed.
 ///
 /// ```
-/// use tracewire_exporter_common::is_refused_handshake;
+/// use tracewire_transport::is_refused_handshake;
 ///
 /// let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
 /// // As tokio-rustls and hyper wrap it.

@@ -11,8 +11,8 @@ use std::time::Duration;
 use tonic::body::Body;
 use tonic::client::GrpcService as _;
 use tonic::transport::Channel;
-use tracewire_exporter_common::grpc::GrpcEndpoint;
-use tracewire_exporter_common::{error_chain, is_refused_handshake, TlsConfig, TlsRoots};
+use tracewire_transport::grpc::GrpcEndpoint;
+use tracewire_transport::{error_chain, is_refused_handshake, TlsConfig, TlsRoots};
 
 use support::{SelfSigned, Server};
 
@@ -46,7 +46,7 @@ async fn a_channel_to_an_https_endpoint_speaks_http2_and_trusts_a_private_ca() {
     .unwrap()
     .connect_timeout(Duration::from_secs(2))
     .keep_alive(Duration::from_secs(30), Duration::from_secs(10))
-    .user_agent("common-test/1")
+    .user_agent("transport-test/1")
     .unwrap();
     assert!(endpoint.is_https());
     assert_eq!(endpoint.url(), url);
@@ -59,7 +59,7 @@ async fn a_channel_to_an_https_endpoint_speaks_http2_and_trusts_a_private_ca() {
     assert_eq!(received[0].version, http::Version::HTTP_2);
     assert_eq!(received[0].path, "/test.Service/Method");
     let ua = received[0].headers["user-agent"].to_str().unwrap();
-    assert!(ua.starts_with("common-test/1"), "{ua}");
+    assert!(ua.starts_with("transport-test/1"), "{ua}");
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 mod support;
 
-use tracewire_exporter_common::{https_connector, TlsConfig, TlsRoots};
+use tracewire_transport::{https_connector, TlsConfig, TlsRoots};
 
 use support::{SelfSigned, Server};
 
@@ -13,7 +13,7 @@ async fn native_roots_trust_what_the_system_store_holds_and_webpki_does_not() {
     let cert = SelfSigned::loopback();
     let server = Server::start(&cert).await;
     let bundle =
-        std::env::temp_dir().join(format!("tracewire-common-ca-{}.pem", server.addr.port()));
+        std::env::temp_dir().join(format!("tracewire-transport-ca-{}.pem", server.addr.port()));
     std::fs::write(&bundle, &cert.pem).unwrap();
     std::env::set_var("SSL_CERT_FILE", &bundle);
     std::env::remove_var("SSL_CERT_DIR");

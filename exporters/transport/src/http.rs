@@ -7,7 +7,7 @@ use crate::Error;
 /// names it in the error ("Zipkin endpoint", "Pyroscope URL").
 ///
 /// ```
-/// use tracewire_exporter_common::http::parse_uri;
+/// use tracewire_transport::http::parse_uri;
 ///
 /// let uri = parse_uri("Zipkin endpoint", "https://zipkin.internal/api/v2/spans").unwrap();
 /// assert_eq!(uri.scheme_str(), Some("https"));
@@ -41,7 +41,7 @@ pub fn is_https(uri: &::http::Uri) -> bool {
 /// or a value HTTP does not allow, naming the header but not its value.
 ///
 /// ```
-/// use tracewire_exporter_common::http::header_map;
+/// use tracewire_transport::http::header_map;
 ///
 /// let map = header_map(&[
 ///     ("X-Tenant".to_owned(), "first".to_owned()),

@@ -1,4 +1,6 @@
-//! # tracewire-exporter-common
+//! # tracewire-transport
+//!
+//! How tracewire's exporters reach their backends.
 //!
 //! What tracewire's exporters (`tracewire-zipkin`, `tracewire-otlp`,
 //! `tracewire-stackdriver`) and profile uploaders (`tracewire-pyroscope`,
@@ -27,7 +29,7 @@
 //! use http_body_util::Full;
 //! use hyper_util::client::legacy::Client;
 //! use hyper_util::rt::TokioExecutor;
-//! use tracewire_exporter_common::{http, https_connector, TlsConfig, TlsRoots};
+//! use tracewire_transport::{http, https_connector, TlsConfig, TlsRoots};
 //!
 //! # let company_ca = rcgen::generate_simple_self_signed(vec!["ca.internal".into()]).unwrap();
 //! // A company CA, say read from a file, on top of the system's trust store.
@@ -145,7 +147,7 @@ impl std::error::Error for Error {
 /// error (Connect)").
 ///
 /// ```
-/// use tracewire_exporter_common::{error_chain, Error};
+/// use tracewire_transport::{error_chain, Error};
 ///
 /// let io = std::io::Error::other("connection refused");
 /// let err = Error::with_source("cannot reach the collector", io);
@@ -181,7 +183,7 @@ pub(crate) fn push_sources(
 ///
 /// ```
 /// use tracewire::export::ExportCounters;
-/// use tracewire_exporter_common::InFlight;
+/// use tracewire_transport::InFlight;
 ///
 /// let counters = ExportCounters::new();
 /// {

@@ -22,8 +22,8 @@ use crate::{http, tls, Error, TlsConfig};
 ///
 /// ```
 /// use std::time::Duration;
-/// use tracewire_exporter_common::grpc::GrpcEndpoint;
-/// use tracewire_exporter_common::TlsConfig;
+/// use tracewire_transport::grpc::GrpcEndpoint;
+/// use tracewire_transport::TlsConfig;
 ///
 /// let endpoint = GrpcEndpoint::new("Cloud Trace endpoint", "https://cloudtrace.googleapis.com", &TlsConfig::new())
 ///     .unwrap()
@@ -137,7 +137,7 @@ impl GrpcEndpoint {
 /// (`()` for `google.protobuf.Empty`).
 ///
 /// ```
-/// use tracewire_exporter_common::grpc::PreEncoded;
+/// use tracewire_transport::grpc::PreEncoded;
 ///
 /// // `tonic::client::Grpc::unary(request, path, PreEncoded::<()>::new())`,
 /// // with a `tonic::Request<bytes::Bytes>`.
@@ -211,7 +211,7 @@ impl<M: prost::Message + Default> Decoder for PreEncoded<M> {
 /// `Debug`.
 ///
 /// ```
-/// use tracewire_exporter_common::grpc::describe;
+/// use tracewire_transport::grpc::describe;
 ///
 /// let status = tonic::Status::unavailable("try later");
 /// assert_eq!(describe(&status), "Unavailable: try later");
