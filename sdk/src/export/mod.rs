@@ -4,6 +4,11 @@
 //! [`BatchProcessor`] queues it without blocking and a dedicated thread hands
 //! batches to a [`SpanExporter`]; the [`SimpleProcessor`] exports on the caller's
 //! thread (for tests).
+//!
+//! Every span is accounted for: after a shutdown, `exported + dropped == ended`,
+//! whatever the exporter did (failed, panicked, hung, blocked its thread), and the
+//! shutdown's [`ShutdownReport`] (or [`ShutdownError`], when spans were lost) says
+//! so. Flushes and shutdowns keep their deadlines.
 
 mod batch;
 mod json;
