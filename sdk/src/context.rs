@@ -6,7 +6,6 @@
 //! CPU profiler reads, so labels and span ids follow the work, not the thread.
 
 use std::any::{Any, TypeId};
-use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -14,7 +13,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
-use crate::labels::{self, LabelSet};
+use crate::labels::LabelSet;
+use crate::slot::{self, Record, Ticket};
 use crate::trace::Span;
 
 /// An immutable bundle of the current span, profiler labels and typed values.
@@ -35,14 +35,44 @@ pub struct Context {
     inner: Option<Arc<ContextInner>>,
 }
 
+struct ContextInner {
+    data: ContextData,
+    /// What the profiler reads of `data`, built with it.
+    record: Record,
+}
+
 #[derive(Clone, Default)]
-pub(crate) struct ContextInner {
-    pub(crate) span: Option<Span>,
+struct ContextData {
+    span: Option<Span>,
     /// The span name the profiler labels samples with; only filled in while a
     /// profile asks for span names (see `profile::SpanIds`).
-    pub(crate) span_name: Option<Arc<crate::trace::Str>>,
-    pub(crate) labels: LabelSet,
+    span_name: Option<Arc<crate::trace::Str>>,
+    labels: LabelSet,
     values: Vec<(TypeId, Arc<dyn Any + Send + Sync>)>,
+}
+
+impl ContextInner {
+    fn new(data: ContextData) -> ContextInner {
+        let (trace_id, span_id, local_root) = match &data.span {
+            Some(span) => {
+                let sc = span.span_context();
+                (
+                    sc.trace_id().to_u128(),
+                    sc.span_id().to_u64(),
+                    span.local_root_span_id().map_or(0, |id| id.to_u64()),
+                )
+            }
+            None => (0, 0, 0),
+        };
+        let record = Record::new(
+            &data.labels,
+            data.span_name.as_ref(),
+            trace_id,
+            span_id,
+            local_root,
+        );
+        ContextInner { data, record }
+    }
 }
 
 impl Context {
@@ -52,32 +82,29 @@ impl Context {
     }
 
     /// A clone of the calling thread's current context (empty if none is attached).
+    ///
+    /// Inside [`labels::with_labels`](crate::labels::with_labels) it is the
+    /// context with those labels merged in, built on the first call inside it.
     pub fn current() -> Self {
-        STACK
-            .try_with(|s| s.borrow().top().cloned())
-            .ok()
-            .flatten()
-            .unwrap_or_default()
+        slot::current()
     }
 
     /// Runs `f` with a reference to the current context, without cloning it.
     /// `f` must not attach or detach contexts.
     #[inline]
     pub(crate) fn map_current<R>(f: impl FnOnce(&Context) -> R) -> R {
-        let mut f = Some(f);
-        let mut call = |ctx: &Context| (f.take().expect("called once"))(ctx);
-        match STACK.try_with(|s| s.borrow().top().map(&mut call)) {
-            Ok(Some(r)) => r,
-            // No context attached, or the thread is exiting.
-            _ => call(&EMPTY),
-        }
+        slot::map_current(f)
     }
 
-    fn derive(&self, edit: impl FnOnce(&mut ContextInner)) -> Context {
-        let mut inner = self.inner.as_deref().cloned().unwrap_or_default();
-        edit(&mut inner);
+    fn derive(&self, edit: impl FnOnce(&mut ContextData)) -> Context {
+        let mut data = self
+            .inner
+            .as_deref()
+            .map(|i| i.data.clone())
+            .unwrap_or_default();
+        edit(&mut data);
         Context {
-            inner: Some(Arc::new(inner)),
+            inner: Some(Arc::new(ContextInner::new(data))),
         }
     }
 
@@ -111,13 +138,13 @@ impl Context {
     pub fn span(&self) -> &Span {
         self.inner
             .as_ref()
-            .and_then(|i| i.span.as_ref())
+            .and_then(|i| i.data.span.as_ref())
             .unwrap_or(Span::none())
     }
 
     /// Whether this context carries a span.
     pub fn has_span(&self) -> bool {
-        self.inner.as_ref().is_some_and(|i| i.span.is_some())
+        self.inner.as_ref().is_some_and(|i| i.data.span.is_some())
     }
 
     /// A context like this one whose labels are its labels merged with `labels`
@@ -133,7 +160,7 @@ impl Context {
     pub fn labels(&self) -> &LabelSet {
         self.inner
             .as_ref()
-            .map(|i| &i.labels)
+            .map(|i| &i.data.labels)
             .unwrap_or(LabelSet::empty_ref())
     }
 
@@ -152,6 +179,7 @@ impl Context {
         let id = TypeId::of::<T>();
         self.inner
             .as_ref()?
+            .data
             .values
             .iter()
             .find(|(t, _)| *t == id)
@@ -163,17 +191,51 @@ impl Context {
     /// order: a guard dropped out of order removes only its own context.
     ///
     /// The guard is not `Send`. Do not hold it across an `.await`; wrap the future
-    /// with [`FutureExt::in_context`] instead.
+    /// with [`FutureExt::in_context`] instead. (A guard held across an `.await`
+    /// anyway removes only its own context when it drops: another task's stays.)
+    ///
+    /// To make a context current for a closure without cloning it, use
+    /// [`in_scope`](Context::in_scope).
+    #[inline]
     pub fn attach(self) -> ContextGuard {
         ContextGuard {
-            index: enter(self),
+            ticket: slot::enter(self),
             _not_send: PhantomData,
         }
     }
 
-    /// The address the profiler's slot holds for this context (null when empty).
-    pub(crate) fn slot_ptr(&self) -> *const ContextInner {
-        self.inner.as_ref().map_or(std::ptr::null(), Arc::as_ptr)
+    /// Runs `f` with this context current, then restores the previous one (also
+    /// if `f` panics). Nothing is cloned or counted: the context is borrowed for
+    /// the call, the cheapest way to make a context current.
+    ///
+    /// It takes a closure rather than returning a guard that borrows `self`
+    /// because such a guard could be leaked with `mem::forget` in safe code,
+    /// leaving the thread (and the profiler's signal handler) pointing at a
+    /// context that may since have been freed.
+    ///
+    /// ```
+    /// use tracewire::{Context, labels::LabelSet};
+    ///
+    /// let ctx = Context::new().with_labels(LabelSet::new([("worker", "purge")]));
+    /// let got = ctx.in_scope(|| tracewire::labels::current().get("worker").map(str::to_owned));
+    /// assert_eq!(got.as_deref(), Some("purge"));
+    /// assert!(tracewire::labels::current().is_empty());
+    /// ```
+    #[inline]
+    pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        slot::in_scope(self, f)
+    }
+
+    /// Whether this is not the empty context.
+    #[inline]
+    pub(crate) fn inner_is_some(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// What the profiler's slot holds for this context (null when empty).
+    #[inline]
+    pub(crate) fn record_ptr(&self) -> *const Record {
+        self.inner.as_ref().map_or(std::ptr::null(), |i| &i.record)
     }
 }
 
@@ -183,6 +245,7 @@ impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Context");
         if let Some(i) = &self.inner {
+            let i = &i.data;
             d.field("span", &i.span.as_ref().map(|s| s.span_context()))
                 .field("labels", &i.labels)
                 .field("values", &i.values.len());
@@ -194,89 +257,25 @@ impl fmt::Debug for Context {
 /// Restores the previous context when dropped. Returned by [`Context::attach`].
 #[must_use = "the context is detached as soon as the guard is dropped"]
 pub struct ContextGuard {
-    index: usize,
+    ticket: Ticket,
     _not_send: PhantomData<*const ()>,
 }
 
 impl fmt::Debug for ContextGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ContextGuard")
-            .field("depth", &self.index)
+            .field("depth", &self.ticket.depth())
             .finish()
     }
 }
 
 impl Drop for ContextGuard {
+    #[inline]
     fn drop(&mut self) {
-        // Drop the detached context outside the stack's borrow: dropping it may end
-        // a span, which runs span processors.
-        drop(exit(self.index));
+        // `exit` hands the context back so that it is dropped here, outside the
+        // stack's borrow: dropping it may end a span, which runs span processors.
+        drop(slot::exit(self.ticket));
     }
-}
-
-/// The per-thread stack of attached contexts. `None` marks an entry whose guard was
-/// dropped out of order; such entries are popped once they reach the top.
-struct Stack {
-    entries: Vec<Option<Context>>,
-}
-
-impl Stack {
-    fn top(&self) -> Option<&Context> {
-        self.entries.last().and_then(Option::as_ref)
-    }
-    fn publish(&self) {
-        labels::slot::publish(self.top().map_or(std::ptr::null(), Context::slot_ptr));
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        // Unpublish before the contexts are freed, so the profiler never reads a
-        // dangling slot during thread exit.
-        labels::slot::publish(std::ptr::null());
-    }
-}
-
-thread_local! {
-    static STACK: RefCell<Stack> = const { RefCell::new(Stack { entries: Vec::new() }) };
-}
-
-/// Pushes `ctx` as the current context; returns its stack index.
-fn enter(ctx: Context) -> usize {
-    STACK
-        .try_with(|s| {
-            let mut s = s.borrow_mut();
-            s.entries.push(Some(ctx));
-            s.publish();
-            s.entries.len() - 1
-        })
-        // The thread is exiting and its stack is gone: nothing to attach to.
-        .unwrap_or(usize::MAX)
-}
-
-/// Removes the context pushed at `index` and returns it.
-fn exit(index: usize) -> Option<Context> {
-    STACK
-        .try_with(|s| {
-            let mut s = s.borrow_mut();
-            let len = s.entries.len();
-            if index >= len {
-                return None;
-            }
-            let taken = if index == len - 1 {
-                let taken = s.entries.pop().flatten();
-                while let Some(None) = s.entries.last() {
-                    s.entries.pop();
-                }
-                taken
-            } else {
-                s.entries[index].take()
-            };
-            s.publish();
-            taken
-        })
-        .ok()
-        .flatten()
 }
 
 /// Extension methods that carry a [`Context`] (and so its labels) into a future.
@@ -340,9 +339,9 @@ impl<F: Future> Future for InContext<F> {
         let this = self.project();
         // Move the context onto the thread's stack for the poll and take it back
         // afterwards: no reference-count traffic per poll.
-        let index = enter(this.ctx.take().unwrap_or_default());
+        let ticket = slot::enter(this.ctx.take().unwrap_or_default());
         let restore = Restore {
-            index,
+            ticket,
             slot: this.ctx,
         };
         let out = this.inner.poll(cx);
@@ -353,13 +352,13 @@ impl<F: Future> Future for InContext<F> {
 
 /// Detaches on drop (also while unwinding) and hands the context back to the future.
 struct Restore<'a> {
-    index: usize,
+    ticket: Ticket,
     slot: &'a mut Option<Context>,
 }
 
 impl Drop for Restore<'_> {
     fn drop(&mut self) {
-        *self.slot = exit(self.index);
+        *self.slot = Some(slot::exit(self.ticket));
     }
 }
 
@@ -438,17 +437,17 @@ mod tests {
         assert_eq!(Context::current().get::<RequestId>(), Some(&RequestId(2)));
         drop(gb);
         assert_eq!(Context::current().get::<RequestId>(), None);
-        assert_eq!(STACK.with(|s| s.borrow().entries.len()), 0);
+        assert_eq!(slot::depth(), 0);
     }
 
     #[test]
     fn slot_follows_the_current_context() {
         let ctx = Context::new().with_labels(LabelSet::new([("k", "v")]));
-        assert!(labels::slot::current_ptr().is_null());
+        assert!(slot::published().0.is_null());
         let g = ctx.clone().attach();
-        assert_eq!(labels::slot::current_ptr(), ctx.slot_ptr());
+        assert_eq!(slot::published().0, ctx.record_ptr());
         drop(g);
-        assert!(labels::slot::current_ptr().is_null());
+        assert!(slot::published().0.is_null());
     }
 
     #[test]
@@ -474,8 +473,8 @@ mod tests {
         assert!(r.is_err());
         assert_eq!(label_of(&Context::current()).as_deref(), Some("outer"));
         assert_eq!(
-            labels::slot::current_ptr(),
-            Context::current().slot_ptr(),
+            slot::published().0,
+            Context::current().record_ptr(),
             "slot restored too"
         );
     }

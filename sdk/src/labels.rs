@@ -30,7 +30,7 @@ pub struct LabelSet {
 }
 
 /// The shared body of a non-empty [`LabelSet`]. Its address is what the profiler's
-/// signal handler copies (and reference-counts) into a sample.
+/// signal handler copies (and reference-counts) into a sample (see `slot`).
 #[derive(PartialEq, Eq, Hash, Debug)]
 pub(crate) struct LabelSetInner {
     pub(crate) labels: Box<[(Str, Str)]>,
@@ -223,44 +223,14 @@ pub fn current() -> LabelSet {
 
 /// Runs `f` with the current context's labels merged with `labels` (Go's
 /// `pprof.Do`); CPU samples taken while `f` runs carry them.
-pub fn with_labels<R>(labels: &LabelSet, f: impl FnOnce() -> R) -> R {
-    let _guard = Context::map_current(|c| c.with_labels(labels.clone())).attach();
-    f()
-}
-
-/// The per-thread slot the CPU profiler reads from its signal handler.
 ///
-/// It holds the address of the thread's current context body, or null. It is written
-/// only by its own thread (on every attach and detach), as a single word, so a
-/// signal handler interrupting that thread sees either the old or the new address,
-/// never a torn one. The context it points to is kept alive by the thread's context
-/// stack for as long as the address is published.
-pub(crate) mod slot {
-    use std::sync::atomic::{compiler_fence, AtomicPtr, Ordering};
-
-    use crate::context::ContextInner;
-
-    thread_local! {
-        // Const-initialised and without a destructor: reading it is a plain
-        // thread-pointer-relative load, safe from a signal handler.
-        static SLOT: AtomicPtr<ContextInner> = const { AtomicPtr::new(std::ptr::null_mut()) };
-    }
-
-    /// Publishes `ptr` as the calling thread's current context.
-    #[inline]
-    pub(crate) fn publish(ptr: *const ContextInner) {
-        // Everything the context points to is written before its address becomes
-        // visible to a handler on this thread.
-        compiler_fence(Ordering::Release);
-        SLOT.with(|s| s.store(ptr.cast_mut(), Ordering::Relaxed));
-        compiler_fence(Ordering::SeqCst);
-    }
-
-    /// The calling thread's published context address (null when none).
-    #[inline]
-    pub(crate) fn current_ptr() -> *const ContextInner {
-        SLOT.with(|s| s.load(Ordering::Relaxed))
-    }
+/// Entering and leaving is cheap: `labels` is borrowed for the call, and the
+/// merged set is built only if something asks for it ([`current`],
+/// [`Context::current`], a [`spawn`](crate::spawn)); the profiler merges the
+/// labels of its samples later, off the signal path. Past a few nested calls
+/// (on the same context), the merged context is built on entry.
+pub fn with_labels<R>(labels: &LabelSet, f: impl FnOnce() -> R) -> R {
+    crate::slot::with_frame(labels, f)
 }
 
 #[cfg(test)]

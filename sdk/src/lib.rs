@@ -105,6 +105,8 @@ pub mod labels;
 #[allow(unsafe_code)]
 pub mod profile;
 pub mod propagation;
+#[allow(unsafe_code)]
+mod slot;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;

@@ -16,7 +16,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use crate::profile::sampler::{copy_current, release, SlotCopy};
+use crate::profile::sampler::{release, SlotCopy};
 
 /// Frames kept per sample.
 pub(crate) const MAX_FRAMES: usize = 64;
@@ -383,8 +383,10 @@ fn record(ptr: usize, size: usize, rate: usize) {
             rate,
             depth: 0,
             stack: [0; MAX_FRAMES],
-            // SAFETY: on the thread whose context is read (this allocation's).
-            slot: unsafe { copy_current() },
+            // SAFETY: on the thread whose context is read (this allocation's),
+            // in the recorder's guard (the merge's allocations are not sampled)
+            // and before the table lock is taken.
+            slot: unsafe { crate::slot::copy_merged() },
         };
         live.depth = walk(&mut live.stack);
         let stored = {

@@ -24,10 +24,6 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
-use crate::context::ContextInner;
-use crate::labels::{slot, LabelSetInner};
-use crate::trace::Str;
-
 /// Most frames kept per sample.
 pub(crate) const MAX_DEPTH: usize = 128;
 /// Samples the ring holds before the collector drains it (a power of two).
@@ -39,125 +35,7 @@ const TIMER_MAGIC: usize = 0x7472_6163_6577_6972; // "tracewir"
 /// `sigev_value` of the timers given to threads nobody registered.
 const ADOPTED_MAGIC: usize = TIMER_MAGIC + 1;
 
-/// What a sample records of the context that was current when it was taken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct SlotCopy {
-    /// The label set, with one reference count taken for the sample (null: none).
-    /// Whoever consumes the copy must release it with [`take_labels`] or
-    /// [`release_labels`].
-    pub(crate) labels: *const LabelSetInner,
-    /// The span name, with one reference count taken (null: none recorded).
-    pub(crate) span_name: *const Str,
-    /// The current span's trace id (0: no span).
-    pub(crate) trace_id: u128,
-    /// The current span's span id (0: no span).
-    pub(crate) span_id: u64,
-    /// The current span's local root span id (0: no recording span).
-    pub(crate) local_root_span_id: u64,
-}
-
-impl SlotCopy {
-    pub(crate) const EMPTY: SlotCopy = SlotCopy {
-        labels: std::ptr::null(),
-        span_name: std::ptr::null(),
-        trace_id: 0,
-        span_id: 0,
-        local_root_span_id: 0,
-    };
-}
-
-/// Copies the calling thread's slot. Async-signal-safe: a few loads and, for the
-/// label set and span name, one atomic increment each.
-///
-/// # Safety
-/// Must run on the thread whose context is read, either as that thread's code or
-/// in a signal handler that interrupted it. The slot then points at a context that
-/// the thread's context stack keeps alive until the thread itself unpublishes it,
-/// which cannot happen while this function runs.
-#[inline(always)]
-pub(crate) unsafe fn copy_current() -> SlotCopy {
-    let ctx: *const ContextInner = slot::current_ptr();
-    if ctx.is_null() {
-        return SlotCopy::EMPTY;
-    }
-    // SAFETY: per this function's contract the published context is alive, and it
-    // is immutable once published.
-    let ctx = unsafe { &*ctx };
-    let labels = ctx.labels.as_ptr();
-    if !labels.is_null() {
-        // SAFETY: `labels` comes from a live `Arc<LabelSetInner>` held by the
-        // context; taking one more count is a single atomic increment.
-        unsafe { Arc::increment_strong_count(labels) };
-    }
-    let span_name = ctx.span_name.as_ref().map_or(std::ptr::null(), Arc::as_ptr);
-    if !span_name.is_null() {
-        // SAFETY: as above, for the `Arc<Str>` the context holds.
-        unsafe { Arc::increment_strong_count(span_name) };
-    }
-    let (trace_id, span_id, local_root) = match &ctx.span {
-        Some(span) => {
-            let sc = span.span_context();
-            (
-                sc.trace_id().to_u128(),
-                sc.span_id().to_u64(),
-                span.local_root_span_id().map_or(0, |id| id.to_u64()),
-            )
-        }
-        None => (0, 0, 0),
-    };
-    SlotCopy {
-        labels,
-        span_name,
-        trace_id,
-        span_id,
-        local_root_span_id: local_root,
-    }
-}
-
-/// Gives back the reference counts a [`SlotCopy`] holds.
-///
-/// # Safety
-/// The copy must come from [`copy_current`], and its counts be released once.
-pub(crate) unsafe fn release(copy: &SlotCopy) {
-    // SAFETY: per the contract, these are the counts `copy_current` took.
-    unsafe {
-        release_labels(copy.labels);
-        if !copy.span_name.is_null() {
-            Arc::decrement_strong_count(copy.span_name);
-        }
-    }
-}
-
-/// Gives back the reference count a [`SlotCopy`] holds on its label set.
-///
-/// # Safety
-/// `labels` must come from [`copy_current`] and be released exactly once.
-pub(crate) unsafe fn release_labels(labels: *const LabelSetInner) {
-    if !labels.is_null() {
-        // SAFETY: per the contract, this is the count `copy_current` took.
-        unsafe { Arc::decrement_strong_count(labels) };
-    }
-}
-
-/// Takes over the reference counts of a [`SlotCopy`] as owned values.
-///
-/// # Safety
-/// Once per copy from [`copy_current`]; the copy's counts then belong to the result.
-pub(crate) unsafe fn take(copy: &SlotCopy) -> (crate::labels::LabelSet, Option<Arc<Str>>) {
-    let labels = if copy.labels.is_null() {
-        crate::labels::LabelSet::empty()
-    } else {
-        // SAFETY: per the contract, this count belongs to the caller now.
-        crate::labels::LabelSet::from_arc(unsafe { Arc::from_raw(copy.labels) })
-    };
-    let name = if copy.span_name.is_null() {
-        None
-    } else {
-        // SAFETY: as above.
-        Some(unsafe { Arc::from_raw(copy.span_name) })
-    };
-    (labels, name)
-}
+pub(crate) use crate::slot::{copy_current, release, take, SlotCopy};
 
 /// A sample's stack was walked within known bounds (a registered thread), so it
 /// can be judged whole or truncated. Unregistered threads' walks are not judged.
@@ -1514,7 +1392,8 @@ mod tests {
     //! it switches contexts in a tight loop.
 
     use super::*;
-    use crate::labels::LabelSet;
+    use crate::labels::{self, LabelSet, LabelSetInner};
+    use crate::slot::release_labels;
     use crate::Context;
     use std::sync::atomic::{compiler_fence, AtomicBool, AtomicUsize, Ordering};
 
@@ -1702,6 +1581,179 @@ mod tests {
         drop(ctxs);
         // All counts were given back: each set is now only held by `sets`.
         for s in &sets {
+            assert_eq!(s.strong_count(), 1);
+        }
+        assert!(i > 1000);
+    }
+
+    // Per record of the frames test: the context's set, the frames' sets, and
+    // the loop's intent/current states.
+    const FRAME_FIELDS: usize = 1 + crate::slot::MAX_FRAMES + 2;
+    static FRAME_RECORDS: [AtomicUsize; MAX_RECORDS * FRAME_FIELDS] =
+        [const { AtomicUsize::new(0) }; MAX_RECORDS * FRAME_FIELDS];
+    static FRAME_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+    extern "C" fn frames_handler(_: libc::c_int) {
+        // SAFETY: runs on the interrupted thread (the signal is sent to it).
+        let copy = unsafe { copy_current() };
+        let i = FRAME_COUNT.fetch_add(1, Ordering::Relaxed);
+        if i < MAX_RECORDS {
+            let r = &FRAME_RECORDS[i * FRAME_FIELDS..(i + 1) * FRAME_FIELDS];
+            r[0].store(copy.labels as usize, Ordering::Relaxed);
+            for (f, p) in r[1..].iter().zip(copy.frames) {
+                f.store(p as usize, Ordering::Relaxed);
+            }
+            r[FRAME_FIELDS - 2].store(INTENT.load(Ordering::Relaxed), Ordering::Relaxed);
+            r[FRAME_FIELDS - 1].store(CURRENT.load(Ordering::Relaxed), Ordering::Relaxed);
+        } else {
+            // SAFETY: the counts were taken just above and are not stored anywhere.
+            unsafe { release(&copy) };
+        }
+    }
+
+    /// A state of the frames test's loop: a context (1-based, 0: none) and up to
+    /// two label frames over it (1-based, 0: none).
+    fn state(ctx: usize, f0: usize, f1: usize) -> usize {
+        ctx * 100 + f0 * 10 + f1
+    }
+
+    /// Moves the loop to `next`: INTENT before the switch, CURRENT after it.
+    fn switch<R>(next: usize, f: impl FnOnce() -> R) -> R {
+        INTENT.store(next, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        let r = f();
+        compiler_fence(Ordering::SeqCst);
+        CURRENT.store(next, Ordering::Relaxed);
+        r
+    }
+
+    #[test]
+    fn signal_handler_copies_label_frames_only_while_they_are_borrowed() {
+        let _serial = crate::profile::test_serial();
+        INTENT.store(0, Ordering::Relaxed);
+        CURRENT.store(0, Ordering::Relaxed);
+        let ctxs: Vec<Context> = (0..3)
+            .map(|i| Context::new().with_labels(LabelSet::new([("ctx", format!("{i}"))])))
+            .collect();
+        let ctx_sets: Vec<LabelSet> = ctxs.iter().map(|c| c.labels().clone()).collect();
+        let frames: Vec<LabelSet> = (0..3)
+            .map(|i| LabelSet::new([("frame", format!("{i}"))]))
+            .collect();
+        // The pointers a sample taken in state `s` holds.
+        let expected = |s: usize| -> [usize; 1 + crate::slot::MAX_FRAMES] {
+            let mut out = [0; 1 + crate::slot::MAX_FRAMES];
+            let (c, f0, f1) = (s / 100, s / 10 % 10, s % 10);
+            if c > 0 {
+                out[0] = ctxs[c - 1].labels().as_ptr() as usize;
+            }
+            for (slot, f) in out[1..].iter_mut().zip([f0, f1]) {
+                if f > 0 {
+                    *slot = frames[f - 1].as_ptr() as usize;
+                }
+            }
+            out
+        };
+
+        // SAFETY: installs a plain handler for SIGPROF in this test process; the
+        // previous action is restored below.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = frames_handler as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            assert_eq!(libc::sigaction(libc::SIGPROF, &sa, &mut old), 0);
+        }
+        // SAFETY: pthread_self has no preconditions.
+        let target = unsafe { libc::pthread_self() } as usize;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let killer = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                // SAFETY: `target` is the test thread, alive until `stop` is set.
+                unsafe { libc::pthread_kill(target as libc::pthread_t, libc::SIGPROF) };
+                for _ in 0..200 {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+
+        let start = std::time::Instant::now();
+        let mut i = 0usize;
+        while FRAME_COUNT.load(Ordering::Relaxed) < 20_000 && start.elapsed().as_secs() < 20 {
+            let (k, j) = (i % 3, i / 3 % 3);
+            let (c, f0, f1, other) = (k + 1, j + 1, (j + 1) % 3 + 1, (k + 1) % 3 + 1);
+            let guard = switch(state(c, 0, 0), || ctxs[k].clone().attach());
+            INTENT.store(state(c, f0, 0), Ordering::Relaxed);
+            compiler_fence(Ordering::SeqCst);
+            {
+                labels::with_labels(&frames[f0 - 1], || {
+                    CURRENT.store(state(c, f0, 0), Ordering::Relaxed);
+                    INTENT.store(state(c, f0, f1), Ordering::Relaxed);
+                    compiler_fence(Ordering::SeqCst);
+                    labels::with_labels(&frames[f1 - 1], || {
+                        CURRENT.store(state(c, f0, f1), Ordering::Relaxed);
+                        // A borrowed context over the frames, half of the time.
+                        if i.is_multiple_of(2) {
+                            INTENT.store(state(other, 0, 0), Ordering::Relaxed);
+                            compiler_fence(Ordering::SeqCst);
+                            ctxs[other - 1].in_scope(|| {
+                                CURRENT.store(state(other, 0, 0), Ordering::Relaxed);
+                                INTENT.store(state(c, f0, f1), Ordering::Relaxed);
+                                compiler_fence(Ordering::SeqCst);
+                            });
+                            compiler_fence(Ordering::SeqCst);
+                            CURRENT.store(state(c, f0, f1), Ordering::Relaxed);
+                        }
+                        INTENT.store(state(c, f0, 0), Ordering::Relaxed);
+                        compiler_fence(Ordering::SeqCst);
+                    });
+                    compiler_fence(Ordering::SeqCst);
+                    CURRENT.store(state(c, f0, 0), Ordering::Relaxed);
+                    INTENT.store(state(c, 0, 0), Ordering::Relaxed);
+                    compiler_fence(Ordering::SeqCst);
+                });
+            }
+            compiler_fence(Ordering::SeqCst);
+            CURRENT.store(state(c, 0, 0), Ordering::Relaxed);
+            switch(0, || drop(guard));
+            i += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        killer.join().unwrap();
+        // SAFETY: restores the action saved above.
+        unsafe { libc::sigaction(libc::SIGPROF, &old, std::ptr::null_mut()) };
+
+        let n = FRAME_COUNT.load(Ordering::Relaxed).min(MAX_RECORDS);
+        assert!(n >= 5_000, "only {n} signals arrived");
+        let mut with_frames = 0;
+        for r in 0..n {
+            let rec = &FRAME_RECORDS[r * FRAME_FIELDS..(r + 1) * FRAME_FIELDS];
+            let got: Vec<usize> = rec[..FRAME_FIELDS - 2]
+                .iter()
+                .map(|p| p.load(Ordering::Relaxed))
+                .collect();
+            let intent = rec[FRAME_FIELDS - 2].load(Ordering::Relaxed);
+            let current = rec[FRAME_FIELDS - 1].load(Ordering::Relaxed);
+            assert!(
+                got[..] == expected(intent)[..] || got[..] == expected(current)[..],
+                "record {r}: copied {got:x?} while switching from state {current} to {intent}"
+            );
+            if got[1] != 0 {
+                with_frames += 1;
+            }
+            let copy = SlotCopy {
+                labels: got[0] as *const LabelSetInner,
+                frames: std::array::from_fn(|f| got[1 + f] as *const LabelSetInner),
+                ..SlotCopy::EMPTY
+            };
+            // SAFETY: each record holds the counts taken by the handler.
+            unsafe { release(&copy) };
+        }
+        assert!(with_frames > 0, "no sample had frames");
+        drop(ctxs);
+        // All counts were given back.
+        for s in ctx_sets.iter().chain(&frames) {
             assert_eq!(s.strong_count(), 1);
         }
         assert!(i > 1000);
