@@ -141,3 +141,56 @@ fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output {
         .unwrap()
         .block_on(f)
 }
+
+/// Two tasks on one thread (a current-thread runtime's `LocalSet`) each attach a
+/// guard and hold it across `.await`s, a misuse (`in_context` is the way), and
+/// drop it while the other task's guard sits above it in the thread's stack.
+/// Neither may pop the other's context: after every `.await` each task is in its
+/// own context, and once both are done the thread is back to none.
+#[test]
+fn guards_held_across_awaits_by_two_tasks_never_pop_each_others_context() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    let log = Rc::new(RefCell::new(Vec::<String>::new()));
+    let task = |name: &'static str, log: Rc<RefCell<Vec<String>>>| {
+        let own = Context::new().with_labels(LabelSet::new([("task", name)]));
+        let held = Context::new().with_labels(LabelSet::new([("task", name), ("held", "yes")]));
+        async move {
+            let check = |step: &str| {
+                assert_eq!(label("task").as_deref(), Some(name), "{name} {step}");
+                log.borrow_mut().push(format!("{name} {step}"));
+            };
+            let guard = held.attach();
+            assert_eq!(label("held").as_deref(), Some("yes"));
+            tokio::task::yield_now().await;
+            check("after the first await");
+            tokio::task::yield_now().await;
+            check("after the second await");
+            drop(guard);
+            check("after dropping its guard");
+            tokio::task::yield_now().await;
+            check("after the last await");
+        }
+        .in_context(own)
+    };
+    rt.block_on(local.run_until(async {
+        let a = tokio::task::spawn_local(task("a", log.clone()));
+        let b = tokio::task::spawn_local(task("b", log.clone()));
+        a.await.unwrap();
+        b.await.unwrap();
+    }));
+    // The tasks interleaved, so each dropped its guard out of order.
+    let log = log.borrow();
+    assert_eq!(log.len(), 8);
+    assert!(
+        log[..2].iter().any(|l| l.starts_with('a')) && log[..2].iter().any(|l| l.starts_with('b')),
+        "{log:?}"
+    );
+    assert!(labels::current().is_empty());
+    assert!(!Context::current().has_span());
+}
