@@ -326,6 +326,13 @@ fn context_attach(c: &mut Criterion) {
                 black_box(&_g);
             })
         });
+        // A borrowed enter: no clone, no reference count. It is closure-scoped
+        // (`Context::in_scope`) because a guard borrowing the context could be
+        // `mem::forget`-ed, leaving the thread's stack and the profiler's signal
+        // handler pointing at a context that may then be freed.
+        group.bench_function("tracewire_enter", |b| {
+            b.iter(|| ctx.in_scope(|| black_box(())))
+        });
         drop(ctx);
         let _ = provider.shutdown(Duration::from_secs(5));
     }
