@@ -481,6 +481,7 @@ impl Stack {
 
     /// The current context (the top's, merged if the top is a frame): call
     /// [`Stack::materialize_top`] first.
+    #[inline]
     fn top_context(&self) -> &Context {
         match self.entries.last() {
             Some(e) if e.tag == Tag::Frame => &e.merged,

@@ -291,6 +291,7 @@ impl Span {
     }
 
     /// Ends the span now. Later calls, and recording calls after it, do nothing.
+    #[inline]
     pub fn end(&self) {
         if let Repr::Recording(r) = &self.repr {
             r.end(None);

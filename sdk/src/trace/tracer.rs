@@ -61,6 +61,9 @@ pub(crate) struct ProviderInner {
     /// `OTEL_SDK_DISABLED=true`: never enabled, no processors.
     sdk_disabled: bool,
     sampler: Box<dyn Sampler>,
+    /// `sampler.always_drops()`, asked once: an unsampled span is then decided
+    /// without a call through the trait.
+    always_drops: bool,
     pub(crate) limits: SpanLimits,
     processors: Box<[Arc<dyn SpanProcessor>]>,
     observers: Box<[Arc<dyn SpanObserver>]>,
@@ -502,11 +505,14 @@ impl TracerProviderBuilder {
         for p in &processors {
             p.set_resource(&resource);
         }
+        let sampler = sampler.unwrap_or_else(|| Box::new(ParentBased::new(AlwaysOn)));
+        let always_drops = sampler.always_drops();
         let inner = ProviderInner {
             enabled: AtomicBool::new(!disabled),
             shut_down: AtomicBool::new(false),
             sdk_disabled: disabled,
-            sampler: sampler.unwrap_or_else(|| Box::new(ParentBased::new(AlwaysOn))),
+            sampler,
+            always_drops,
             limits: self.limits,
             processors: processors.into_boxed_slice(),
             observers: if disabled {
@@ -670,7 +676,49 @@ impl Tracer {
     /// Starts a span whose parent is the current context's span.
     #[inline]
     pub fn start(&self, name: impl Into<Str>) -> Span {
+        if let Some(span) = self.unsampled_child_of_current() {
+            return span;
+        }
         self.span_builder(name).start()
+    }
+
+    /// The span a provider whose sampler drops everything starts under the
+    /// current context, decided before anything is built: one flag read, the
+    /// parent's ids, a new span id. `None` when the general path must decide (no
+    /// such sampler, collection stopped, a B3 debug parent).
+    #[inline]
+    fn unsampled_child_of_current(&self) -> Option<Span> {
+        let Target::Provider(owner) = &self.target else {
+            return None;
+        };
+        let provider = owner.inner();
+        if !provider.always_drops || !provider.enabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        Context::map_current(|c| {
+            let parent = c.span().span_context();
+            if parent.is_debug() {
+                return None;
+            }
+            let span_context = if parent.is_valid() {
+                SpanContext::new(
+                    parent.trace_id(),
+                    SpanId::random(),
+                    parent.flags().with_sampled(false),
+                    false,
+                    parent.trace_state().clone(),
+                )
+            } else {
+                SpanContext::new(
+                    TraceId::random(),
+                    SpanId::random(),
+                    TraceFlags::RANDOM.with_sampled(false),
+                    false,
+                    TraceState::NONE,
+                )
+            };
+            Some(Span::non_recording(span_context))
+        })
     }
 
     /// Starts a span whose parent is `ctx`'s span.
@@ -686,7 +734,8 @@ impl Tracer {
             name: name.into(),
             kind: SpanKind::Internal,
             parent: Parent::Current,
-            attributes: super::attribute_vec(),
+            // Taken from the pool when an attribute is added or the span records.
+            attributes: Vec::new(),
             links: Vec::new(),
             start_time: None,
         }
@@ -723,7 +772,7 @@ impl Tracer {
         let parent_valid = parent.is_valid();
         // A B3 debug parent (with or without ids) forces sampling.
         let debug = parent.is_debug();
-        if provider.sampler.always_drops() && !debug {
+        if provider.always_drops && !debug {
             // Fast path: no sampler call, no result to build.
             let (trace_id, flags, state) = if parent_valid {
                 (
@@ -799,6 +848,9 @@ impl Tracer {
         }
         let limits = &provider.limits;
         let mut attributes = b.attributes;
+        if attributes.capacity() == 0 {
+            attributes = super::attribute_vec();
+        }
         attributes.append(&mut result.attributes);
         let dropped_attributes_count = limit_attributes(
             &mut attributes,
@@ -884,13 +936,20 @@ impl<'t> SpanBuilder<'t> {
     }
     /// Adds an attribute (visible to the sampler).
     pub fn attribute(mut self, kv: KeyValue) -> Self {
-        self.attributes.push(kv);
+        self.pooled_attributes().push(kv);
         self
     }
     /// Adds attributes (visible to the sampler).
     pub fn attributes(mut self, kvs: impl IntoIterator<Item = KeyValue>) -> Self {
-        self.attributes.extend(kvs);
+        self.pooled_attributes().extend(kvs);
         self
+    }
+    /// The attribute vector, taken from the pool on first use.
+    fn pooled_attributes(&mut self) -> &mut Vec<KeyValue> {
+        if self.attributes.capacity() == 0 {
+            self.attributes = super::attribute_vec();
+        }
+        &mut self.attributes
     }
     /// Adds a link.
     pub fn link(mut self, link: Link) -> Self {
