@@ -39,9 +39,13 @@ pub fn example_bin(name: &str) -> PathBuf {
 }
 
 /// A child process killed (SIGKILL) when dropped, unless it already exited.
+#[derive(Debug)]
 pub struct Proc {
+    /// The process.
     pub child: Child,
+    /// Its standard output, read line by line.
     pub stdout: BufReader<ChildStdout>,
+    /// The example's name, for messages.
     pub name: String,
 }
 
@@ -117,7 +121,7 @@ impl Drop for Proc {
 }
 
 /// A Zipkin-compatible collector on loopback: stores every JSON span POSTed to it.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Zipkin {
     spans: Arc<Mutex<Vec<serde_json::Value>>>,
 }

@@ -15,6 +15,7 @@
 //! (a copy of `propagation::{lower_hex, write_hex}`, which the crate keeps private),
 //! the `hex` crate and the `const-hex` crate (both accept uppercase, so a
 //! lowercase check comes first).
+#![allow(missing_docs)] // criterion_group! makes an undocumented pub fn
 
 use std::hint::black_box;
 

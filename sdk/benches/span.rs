@@ -12,6 +12,7 @@
 //!   measurement stopped (what kept up with the loop), and
 //! - `after flush`: the fraction received once the pipeline was flushed and shut
 //!   down (what was not dropped).
+#![allow(missing_docs)] // criterion_group! makes an undocumented pub fn
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -111,7 +111,10 @@ impl Context {
     /// A context like this one whose current span is `span`.
     pub fn with_span(&self, span: Span) -> Context {
         self.derive(|i| {
-            i.span_name = crate::profile::span_name_for(&span, i.span_name.take());
+            #[cfg(feature = "profile")]
+            {
+                i.span_name = crate::profile::span_name_for(&span, i.span_name.take());
+            }
             i.span = Some(span);
         })
     }
@@ -120,7 +123,10 @@ impl Context {
     /// what a server layer makes for each request.
     pub fn with_span_and_labels(&self, span: Span, labels: LabelSet) -> Context {
         self.derive(|i| {
-            i.span_name = crate::profile::span_name_for(&span, i.span_name.take());
+            #[cfg(feature = "profile")]
+            {
+                i.span_name = crate::profile::span_name_for(&span, i.span_name.take());
+            }
             i.span = Some(span);
             if !labels.is_empty() {
                 i.labels = i.labels.merge(&labels);

@@ -182,6 +182,7 @@ impl LabelSet {
     }
 
     /// Rebuilds a label set from a pointer taken with `Arc::into_raw`-style counting.
+    #[cfg_attr(not(feature = "profile"), allow(dead_code))]
     pub(crate) fn from_arc(inner: Arc<LabelSetInner>) -> LabelSet {
         LabelSet { inner: Some(inner) }
     }

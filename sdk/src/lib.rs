@@ -25,7 +25,16 @@
 //!
 //! ## Features
 //!
-//! All off by default:
+//! On by default:
+//!
+//! - `profile`: the CPU profiler ([`profile`]) and the heap profiler
+//!   ([`alloc`]); pulls `prost`, `flate2`, `backtrace`, `addr2line`, `object`,
+//!   `rustc-demangle` and `libc`. A library that only needs `Context`, labels
+//!   and spans can turn default features off: labels still travel with the
+//!   context, and a binary with the feature on profiles them.
+//! - `json`: [`export::JsonLinesExporter`]; pulls `serde_json`.
+//!
+//! Off by default:
 //!
 //! - `tower`: the `tower` module (pulls `http-body`, `tower-service`,
 //!   `tower-layer`, `percent-encoding`).
@@ -94,6 +103,8 @@
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
+#[cfg(feature = "profile")]
+#[cfg_attr(docsrs, doc(cfg(feature = "profile")))]
 pub mod alloc;
 pub mod bridge;
 pub mod context;
@@ -103,9 +114,13 @@ pub mod export;
 pub mod global;
 pub mod labels;
 #[allow(unsafe_code)]
+#[cfg(feature = "profile")]
+#[cfg_attr(docsrs, doc(cfg(feature = "profile")))]
 pub mod profile;
 pub mod propagation;
 #[allow(unsafe_code)]
+// Without the profilers nothing copies the slot: its signal-path half is unused.
+#[cfg_attr(not(feature = "profile"), allow(dead_code))]
 mod slot;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]

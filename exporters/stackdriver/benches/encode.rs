@@ -2,6 +2,7 @@
 //! cloudtrace.v2.Span` plus protobuf encoding of `BatchWriteSpansRequest`s, for a
 //! realistic span (6 attributes, 1 event) in batches of 512, on one core.
 //! `cargo bench -p tracewire-stackdriver`.
+#![allow(missing_docs)] // criterion_group! makes an undocumented pub fn
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tracewire::export::{InMemoryExporter, SpanExporter};

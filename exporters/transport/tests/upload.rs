@@ -130,7 +130,10 @@ fn a_worker_runs_on_a_runtime_of_its_own_and_its_shutdown_says_what_was_not_uplo
             tokio::runtime::Handle::try_current().is_ok(),
             Ordering::SeqCst,
         );
-        assert_eq!(std::thread::current().name(), Some("transport-test-uploader"));
+        assert_eq!(
+            std::thread::current().name(),
+            Some("transport-test-uploader")
+        );
         Ok(async move {
             let q2 = Arc::clone(&q);
             q.until_deadline(async move {

@@ -7,6 +7,7 @@
 //! `prost-build` generates from `proto/zipkin.proto` (what the exporter uses) and
 //! with the hand-written prost structs they replaced (kept below, unchanged, as
 //! the rival), so the ratio comes from one run.
+#![allow(missing_docs)] // criterion_group! makes an undocumented pub fn
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use prost::Message as _;

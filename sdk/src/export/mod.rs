@@ -11,6 +11,7 @@
 //! so. Flushes and shutdowns keep their deadlines.
 
 mod batch;
+#[cfg(feature = "json")]
 mod json;
 mod memory;
 mod retry;
@@ -24,6 +25,8 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 pub use batch::{BatchConfig, BatchProcessor};
+#[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 pub use json::JsonLinesExporter;
 pub use memory::InMemoryExporter;
 pub use retry::{Attempt, Backoff, ExportCounters, ExporterStats};

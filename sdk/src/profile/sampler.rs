@@ -1500,6 +1500,7 @@ mod tests {
         // SAFETY: installs a plain handler for SIGPROF in this test process; the
         // previous action is restored below.
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: as above: a zeroed action filled in, then installed.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = handler as extern "C" fn(libc::c_int) as usize;
@@ -1657,6 +1658,7 @@ mod tests {
         // SAFETY: installs a plain handler for SIGPROF in this test process; the
         // previous action is restored below.
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: as above: a zeroed action filled in, then installed.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = frames_handler as extern "C" fn(libc::c_int) as usize;
