@@ -162,7 +162,7 @@ impl PipelineFlags {
             // The flag's URL wins; OTEL_EXPORTER_ZIPKIN_TIMEOUT still applies.
             let exporter = tracewire_zipkin::ZipkinExporter::builder()
                 .from_env_with(lookup)
-                .endpoint(url.clone())
+                .with_endpoint(url.clone())
                 .build()
                 .map_err(|e| format!("--zipkin: {e}"))?;
             builder = add_batch(builder, exporter, added);
@@ -170,10 +170,10 @@ impl PipelineFlags {
         match (&self.stackdriver_project, &self.stackdriver_endpoint) {
             (Some(project), endpoint) => {
                 let mut exporter =
-                    tracewire_stackdriver::StackdriverExporter::builder().project_id(project);
+                    tracewire_stackdriver::StackdriverExporter::builder().with_project_id(project);
                 if let Some(url) = endpoint {
                     // An emulator or test server: no credentials are sent.
-                    exporter = exporter.endpoint(url.clone());
+                    exporter = exporter.with_endpoint(url.clone());
                 }
                 let exporter = exporter
                     .build()
@@ -236,20 +236,20 @@ impl ProfilingFlags {
     pub fn start(&self, service: &str) -> Result<Uploaders, String> {
         let mut uploaders = Uploaders::default();
         if let Some(url) = &self.pyroscope {
-            let mut builder =
-                tracewire_pyroscope::PyroscopeUploader::builder(url.clone()).service_name(service);
+            let mut builder = tracewire_pyroscope::PyroscopeUploader::builder(url.clone())
+                .with_service_name(service);
             if let Some(period) = self.upload_every {
-                builder = builder.upload_every(period);
+                builder = builder.with_upload_every(period);
             }
             uploaders.pyroscope = Some(builder.start().map_err(|e| format!("--pyroscope: {e}"))?);
         }
         match (&self.cloud_profiler_project, &self.cloud_profiler_endpoint) {
             (Some(project), endpoint) => {
                 let mut builder = tracewire_cloud_profiler::CloudProfilerAgent::builder()
-                    .project_id(project)
-                    .service(service);
+                    .with_project_id(project)
+                    .with_service(service);
                 if let Some(url) = endpoint {
-                    builder = builder.endpoint(url.clone());
+                    builder = builder.with_endpoint(url.clone());
                 }
                 uploaders.cloud_profiler = Some(
                     builder

@@ -44,8 +44,8 @@ fn under_profiler(which: Which, hz: u32, f: fn()) -> (Duration, Duration, Durati
         Which::None => (run_threads(f), Duration::ZERO),
         Which::Tracewire => {
             let p = Profiler::builder()
-                .frequency(hz)
-                .span_ids(SpanIds::None)
+                .with_frequency(hz)
+                .with_span_ids(SpanIds::None)
                 .start()
                 .unwrap();
             let measured = run_threads(f);

@@ -102,7 +102,7 @@ fn tracewire_span(tracer: &tracewire::Tracer) {
     let span = tracer
         .span_builder("GET /user")
         .root()
-        .attributes([
+        .with_attributes([
             tracewire::KeyValue::new("http.method", "GET"),
             tracewire::KeyValue::new("http.route", "/user"),
             tracewire::KeyValue::new("http.status_code", 200i64),

@@ -2,10 +2,11 @@
 //! typed values, and the machinery that makes a context *current* on a thread.
 //!
 //! Making a context current (with [`Context::attach`], or by polling a future wrapped
-//! with [`FutureExt::in_context`]) also publishes it in the per-thread slot that the
+//! with [`ContextExt::in_context`]) also publishes it in the per-thread slot that the
 //! CPU profiler reads, so labels and span ids follow the work, not the thread.
 
 use std::any::{Any, TypeId};
+use std::borrow::Borrow;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -197,7 +198,7 @@ impl Context {
     /// order: a guard dropped out of order removes only its own context.
     ///
     /// The guard is not `Send`. Do not hold it across an `.await`; wrap the future
-    /// with [`FutureExt::in_context`] instead. (A guard held across an `.await`
+    /// with [`ContextExt::in_context`] instead. (A guard held across an `.await`
     /// anyway removes only its own context when it drops: another task's stays.)
     ///
     /// To make a context current for a closure without cloning it, use
@@ -284,8 +285,23 @@ impl Drop for ContextGuard {
     }
 }
 
-/// Extension methods that carry a [`Context`] (and so its labels) into a future.
-pub trait FutureExt: Future + Sized {
+/// Extension methods that carry a [`Context`] (and so its labels) into a future,
+/// implemented for every future.
+///
+/// Named so that it does not clash with `futures::FutureExt` (tracing calls its
+/// equivalent `Instrument`).
+///
+/// ```
+/// use tracewire::{labels::{self, LabelSet}, ContextExt};
+///
+/// # futures_executor::block_on(async {
+/// let got = async { labels::current().get("job").map(str::to_owned) }
+///     .with_labels(LabelSet::new([("job", "purge")]))
+///     .await;
+/// assert_eq!(got.as_deref(), Some("purge"));
+/// # });
+/// ```
+pub trait ContextExt: Future + Sized {
     /// Makes `ctx` current on every poll of this future, on whichever thread polls
     /// it, and restores the thread's previous context after each poll.
     fn in_context(self, ctx: Context) -> InContext<Self> {
@@ -301,16 +317,58 @@ pub trait FutureExt: Future + Sized {
     }
 
     /// Polls this future with the caller's context plus `labels` (Go's `pprof.Do`
-    /// for futures).
-    fn with_labels(self, labels: LabelSet) -> InContext<Self> {
-        self.in_context(Context::map_current(|c| c.with_labels(labels)))
+    /// for futures): the future form of
+    /// [`labels::with_labels`](crate::labels::with_labels), and the caller's
+    /// context with [`Context::with_labels`] applied. Takes a `LabelSet` or a
+    /// `&LabelSet`, as `labels::with_labels` does.
+    fn with_labels(self, labels: impl Borrow<LabelSet>) -> InContext<Self> {
+        let labels = labels.borrow();
+        self.in_context(Context::map_current(|c| {
+            if labels.is_empty() {
+                c.clone()
+            } else {
+                c.with_labels(labels.clone())
+            }
+        }))
     }
 }
 
-impl<F: Future> FutureExt for F {}
+impl<F: Future> ContextExt for F {}
+
+/// The deprecated [`FutureExt`](compat::FutureExt), in a module of its own so
+/// that its methods are not in scope here next to [`ContextExt`]'s. Re-exported
+/// as `tracewire::FutureExt`.
+pub(crate) mod compat {
+    use super::{Context, ContextExt, Future, InContext, LabelSet};
+
+    /// The former name of [`ContextExt`], which clashed with `futures::FutureExt`.
+    #[deprecated(note = "Deprecated: use tracewire::ContextExt (same methods)")]
+    pub trait FutureExt: Future + Sized {
+        /// See [`ContextExt::in_context`].
+        #[deprecated(note = "Deprecated: use tracewire::ContextExt::in_context")]
+        fn in_context(self, ctx: Context) -> InContext<Self> {
+            ContextExt::in_context(self, ctx)
+        }
+
+        /// See [`ContextExt::in_current_context`].
+        #[deprecated(note = "Deprecated: use tracewire::ContextExt::in_current_context")]
+        fn in_current_context(self) -> InContext<Self> {
+            ContextExt::in_current_context(self)
+        }
+
+        /// See [`ContextExt::with_labels`].
+        #[deprecated(note = "Deprecated: use tracewire::ContextExt::with_labels")]
+        fn with_labels(self, labels: LabelSet) -> InContext<Self> {
+            ContextExt::with_labels(self, labels)
+        }
+    }
+
+    #[allow(deprecated)]
+    impl<F: Future> FutureExt for F {}
+}
 
 pin_project_lite::pin_project! {
-    /// A future polled inside a [`Context`]. Made by [`FutureExt::in_context`].
+    /// A future polled inside a [`Context`]. Made by [`ContextExt::in_context`].
     #[derive(Debug)]
     pub struct InContext<F> {
         #[pin]

@@ -15,6 +15,7 @@
 //! assert!(labels::current().is_empty());
 //! ```
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -230,8 +231,25 @@ pub fn current() -> LabelSet {
 /// [`Context::current`], a [`spawn`](crate::spawn)); the profiler merges the
 /// labels of its samples later, off the signal path. Past a few nested calls
 /// (on the same context), the merged context is built on entry.
-pub fn with_labels<R>(labels: &LabelSet, f: impl FnOnce() -> R) -> R {
-    crate::slot::with_frame(labels, f)
+///
+/// `labels` is a `LabelSet` or a `&LabelSet`. The same merge has two other
+/// forms: [`Context::with_labels`] returns a new context (to attach, or to
+/// hand to other work), and [`ContextExt::with_labels`](crate::ContextExt::with_labels)
+/// wraps a future (this function cannot: the frame ends when `f` returns).
+///
+/// ```
+/// use tracewire::labels::{self, LabelSet};
+///
+/// let set = LabelSet::new([("worker", "purge")]);
+/// let got = labels::with_labels(&set, || labels::current().get("worker").map(str::to_owned));
+/// assert_eq!(got.as_deref(), Some("purge"));
+/// labels::with_labels(LabelSet::new([("job", "gc")]), || {
+///     assert_eq!(labels::current().get("job"), Some("gc"));
+/// });
+/// assert!(labels::current().is_empty());
+/// ```
+pub fn with_labels<R>(labels: impl Borrow<LabelSet>, f: impl FnOnce() -> R) -> R {
+    crate::slot::with_frame(labels.borrow(), f)
 }
 
 #[cfg(test)]
@@ -258,7 +276,7 @@ mod tests {
     fn with_labels_nests_and_restores() {
         let outer = LabelSet::new([("worker", "purge"), ("k", "1")]);
         with_labels(&outer, || {
-            with_labels(&LabelSet::new([("k", "2")]), || {
+            with_labels(LabelSet::new([("k", "2")]), || {
                 assert_eq!(current().to_string(), "k=2,worker=purge");
             });
             assert_eq!(current().to_string(), "k=1,worker=purge");

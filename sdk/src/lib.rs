@@ -6,7 +6,7 @@
 //! makes its labels current for the CPU profiler, so every CPU sample can say which
 //! request, handler and span it was taken in.
 //!
-//! - [`context`]: [`Context`], [`Context::attach`], [`FutureExt::in_context`],
+//! - [`context`]: [`Context`], [`Context::attach`], [`ContextExt::in_context`],
 //!   [`spawn`] / [`spawn_blocking`] that carry the caller's context.
 //! - [`trace`]: ids, [`SpanContext`], [`TracerProvider`], [`Tracer`], [`Span`],
 //!   samplers and limits.
@@ -49,7 +49,7 @@
 //! use std::time::Duration;
 //! use tracewire::export::InMemoryExporter;
 //! use tracewire::labels::LabelSet;
-//! use tracewire::{Context, FutureExt, KeyValue, TracerProvider};
+//! use tracewire::{Context, ContextExt, KeyValue, TracerProvider};
 //!
 //! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 //! # async fn main() {
@@ -61,7 +61,7 @@
 //! let tracer = provider.tracer("example");
 //!
 //! let request = tracer.start("GET /user");
-//! request.set_attribute(KeyValue::new("http.route", "/user"));
+//! request.set_attribute("http.route", "/user");
 //! let ctx = Context::new()
 //!     .with_span(request)
 //!     .with_labels(LabelSet::new([("http-path", "/user")]));
@@ -127,7 +127,9 @@ mod slot;
 pub mod tower;
 pub mod trace;
 
-pub use context::{spawn, spawn_blocking, spawn_thread, Context, ContextGuard, FutureExt};
+#[allow(deprecated)]
+pub use context::compat::FutureExt;
+pub use context::{spawn, spawn_blocking, spawn_thread, Context, ContextExt, ContextGuard};
 pub use trace::{
     KeyValue, SamplingState, Span, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId,
     TraceState, Tracer, TracerProvider, Value,

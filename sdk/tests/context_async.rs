@@ -8,7 +8,7 @@ use std::thread::ThreadId;
 
 use futures_util::FutureExt as _;
 use tracewire::labels::{self, LabelSet};
-use tracewire::{Context, FutureExt};
+use tracewire::{Context, ContextExt};
 
 fn label(key: &str) -> Option<String> {
     labels::current().get(key).map(str::to_owned)

@@ -175,7 +175,7 @@ fn decisions(builder: TracerProviderBuilder) -> (bool, bool, bool) {
     let sampled = |parent: Option<SpanContext>| {
         let builder = tracer.span_builder("s").root();
         let span = match parent {
-            Some(p) => builder.parent_span_context(p).start(),
+            Some(p) => builder.with_parent_span_context(p).start(),
             None => builder.start(),
         };
         span.span_context().is_sampled()

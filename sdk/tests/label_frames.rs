@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Mutex, MutexGuard};
 
 use tracewire::labels::{self, LabelSet};
-use tracewire::{Context, FutureExt, TracerProvider};
+use tracewire::{Context, ContextExt, TracerProvider};
 
 /// `labels::live_sets` counts the whole process: the tests of this file take
 /// turns.
@@ -34,7 +34,7 @@ fn context_current_inside_with_labels_is_the_parent_with_the_labels_merged() {
     let span = provider.tracer("t").start("GET /user");
     let span_id = span.span_context().span_id();
     let _g = parent().with_span(span).attach();
-    labels::with_labels(&handler(), || {
+    labels::with_labels(handler(), || {
         let ctx = Context::current();
         assert_eq!(
             ctx.labels().to_string(),
@@ -102,8 +102,8 @@ fn a_panic_inside_nested_scopes_restores_the_outer_context() {
     let _g = parent().attach();
     let inner = Context::new().with_labels(LabelSet::new([("k", "inner")]));
     let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        labels::with_labels(&handler(), || {
-            inner.in_scope(|| labels::with_labels(&handler(), || panic!("handler failed")))
+        labels::with_labels(handler(), || {
+            inner.in_scope(|| labels::with_labels(handler(), || panic!("handler failed")))
         })
     }));
     assert!(r.is_err());
@@ -130,7 +130,7 @@ fn spawned_work_inherits_the_merged_labels() {
         .build()
         .unwrap();
     let _g = parent().attach();
-    let (task, blocking, thread, future) = labels::with_labels(&handler(), || {
+    let (task, blocking, thread, future) = labels::with_labels(handler(), || {
         let _rt = rt.enter();
         let task = tracewire::spawn(async {
             tokio::task::yield_now().await;
@@ -161,7 +161,7 @@ fn no_label_set_outlives_its_scopes() {
                 labels::with_labels(&set, || {
                     // Built on demand, dropped with the frame.
                     assert_eq!(labels::current().len(), 3);
-                    labels::with_labels(&LabelSet::new([("iter", "x")]), || {
+                    labels::with_labels(LabelSet::new([("iter", "x")]), || {
                         let _ = Context::current();
                     });
                 })

@@ -34,7 +34,10 @@ fn observers_see_sampled_spans_start_and_end_even_when_dropped_or_renamed() {
     let provider = TracerProvider::builder().with_observer(log.clone()).build();
     let tracer = provider.tracer("t");
     let (outer_id, inner_id) = tracer.in_span("outer", |cx| {
-        let inner = tracer.span_builder("inner").kind(SpanKind::Client).start();
+        let inner = tracer
+            .span_builder("inner")
+            .with_kind(SpanKind::Client)
+            .start();
         let inner_id = inner.span_context().span_id();
         inner.update_name("renamed");
         drop(inner); // never ended explicitly

@@ -53,11 +53,11 @@ fn spans_map_field_by_field_into_the_opentelemetry_model() {
     let ctx = Context::new().with_span(parent);
     let s = t
         .span_builder("GET /cart")
-        .kind(SpanKind::Server)
-        .parent(&ctx)
-        .attribute(KeyValue::new("http.route", "/cart"))
-        .attribute(KeyValue::new("items", vec![1i64, 2]))
-        .link(Link::new(
+        .with_kind(SpanKind::Server)
+        .with_parent(&ctx)
+        .with_attribute(KeyValue::new("http.route", "/cart"))
+        .with_attribute(KeyValue::new("items", vec![1i64, 2]))
+        .with_link(Link::new(
             linked.clone(),
             vec![KeyValue::new("why", "batch")],
         ))

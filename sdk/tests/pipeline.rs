@@ -10,7 +10,7 @@ use tracewire::export::{
     SpanExporter,
 };
 use tracewire::trace::SpanData;
-use tracewire::{KeyValue, TracerProvider};
+use tracewire::TracerProvider;
 
 /// Counts what it is given; can be made slow, failing, hanging or panicking.
 #[derive(Clone, Default)]
@@ -79,7 +79,7 @@ fn hundred_thousand_spans_from_four_threads_are_all_accounted_for() {
             std::thread::spawn(move || {
                 for i in 0..25_000 {
                     let s = t.start("op");
-                    s.set_attribute(KeyValue::new("i", i));
+                    s.set_attribute("i", i);
                     s.end();
                 }
             })
@@ -312,8 +312,7 @@ fn json_lines_exporter_writes_one_valid_object_per_span() {
         .build();
     let t = p.tracer("t");
     t.in_span("parent", |cx| {
-        cx.span()
-            .set_attribute(KeyValue::new("http.route", "/user"));
+        cx.span().set_attribute("http.route", "/user");
         cx.span().add_event("hello", vec![]);
         t.start("child").end();
     });

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tracewire::export::{BatchConfig, ExportError, JsonLinesExporter, SpanExporter};
 use tracewire::trace::{Resource, SpanData};
-use tracewire::{KeyValue, TracerProvider};
+use tracewire::TracerProvider;
 
 /// Polls `cond` until it holds or `timeout` passes; whether it held.
 fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -45,7 +45,7 @@ fn end_spans(provider: &TracerProvider, n: usize) {
     let tracer = provider.tracer("faults");
     for i in 0..n {
         let span = tracer.start("op");
-        span.set_attribute(KeyValue::new("i", i as i64));
+        span.set_attribute("i", i as i64);
         span.end();
     }
 }
@@ -422,8 +422,8 @@ fn end_big_spans(provider: &TracerProvider, n: usize) {
     let payload = "x".repeat(1000);
     for i in 0..n {
         let span = tracer.start("op");
-        span.set_attribute(KeyValue::new("i", i as i64));
-        span.set_attribute(KeyValue::new("payload", payload.clone()));
+        span.set_attribute("i", i as i64);
+        span.set_attribute("payload", payload.clone());
         span.end();
     }
 }

@@ -14,7 +14,7 @@ use support::{burn_cpu, go_tool, run, serial};
 
 use tracewire::labels::{self, LabelSet};
 use tracewire::profile::{self, pprof, CustomProfile, Profiler, SpanIds};
-use tracewire::{Context, FutureExt, TracerProvider};
+use tracewire::{Context, ContextExt, TracerProvider};
 
 fn shares(cpu: &BTreeMap<String, Duration>) -> BTreeMap<String, f64> {
     let total: f64 = cpu.values().map(Duration::as_secs_f64).sum();
@@ -26,14 +26,14 @@ fn shares(cpu: &BTreeMap<String, Duration>) -> BTreeMap<String, f64> {
 #[test]
 fn label_shares_and_total_cpu_match_the_threads_own_cpu_clocks() {
     let _serial = serial();
-    let profiler = Profiler::builder().frequency(100).start().unwrap();
+    let profiler = Profiler::builder().with_frequency(100).start().unwrap();
     let workers: Vec<_> = [("heavy", 900u64), ("light", 300)]
         .into_iter()
         .map(|(name, ms)| {
             std::thread::spawn(move || {
                 profile::register_current_thread().unwrap();
                 let before = profile::thread_cpu_time().unwrap();
-                labels::with_labels(&LabelSet::new([("job", name)]), || {
+                labels::with_labels(LabelSet::new([("job", name)]), || {
                     burn_cpu(Duration::from_millis(ms))
                 });
                 profile::thread_cpu_time().unwrap() - before
@@ -63,7 +63,7 @@ fn label_shares_and_total_cpu_match_the_threads_own_cpu_clocks() {
 fn unregistered_threads_are_counted_once_and_idle_threads_not_at_all() {
     let _serial = serial();
     for hz in [100, 1000] {
-        let profiler = Profiler::builder().frequency(hz).start().unwrap();
+        let profiler = Profiler::builder().with_frequency(hz).start().unwrap();
         let workers: Vec<_> = ["registered", "unregistered"]
             .into_iter()
             .map(|name| {
@@ -72,7 +72,7 @@ fn unregistered_threads_are_counted_once_and_idle_threads_not_at_all() {
                         profile::register_current_thread().unwrap();
                     }
                     let before = profile::thread_cpu_time().unwrap();
-                    labels::with_labels(&LabelSet::new([("thread", name)]), || {
+                    labels::with_labels(LabelSet::new([("thread", name)]), || {
                         burn_cpu(Duration::from_millis(800))
                     });
                     profile::thread_cpu_time().unwrap() - before
@@ -153,7 +153,7 @@ fn unregistered_threads_are_credited_from_the_profiles_start_not_before() {
                 ready.send(()).unwrap();
                 rx.recv().unwrap();
                 let before = profile::thread_cpu_time().unwrap();
-                labels::with_labels(&LabelSet::new([("early", format!("{i}"))]), || {
+                labels::with_labels(LabelSet::new([("early", format!("{i}"))]), || {
                     burn_cpu(Duration::from_millis(30))
                 });
                 profile::thread_cpu_time().unwrap() - before
@@ -164,7 +164,7 @@ fn unregistered_threads_are_credited_from_the_profiles_start_not_before() {
     for _ in 0..10 {
         ready_rx.recv().unwrap();
     }
-    let profiler = Profiler::builder().frequency(100).start().unwrap();
+    let profiler = Profiler::builder().with_frequency(100).start().unwrap();
     let mut measured = Duration::ZERO;
     for (tx, t) in workers {
         tx.send(()).unwrap();
@@ -194,7 +194,7 @@ fn tokio_tasks_sharing_two_workers_keep_their_own_labels() {
         .on_thread_stop(profile::unregister_current_thread)
         .build()
         .unwrap();
-    let profiler = Profiler::builder().frequency(250).start().unwrap();
+    let profiler = Profiler::builder().with_frequency(250).start().unwrap();
     // Task t burns (t+1) units; each poll burns a 20 ms slice and yields, so the
     // tasks interleave on both workers. Each task measures the CPU it really used.
     // Slices are several kernel ticks (4 ms) long, so each gets a near-fixed number
@@ -257,8 +257,8 @@ fn samples_carry_the_local_root_span_and_its_name() {
     let provider = TracerProvider::builder().build();
     let tracer = provider.tracer("t");
     let profiler = Profiler::builder()
-        .frequency(250)
-        .span_ids(SpanIds::LocalRoot)
+        .with_frequency(250)
+        .with_span_ids(SpanIds::LocalRoot)
         .start()
         .unwrap();
     let root = tracer.start("GET /user");
@@ -306,8 +306,8 @@ fn stress_at_1000_hz_allocating_unwinding_panicking_and_spawning() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let profiler = Profiler::builder()
-        .frequency(1000)
-        .span_ids(SpanIds::Every)
+        .with_frequency(1000)
+        .with_span_ids(SpanIds::Every)
         .start()
         .unwrap();
     let provider = TracerProvider::builder().build();
@@ -373,8 +373,8 @@ fn stress_at_1000_hz_allocating_unwinding_panicking_and_spawning() {
 fn pprof_output_decodes_with_types_period_mappings_and_labels() {
     let _serial = serial();
     profile::register_current_thread().unwrap();
-    let profiler = Profiler::builder().frequency(200).start().unwrap();
-    labels::with_labels(&LabelSet::new([("http-path", "/messages")]), || {
+    let profiler = Profiler::builder().with_frequency(200).start().unwrap();
+    labels::with_labels(LabelSet::new([("http-path", "/messages")]), || {
         burn_cpu(Duration::from_millis(150))
     });
     let p = profiler.stop().unwrap();

@@ -21,7 +21,7 @@ fn samples_inside_nested_frames_carry_the_merged_labels() {
     {
         let p = std::thread::spawn(|| {
             profile::register_current_thread().unwrap();
-            let profiler = Profiler::builder().frequency(250).start().unwrap();
+            let profiler = Profiler::builder().with_frequency(250).start().unwrap();
             let parent =
                 Context::new().with_labels(LabelSet::new([("service", "api"), ("job", "outer")]));
             let a = LabelSet::new([("job", "a")]);

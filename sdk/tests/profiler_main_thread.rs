@@ -13,7 +13,7 @@ fn main() {
     use tracewire::profile::{self, Profiler};
 
     profile::register_current_thread().unwrap();
-    let p = Profiler::builder().frequency(250).start().unwrap();
+    let p = Profiler::builder().with_frequency(250).start().unwrap();
     support::burn_cpu(Duration::from_millis(400));
     let stats = p.stop().unwrap().stats();
     let mut ok = stats.walked_samples >= 50 && stats.truncated_samples * 20 <= stats.walked_samples;
@@ -24,7 +24,7 @@ fn main() {
     // Unregistered, the main thread's stacks are whole too (its bounds are its
     // [stack] mapping): they reach `main` from the burning loop.
     profile::unregister_current_thread();
-    let p = Profiler::builder().frequency(250).start().unwrap();
+    let p = Profiler::builder().with_frequency(250).start().unwrap();
     support::burn_cpu(Duration::from_millis(400));
     let p = p.stop().unwrap();
     let all: u64 = p.samples().iter().map(|s| s.count).sum();

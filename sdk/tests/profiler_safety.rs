@@ -77,7 +77,7 @@ fn sigprof_pending() -> bool {
 #[test]
 fn a_refused_start_leaves_the_running_profile_its_samples() {
     let _serial = serial();
-    let profiler = Profiler::builder().frequency(250).start().unwrap();
+    let profiler = Profiler::builder().with_frequency(250).start().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     // A stream of refused starts, as concurrent /debug/pprof/profile requests make.
     let refuser = {
@@ -85,7 +85,7 @@ fn a_refused_start_leaves_the_running_profile_its_samples() {
         std::thread::spawn(move || {
             let mut refused = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                match Profiler::builder().frequency(250).start() {
+                match Profiler::builder().with_frequency(250).start() {
                     Err(e) if e.is_busy() => refused += 1,
                     Err(e) => panic!("unexpected error {e}"),
                     Ok(_) => panic!("a second profile started"),
@@ -97,7 +97,7 @@ fn a_refused_start_leaves_the_running_profile_its_samples() {
     let worker = std::thread::spawn(|| {
         profile::register_current_thread().unwrap();
         let before = profile::thread_cpu_time().unwrap();
-        labels::with_labels(&LabelSet::new([("job", "busy")]), || {
+        labels::with_labels(LabelSet::new([("job", "busy")]), || {
             burn_cpu(Duration::from_millis(800))
         });
         profile::thread_cpu_time().unwrap() - before
@@ -129,7 +129,7 @@ fn a_sigprof_pending_when_the_profile_stops_does_not_kill_the_process() {
         // so the signals of the profile's timers stay pending past its end.
         block_sigprof(libc::SIG_BLOCK);
         profile::register_current_thread().unwrap();
-        let p = Profiler::builder().frequency(1000).start().unwrap();
+        let p = Profiler::builder().with_frequency(1000).start().unwrap();
         burn_cpu(Duration::from_millis(100));
         drop(p);
         if !sigprof_pending() {
@@ -166,7 +166,7 @@ fn a_thread_whose_timer_cannot_be_created_is_counted_and_shown() {
             }
         }
         profile::register_current_thread().unwrap();
-        let p = Profiler::builder().frequency(100).start().unwrap();
+        let p = Profiler::builder().with_frequency(100).start().unwrap();
         burn_cpu(Duration::from_millis(300));
         let p = p.stop().unwrap();
         let stats = p.stats();
@@ -200,7 +200,7 @@ fn a_thread_whose_timer_cannot_be_created_is_counted_and_shown() {
 fn a_child_forked_during_a_profile_can_start_its_own() {
     let _serial = serial();
     profile::register_current_thread().unwrap();
-    let profiler = Profiler::builder().frequency(100).start().unwrap();
+    let profiler = Profiler::builder().with_frequency(100).start().unwrap();
     // The child only does what is safe after fork in a multi-threaded process (no
     // thread creation): it asks whether a profile runs and uses the registry.
     // (On the code before the fix this test started a profile in the child, which
@@ -265,11 +265,11 @@ fn a_child_forked_while_threads_register_does_not_deadlock() {
 #[test]
 fn a_thread_that_registers_and_unregisters_is_not_credited_twice() {
     let _serial = serial();
-    let profiler = Profiler::builder().frequency(100).start().unwrap();
+    let profiler = Profiler::builder().with_frequency(100).start().unwrap();
     let worker = std::thread::spawn(|| {
         let phase = |name: &'static str| {
             let before = profile::thread_cpu_time().unwrap();
-            labels::with_labels(&LabelSet::new([("phase", name)]), || {
+            labels::with_labels(LabelSet::new([("phase", name)]), || {
                 burn_cpu(Duration::from_millis(300))
             });
             profile::thread_cpu_time().unwrap() - before
@@ -329,7 +329,7 @@ fn spin_with_frame_pointer(fp: usize, iterations: u64) {
 fn an_unregistered_threads_frame_pointer_into_an_unmapped_page_does_not_crash() {
     let _serial = serial();
     let result = in_forked_child(Duration::from_secs(30), || {
-        let profiler = Profiler::builder().frequency(1000).start().unwrap();
+        let profiler = Profiler::builder().with_frequency(1000).start().unwrap();
         let survived = std::thread::spawn(|| {
             // A page of this frame's own buffer, above the stack pointer of the
             // spin below, made unreadable while it spins.

@@ -28,7 +28,7 @@ fn burn_in_a_named_function() {
 /// A profile of `burn_in_a_named_function`, decoded.
 fn profile_this_process() -> pprof::Profile {
     profile::register_current_thread().unwrap();
-    let p = Profiler::builder().frequency(250).start().unwrap();
+    let p = Profiler::builder().with_frequency(250).start().unwrap();
     burn_in_a_named_function();
     let mut bytes = Vec::new();
     p.stop().unwrap().write_pprof(&mut bytes).unwrap();
@@ -267,7 +267,7 @@ extern "C" fn slow_compare(a: *const libc::c_void, b: *const libc::c_void) -> li
 fn stacks_cut_short_by_code_without_frame_pointers_are_counted_and_said() {
     let _serial = serial();
     profile::register_current_thread().unwrap();
-    let p = Profiler::builder().frequency(250).start().unwrap();
+    let p = Profiler::builder().with_frequency(250).start().unwrap();
     let start = profile::thread_cpu_time().unwrap();
     while profile::thread_cpu_time().unwrap() - start < Duration::from_millis(400) {
         let mut v: Vec<u32> = (0..64u32).rev().collect();

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use tracewire::export::{BatchConfig, InMemoryExporter};
-use tracewire::{KeyValue, TracerProvider};
+use tracewire::TracerProvider;
 
 /// Resident set size of this process, from `/proc/self/statm` (in pages).
 fn rss_bytes() -> u64 {
@@ -38,8 +38,8 @@ fn one_pipeline(spans: usize) {
     let tracer = provider.tracer("lifetime");
     for i in 0..spans {
         let span = tracer.start("op");
-        span.set_attribute(KeyValue::new("i", i as i64));
-        span.set_attribute(KeyValue::new("http.route", "/user/profile"));
+        span.set_attribute("i", i as i64);
+        span.set_attribute("http.route", "/user/profile");
         span.end();
     }
     provider.shutdown(Duration::from_secs(10)).unwrap();
@@ -112,7 +112,7 @@ fn a_span_outliving_its_provider_and_tracer_ends_without_harm() {
     drop(provider);
     // The pipeline shut down with the last handle; the spans still work as
     // values and end into the (closed) pipeline, which counts them dropped.
-    late.set_attribute(KeyValue::new("k", "v"));
+    late.set_attribute("k", "v");
     assert_eq!(
         child.span_context().trace_id(),
         late.span_context().trace_id()

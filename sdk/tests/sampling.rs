@@ -37,7 +37,7 @@ impl Ratio {
         );
         self.tracer
             .span_builder("s")
-            .parent_span_context(parent)
+            .with_parent_span_context(parent)
             .start()
             .span_context()
             .is_sampled()

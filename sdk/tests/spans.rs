@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use tracewire::export::InMemoryExporter;
 use tracewire::trace::{AlwaysOff, Link, ParentBased, SpanLimits, TraceIdRatio};
 use tracewire::{
-    Context, FutureExt, KeyValue, SamplingState, Span, SpanContext, SpanId, SpanKind, Status,
+    Context, ContextExt, KeyValue, SamplingState, Span, SpanContext, SpanId, SpanKind, Status,
     TraceFlags, TraceId, TraceState, TracerProvider, Value,
 };
 
@@ -26,7 +26,7 @@ fn child_span_takes_trace_and_parent_from_the_current_context() {
     let root = t.start("root");
     let root_sc = root.span_context().clone();
     let _g = Context::current_with_span(root).attach();
-    let child = t.span_builder("child").kind(SpanKind::Client).start();
+    let child = t.span_builder("child").with_kind(SpanKind::Client).start();
     assert_eq!(child.span_context().trace_id(), root_sc.trace_id());
     child.end();
     let spans = exp.spans();
@@ -60,8 +60,8 @@ fn remote_parent_keeps_trace_id_flags_and_trace_state() {
     let s = p
         .tracer("t")
         .span_builder("server")
-        .kind(SpanKind::Server)
-        .parent_span_context(remote.clone())
+        .with_kind(SpanKind::Server)
+        .with_parent_span_context(remote.clone())
         .start();
     assert_eq!(s.span_context().trace_id(), remote.trace_id());
     assert!(s.span_context().flags().is_random());
@@ -83,21 +83,21 @@ fn span_records_attributes_events_links_status_and_rename() {
     let link_sc = linked.span_context().clone();
     let s = t
         .span_builder("first")
-        .attribute(KeyValue::new("a", "1"))
-        .link(Link::new(
+        .with_attribute(KeyValue::new("a", "1"))
+        .with_link(Link::new(
             link_sc.clone(),
             vec![KeyValue::new("why", "batch")],
         ))
         .start();
-    s.set_attribute(KeyValue::new("n", 7));
-    s.set_attribute(KeyValue::new("a", "2")); // replaces
+    s.set_attribute("n", 7);
+    s.set_attribute("a", "2"); // replaces
     s.set_attributes([KeyValue::new("f", 1.5), KeyValue::new("b", true)]);
-    s.set_attribute(KeyValue::new("arr", vec![1i64, 2]));
+    s.set_attribute("arr", vec![1i64, 2]);
     s.add_event("cache miss", vec![KeyValue::new("key", "user:1")]);
     s.update_name("second");
     s.set_status(Status::error("boom"));
     s.end();
-    s.set_attribute(KeyValue::new("late", 1)); // after end: ignored
+    s.set_attribute("late", 1); // after end: ignored
     let d = exp.find(s.span_context().span_id()).unwrap();
     assert_eq!(d.name, "second");
     assert_eq!(d.attribute("a"), Some(&Value::from("2")));
@@ -143,15 +143,15 @@ fn limits_drop_and_count_what_goes_over() {
     let other = t.start("o").span_context().clone();
     let s = t
         .span_builder("s")
-        .attributes((0..3).map(|i| KeyValue::new(format!("k{i}"), i)))
-        .link(Link::new(
+        .with_attributes((0..3).map(|i| KeyValue::new(format!("k{i}"), i)))
+        .with_link(Link::new(
             other.clone(),
             vec![KeyValue::new("x", 1), KeyValue::new("y", 2)],
         ))
-        .link(Link::new(other, vec![]))
+        .with_link(Link::new(other, vec![]))
         .start();
-    s.set_attribute(KeyValue::new("k0", "héllo wörld")); // replace, truncated
-    s.set_attribute(KeyValue::new("k9", 1)); // over the limit
+    s.set_attribute("k0", "héllo wörld"); // replace, truncated
+    s.set_attribute("k9", 1); // over the limit
     s.add_event("e1", vec![KeyValue::new("a", 1), KeyValue::new("b", 2)]);
     s.add_event("e2", vec![]);
     s.end();
@@ -187,7 +187,11 @@ fn span_ends_when_its_last_handle_drops() {
 fn end_is_idempotent_and_explicit_timestamps_are_kept() {
     let (p, exp) = pipeline();
     let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let s = p.tracer("t").span_builder("s").start_time(start).start();
+    let s = p
+        .tracer("t")
+        .span_builder("s")
+        .with_start_time(start)
+        .start();
     s.end_with_timestamp(start + Duration::from_millis(5));
     s.end();
     drop(s);
@@ -214,7 +218,7 @@ fn unsampled_spans_record_nothing_but_propagate() {
         child.span_context().trace_id(),
         root.span_context().trace_id()
     );
-    child.set_attribute(KeyValue::new("ignored", 1));
+    child.set_attribute("ignored", 1);
     child.end();
     assert!(exporter.is_empty());
     assert_eq!(p.stats().started, 0);
@@ -356,7 +360,7 @@ fn a_debug_parent_forces_sampling_and_passes_debug_to_every_child() {
         let provider = if always_off {
             builder.with_sampler(AlwaysOff)
         } else {
-            builder.with_sampler(ParentBased::new(AlwaysOff).remote_sampled(AlwaysOff))
+            builder.with_sampler(ParentBased::new(AlwaysOff).with_remote_sampled(AlwaysOff))
         }
         .build();
         let tracer = provider.tracer("t");
@@ -366,7 +370,7 @@ fn a_debug_parent_forces_sampling_and_passes_debug_to_every_child() {
         ] {
             let server = tracer
                 .span_builder("server")
-                .parent_span_context(parent.clone())
+                .with_parent_span_context(parent.clone())
                 .start();
             assert_eq!(server.span_context().sampling_state(), SamplingState::Debug);
             let cx = Context::new().with_span(server);
@@ -395,7 +399,7 @@ fn a_deferred_parent_is_decided_by_the_root_sampler_in_the_callers_trace() {
         let span = provider
             .tracer("t")
             .span_builder("server")
-            .parent_span_context(parent.clone())
+            .with_parent_span_context(parent.clone())
             .start();
         let sc = span.span_context();
         assert_eq!(sc.trace_id(), parent.trace_id());
@@ -414,7 +418,7 @@ fn a_decision_without_ids_starts_a_new_trace_that_follows_it() {
     ] {
         let span = tracer
             .span_builder("server")
-            .parent_span_context(SpanContext::sampling_only(decision))
+            .with_parent_span_context(SpanContext::sampling_only(decision))
             .start();
         assert!(span.span_context().is_valid());
         assert_eq!(span.span_context().is_sampled(), sampled, "{decision:?}");

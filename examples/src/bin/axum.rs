@@ -101,7 +101,7 @@ async fn serve(addr: SocketAddr, tracer: Tracer) -> std::io::Result<()> {
         .layer(TraceLayer::new(tracer))
         // Added after the layer, so not traced. `nest_service` strips the
         // prefix, hence `.prefix("/")`.
-        .nest_service("/debug/pprof", PprofService::new().prefix("/"))
+        .nest_service("/debug/pprof", PprofService::new().with_prefix("/"))
         .with_state(App {
             client,
             base: format!("http://{local}"),

@@ -41,7 +41,7 @@ use tracewire::bridge::tracing::TracewireLayer;
 use tracewire::export::{InMemoryExporter, JsonLinesExporter};
 use tracewire::profile::{Profiler, SpanIds};
 use tracewire::trace::SpanData;
-use tracewire::{KeyValue, TracerProvider};
+use tracewire::TracerProvider;
 use tracewire_grpc::{GrpcClientLayer, GrpcTraceLayer};
 use tracewire_http::debug::{PprofService, Tracez, TracezService};
 use tracewire_http::trace::{ResponseBody, TraceLayer};
@@ -85,7 +85,7 @@ impl Greeter for Backend {
         };
         let span = tracewire::global::tracer("backend").start("score");
         let digest = hash_rounds(rounds, rounds);
-        span.set_attribute(KeyValue::new("rounds", rounds as i64));
+        span.set_attribute("rounds", rounds as i64);
         span.end();
         Ok(tonic::Response::new(HelloReply {
             message: format!("{name} {digest:016x}"),
@@ -445,9 +445,9 @@ fn run(flags: Flags) -> Result<(), String> {
         println!("  gRPC backend   http://{backend_addr}  (helloworld.Greeter)");
         println!("  profiling at 100 Hz while {} s of mixed load run", flags.seconds);
         let profiler = Profiler::builder()
-            .frequency(100)
+            .with_frequency(100)
             // Each sample names the innermost span: tracez shows every span's CPU.
-            .span_ids(SpanIds::Every)
+            .with_span_ids(SpanIds::Every)
             .start()
             .map_err(|e| e.to_string())?;
         // Started after the demo's profile: they skip the periods it holds.

@@ -32,7 +32,7 @@ use examples::helloworld::HelloRequest;
 use examples::{flag_value, install_pipeline, Flags};
 use tonic::transport::Endpoint;
 use tower::ServiceBuilder;
-use tracewire::{Context, FutureExt, KeyValue, Status};
+use tracewire::{Context, ContextExt, KeyValue, Status};
 use tracewire_grpc::GrpcClientLayer;
 
 const USAGE: &str = "usage: helloworld-client [--addr URL] [--name NAME] [--zipkin URL | --stackdriver-project P [--stackdriver-endpoint URL]]   (default http://127.0.0.1:50051, name world)";
@@ -110,7 +110,7 @@ async fn say_hello(addr: &str, name: String) -> Result<String, String> {
 
     let root = tracer
         .span_builder("helloworld-client")
-        .attribute(KeyValue::new("greeter.addr", addr.to_owned()))
+        .with_attribute(KeyValue::new("greeter.addr", addr.to_owned()))
         .start();
     let ctx = Context::new().with_span(root.clone());
     // The client span starts when the call is first polled: poll it inside the

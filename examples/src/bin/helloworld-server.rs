@@ -141,14 +141,14 @@ impl Greeter for HelloGreeter {
         let span = self
             .tracer
             .span_builder("compose greeting")
-            .attribute(KeyValue::new("greeting.name_length", name.len() as i64))
+            .with_attribute(KeyValue::new("greeting.name_length", name.len() as i64))
             .start();
         let message = if name.is_empty() {
             "Hello!".to_owned()
         } else {
             format!("Hello {name}!")
         };
-        span.set_attribute(KeyValue::new("greeting.message", message.clone()));
+        span.set_attribute("greeting.message", message.clone());
         span.end();
         Ok(Response::new(HelloReply { message }))
     }

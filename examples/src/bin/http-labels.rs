@@ -46,7 +46,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tower::{service_fn, ServiceBuilder};
 use tower_service::Service;
 use tracewire::labels::LabelSet;
-use tracewire::FutureExt;
+use tracewire::ContextExt;
 use tracewire_http::debug::PprofService;
 use tracewire_http::trace::{ResponseBody, TraceLayer};
 

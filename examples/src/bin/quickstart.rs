@@ -10,7 +10,7 @@ use std::time::Duration;
 use tracewire::export::{InMemoryExporter, JsonLinesExporter};
 use tracewire::labels::{self, LabelSet};
 use tracewire::trace::SpanData;
-use tracewire::{Context, FutureExt, KeyValue, SpanKind, Status, TracerProvider};
+use tracewire::{Context, ContextExt, KeyValue, SpanKind, Status, TracerProvider};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -38,8 +38,8 @@ async fn main() {
     println!("# exported spans (JSON lines):");
     let request = tracer
         .span_builder("GET /user")
-        .kind(SpanKind::Server)
-        .attribute(KeyValue::new("http.route", "/user"))
+        .with_kind(SpanKind::Server)
+        .with_attribute(KeyValue::new("http.route", "/user"))
         .start();
     let ctx = Context::new()
         .with_span(request)
@@ -48,7 +48,7 @@ async fn main() {
     async {
         let lookup = tracer.start("cache.lookup");
         tokio::time::sleep(Duration::from_millis(5)).await; // crosses an .await
-        lookup.set_attribute(KeyValue::new("cache.hit", false));
+        lookup.set_attribute("cache.hit", false);
         lookup.end();
 
         // The spawned task inherits the context: its span's parent is the request,
@@ -58,10 +58,10 @@ async fn main() {
             async move {
                 let db = tracer
                     .span_builder("db.query")
-                    .kind(SpanKind::Client)
+                    .with_kind(SpanKind::Client)
                     .start();
                 let path = labels::current().get("http-path").map(str::to_owned);
-                db.set_attribute(KeyValue::new("labels.http-path", path.unwrap_or_default()));
+                db.set_attribute("labels.http-path", path.unwrap_or_default());
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 db.add_event("rows fetched", vec![KeyValue::new("rows", 42)]);
                 db.end();

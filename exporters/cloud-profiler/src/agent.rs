@@ -103,10 +103,10 @@ pub(crate) fn start(
         Some(url) => (url.clone(), None),
     };
     let endpoint = GrpcEndpoint::new("Cloud Profiler endpoint", &url, &config.tls)?
-        .connect_timeout(config.timeout)
+        .with_connect_timeout(config.timeout)
         // The long poll may be idle for an hour: find a dead connection sooner.
-        .keep_alive(Duration::from_secs(30), Duration::from_secs(20))
-        .user_agent(concat!(
+        .with_keep_alive(Duration::from_secs(30), Duration::from_secs(20))
+        .with_user_agent(concat!(
             "tracewire-cloud-profiler/",
             env!("CARGO_PKG_VERSION")
         ))?;
@@ -231,8 +231,8 @@ impl Agent {
                     .filter(|d| !d.is_zero())
                     .unwrap_or(DEFAULT_CPU_DURATION);
                 let profiler = match Profiler::builder()
-                    .frequency(self.config.frequency)
-                    .span_ids(SpanIds::None)
+                    .with_frequency(self.config.frequency)
+                    .with_span_ids(SpanIds::None)
                     .start()
                 {
                     Ok(p) => p,

@@ -11,7 +11,7 @@
 //! 2. An `ABORTED` answer carrying `google.rpc.RetryInfo` in the trailing
 //!    metadata item `google.rpc.retryinfo-bin` is honoured: the next
 //!    `CreateProfile` waits that long. Other errors back off exponentially with
-//!    jitter ([`backoff`](CloudProfilerBuilder::backoff); like the Go agent, 1 min
+//!    jitter ([`with_backoff`](CloudProfilerBuilder::with_backoff); like the Go agent, 1 min
 //!    doubling to 1 h by default).
 //! 3. What the server asked for is collected: a CPU profile from
 //!    [`tracewire::profile`] for the `duration` it gave (10 s when it gave none),
@@ -26,10 +26,10 @@
 //! // Application Default Credentials; the project could also come from
 //! // GOOGLE_CLOUD_PROJECT.
 //! let agent = CloudProfilerAgent::builder()
-//!     .project_id("my-project")
-//!     .service("checkout")
-//!     .service_version("1.4.2")
-//!     .zone("europe-west1-b")
+//!     .with_project_id("my-project")
+//!     .with_service("checkout")
+//!     .with_service_version("1.4.2")
+//!     .with_zone("europe-west1-b")
 //!     .start()
 //!     .expect("a valid configuration");
 //! // ... the application runs ...
@@ -46,12 +46,12 @@
 //! - By default `https://cloudprofiler.googleapis.com:443` over TLS (rustls,
 //!   webpki roots) with [Application Default Credentials] (scope
 //!   `https://www.googleapis.com/auth/monitoring.write`), as
-//!   `tracewire-stackdriver` does; [`endpoint`](CloudProfilerBuilder::endpoint)
+//!   `tracewire-stackdriver` does; [`with_endpoint`](CloudProfilerBuilder::with_endpoint)
 //!   points it at an emulator, a proxy or a test server without credentials
 //!   (`http://` is plain-text HTTP/2). An `https://` endpoint behind a private
-//!   CA is trusted with [`ca_certificate`](CloudProfilerBuilder::ca_certificate),
+//!   CA is trusted with [`with_ca_certificate`](CloudProfilerBuilder::with_ca_certificate),
 //!   or through the system's store with
-//!   [`tls_roots`](CloudProfilerBuilder::tls_roots)`(`[`TlsRoots::Native`]`)`.
+//!   [`with_tls_roots`](CloudProfilerBuilder::with_tls_roots)`(`[`TlsRoots::Native`]`)`.
 //!   A certificate the agent refuses is counted
 //!   ([`Stats::create_errors`]) and logged, and the next `CreateProfile` waits
 //!   the backoff's longest delay, not the short first ones: asking again soon
@@ -60,12 +60,12 @@
 //!   another profile runs (`/debug/pprof/profile`, the program's own), that
 //!   profile is skipped and counted ([`Stats::busy`]).
 //! - **Bounded memory**: collected profiles wait for `UpdateProfile` in a queue
-//!   of at most [`queue_capacity`](CloudProfilerBuilder::queue_capacity) (default
+//!   of at most [`with_queue_capacity`](CloudProfilerBuilder::with_queue_capacity) (default
 //!   4); when one more does not fit, the oldest is dropped and counted. The next
 //!   `CreateProfile` does not wait for the upload.
 //! - **Retries** of `UpdateProfile` on `UNAVAILABLE` (connection errors),
 //!   `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED`, `INTERNAL` and timeouts, with
-//!   backoff ([`upload_backoff`](CloudProfilerBuilder::upload_backoff)); other
+//!   backoff ([`with_upload_backoff`](CloudProfilerBuilder::with_upload_backoff)); other
 //!   errors drop the profile and count it.
 //! - **Clean shutdown**: [`shutdown`](CloudProfilerAgent::shutdown) cancels the
 //!   long poll, ends a CPU profile in progress early and uploads it with what is
@@ -189,42 +189,42 @@ impl Default for CloudProfilerBuilder {
 impl CloudProfilerBuilder {
     /// The Google Cloud project (default: the `GOOGLE_CLOUD_PROJECT` environment
     /// variable, read by [`start`](Self::start)).
-    pub fn project_id(mut self, project_id: impl Into<String>) -> Self {
+    pub fn with_project_id(mut self, project_id: impl Into<String>) -> Self {
         self.project_id = Some(project_id.into());
         self
     }
     /// The service name: the deployment's `target` (required; lowercase letters,
     /// digits, `-`, `_` and `.`, starting with a letter).
-    pub fn service(mut self, name: impl Into<String>) -> Self {
+    pub fn with_service(mut self, name: impl Into<String>) -> Self {
         self.service = Some(name.into());
         self
     }
     /// The deployment label `version`.
-    pub fn service_version(self, version: impl Into<String>) -> Self {
-        self.label("version", version)
+    pub fn with_service_version(self, version: impl Into<String>) -> Self {
+        self.with_label("version", version)
     }
     /// The deployment label `zone` (e.g. `us-central1-a`).
-    pub fn zone(self, zone: impl Into<String>) -> Self {
-        self.label("zone", zone)
+    pub fn with_zone(self, zone: impl Into<String>) -> Self {
+        self.with_label("zone", zone)
     }
     /// Any deployment label (names: lowercase letters, digits and `-`, at most 63;
     /// values at most 512 bytes, all labels together at most 1024). `language`
     /// is `rust` unless set here.
-    pub fn label(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn with_label(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(name.into(), value.into());
         self
     }
     /// Talks to `url` (`http://host:port` or `https://host:port`) instead of Cloud
     /// Profiler, **without credentials**: for emulators and tests.
-    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoint = Some(url.into());
         self
     }
     /// The certificate authorities trusted for an `https://` endpoint (default
-    /// [`TlsRoots::WebPki`]), on top of any [`ca_certificate`](Self::ca_certificate).
+    /// [`TlsRoots::WebPki`]), on top of any [`with_ca_certificate`](Self::with_ca_certificate).
     /// [`TlsRoots::Native`] reads the system's store once, at [`start`](Self::start).
-    pub fn tls_roots(mut self, roots: TlsRoots) -> Self {
-        self.tls = self.tls.roots(roots);
+    pub fn with_tls_roots(mut self, roots: TlsRoots) -> Self {
+        self.tls = self.tls.with_roots(roots);
         self
     }
     /// Also trusts the CA certificate(s) in `pem` (one or more `BEGIN
@@ -237,42 +237,42 @@ impl CloudProfilerBuilder {
     ///
     /// let company_ca = std::fs::read("/etc/company/ca.pem").expect("the CA");
     /// let agent = CloudProfilerAgent::builder()
-    ///     .project_id("my-project")
-    ///     .service("checkout")
-    ///     .endpoint("https://profiler-proxy.internal.example:8443")
-    ///     .ca_certificate(company_ca)
+    ///     .with_project_id("my-project")
+    ///     .with_service("checkout")
+    ///     .with_endpoint("https://profiler-proxy.internal.example:8443")
+    ///     .with_ca_certificate(company_ca)
     ///     .start()
     ///     .expect("a valid configuration");
     /// # drop(agent);
     /// ```
-    pub fn ca_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
-        self.tls = self.tls.ca_certificate(pem);
+    pub fn with_ca_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.tls = self.tls.with_ca_certificate(pem);
         self
     }
     /// CPU samples per second per thread (default 100).
-    pub fn frequency(mut self, hz: u32) -> Self {
+    pub fn with_frequency(mut self, hz: u32) -> Self {
         self.frequency = hz;
         self
     }
     /// Whether to offer `HEAP` profiles when [`tracewire::alloc::Profiled`] is
     /// the global allocator (default true).
-    pub fn heap(mut self, heap: bool) -> Self {
+    pub fn with_heap(mut self, heap: bool) -> Self {
         self.heap = heap;
         self
     }
     /// Most profiles waiting for `UpdateProfile` (default 4, at least 1).
-    pub fn queue_capacity(mut self, n: usize) -> Self {
+    pub fn with_queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n.max(1);
         self
     }
     /// Timeout of one `UpdateProfile` call (default 30 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
     /// Timeout of one `CreateProfile` long poll (default 70 min: the server
     /// answers within about an hour).
-    pub fn create_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_create_timeout(mut self, timeout: Duration) -> Self {
         self.create_timeout = timeout;
         self
     }
@@ -280,13 +280,13 @@ impl CloudProfilerBuilder {
     /// `ABORTED` carrying `RetryInfo`: `initial` doubling to `max_delay`, with
     /// full jitter (default 1 min to 1 h, as the Go agent); `max_elapsed` is not
     /// used (creation is tried for ever).
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
     }
     /// Retry policy of `UpdateProfile` (default 1 s doubling to 30 s, given up
     /// after 2 min, when the profile is dropped and counted).
-    pub fn upload_backoff(mut self, backoff: Backoff) -> Self {
+    pub fn with_upload_backoff(mut self, backoff: Backoff) -> Self {
         self.upload_backoff = backoff;
         self
     }
@@ -479,10 +479,10 @@ mod tests {
     #[test]
     fn the_deployment_names_project_target_and_labels() {
         let d = CloudProfilerAgent::builder()
-            .project_id("my-project")
-            .service("checkout")
-            .service_version("1.2.3")
-            .zone("us-central1-a")
+            .with_project_id("my-project")
+            .with_service("checkout")
+            .with_service_version("1.2.3")
+            .with_zone("us-central1-a")
             .deployment()
             .unwrap();
         assert_eq!(d.project_id, "my-project");
@@ -504,15 +504,19 @@ mod tests {
 
     #[test]
     fn a_missing_service_or_bad_label_is_an_error() {
-        let b = || CloudProfilerAgent::builder().project_id("p-1234");
+        let b = || CloudProfilerAgent::builder().with_project_id("p-1234");
         assert!(b().deployment().is_err());
-        assert!(b().service("Bad").deployment().is_err());
-        assert!(b().service("s").label("Bad", "v").deployment().is_err());
+        assert!(b().with_service("Bad").deployment().is_err());
         assert!(b()
-            .service("s")
-            .label("v", "x".repeat(513))
+            .with_service("s")
+            .with_label("Bad", "v")
             .deployment()
             .is_err());
-        assert!(b().service("s").deployment().is_ok());
+        assert!(b()
+            .with_service("s")
+            .with_label("v", "x".repeat(513))
+            .deployment()
+            .is_err());
+        assert!(b().with_service("s").deployment().is_ok());
     }
 }

@@ -57,7 +57,7 @@ fn cpu_for_the_duration_given_then_heap_are_uploaded_as_gzipped_pprof() {
         .collect();
     let worker = std::thread::spawn(|| {
         profile::register_current_thread().unwrap();
-        with_labels(&LabelSet::new([("worker", "burn")]), || {
+        with_labels(LabelSet::new([("worker", "burn")]), || {
             burn(Duration::from_millis(1500))
         });
     });
@@ -182,8 +182,8 @@ fn the_upload_queue_is_bounded_the_oldest_dropped_and_everything_accounted_for()
         .failing_updates
         .store(usize::MAX, Ordering::SeqCst);
     let agent = agent(&server.url())
-        .queue_capacity(2)
-        .upload_backoff(Backoff {
+        .with_queue_capacity(2)
+        .with_upload_backoff(Backoff {
             initial: Duration::from_secs(5),
             max_delay: Duration::from_secs(5),
             max_elapsed: Duration::from_secs(60),
@@ -276,11 +276,14 @@ fn shutdown_cuts_a_long_cpu_profile_short_and_uploads_it() {
 #[test]
 fn a_bad_configuration_is_an_error_at_start() {
     assert!(CloudProfilerAgent::builder()
-        .service("s")
-        .endpoint("http://h:1")
-        .project_id(" ")
+        .with_service("s")
+        .with_endpoint("http://h:1")
+        .with_project_id(" ")
         .start()
         .is_err());
     assert!(agent("ftp://h").start().is_err());
-    assert!(agent("http://h:1").service("Not A Target").start().is_err());
+    assert!(agent("http://h:1")
+        .with_service("Not A Target")
+        .start()
+        .is_err());
 }

@@ -26,7 +26,7 @@ fn an_endpoint_behind_a_private_ca_gets_the_profiles() {
     let cert = SelfSigned::loopback();
     let server = Server::start_tls(&cert, &[Answer::Collect(ProfileType::Heap, None)]);
     let agent = agent(&server.url())
-        .ca_certificate(&cert.pem)
+        .with_ca_certificate(&cert.pem)
         .start()
         .unwrap();
     let updates = server.wait_for_updates(1, Duration::from_secs(10));
@@ -65,7 +65,7 @@ fn a_certificate_the_agent_does_not_trust_is_counted_logged_and_not_asked_again_
         &[Answer::Collect(ProfileType::Heap, None)],
     );
     let agent = agent(&server.url())
-        .backoff(Backoff {
+        .with_backoff(Backoff {
             initial: Duration::from_millis(10),
             max_delay: Duration::from_secs(60),
             max_elapsed: Duration::MAX,
@@ -99,21 +99,21 @@ fn a_certificate_the_agent_does_not_trust_is_counted_logged_and_not_asked_again_
 fn trusting_nothing_or_a_ca_that_is_not_pem_fails_at_start() {
     let https = || {
         CloudProfilerAgent::builder()
-            .project_id("p-1234")
-            .service("checkout")
-            .endpoint("https://127.0.0.1:1")
+            .with_project_id("p-1234")
+            .with_service("checkout")
+            .with_endpoint("https://127.0.0.1:1")
     };
     let cases = [
         (
             "a CA that is not PEM",
-            https().ca_certificate("not a certificate"),
+            https().with_ca_certificate("not a certificate"),
         ),
-        ("trusting nothing", https().tls_roots(TlsRoots::None)),
+        ("trusting nothing", https().with_tls_roots(TlsRoots::None)),
         (
             "a CA that is not PEM on a plain endpoint",
             https()
-                .endpoint("http://127.0.0.1:1")
-                .ca_certificate("junk"),
+                .with_endpoint("http://127.0.0.1:1")
+                .with_ca_certificate("junk"),
         ),
     ];
     for (case, builder) in cases {

@@ -394,11 +394,11 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_HEADERS", "a=env,b=env"),
         ];
         let code = |b: OtlpExporterBuilder| {
-            b.endpoint("http://code:2/traces")
-                .protocol(Protocol::HttpProtobuf)
-                .compression(Compression::None)
-                .timeout(Duration::from_secs(3))
-                .header("a", "code")
+            b.with_endpoint("http://code:2/traces")
+                .with_protocol(Protocol::HttpProtobuf)
+                .with_compression(Compression::None)
+                .with_timeout(Duration::from_secs(3))
+                .with_header("a", "code")
         };
         let before = code(OtlpExporter::builder()).from_env_with(env(&vars));
         let after = code(OtlpExporter::builder().from_env_with(env(&vars)));

@@ -35,8 +35,8 @@ impl Grpc {
         let url = &config.url;
         let endpoint = GrpcEndpoint::new("OTLP endpoint", url, &TlsConfig::new())
             .and_then(|e| {
-                e.connect_timeout(config.timeout)
-                    .user_agent(crate::USER_AGENT)
+                e.with_connect_timeout(config.timeout)
+                    .with_user_agent(crate::USER_AGENT)
             })
             .map_err(|e| Error(e.to_string()))?;
         let headers = config.header_map()?;

@@ -21,7 +21,7 @@
 //!   `google.rpc.Status` body. Otherwise exponential backoff with full jitter
 //!   ([`Backoff`]). Everything else (`INVALID_ARGUMENT`, 400, ...) is not
 //!   retried: the request's spans are dropped and counted;
-//! - one deadline per export, [`timeout`](OtlpExporterBuilder::timeout) (default
+//! - one deadline per export, [`with_timeout`](OtlpExporterBuilder::with_timeout) (default
 //!   10 s), that every attempt and every wait between attempts fits in: an export
 //!   never takes longer, whatever the collector does (down, hanging, asking for
 //!   a delay longer than what is left);
@@ -29,7 +29,7 @@
 //!   counted as dropped and its `error_message` is reported on standard error
 //!   (see [Counting](#counting));
 //! - memory bounded by bytes as well as spans: a batch is cut into requests of at
-//!   most [`max_request_bytes`](OtlpExporterBuilder::max_request_bytes)
+//!   most [`with_max_request_bytes`](OtlpExporterBuilder::with_max_request_bytes)
 //!   (default 4 MiB, a collector's default limit), a span larger than that on
 //!   its own is dropped and counted;
 //! - configuration by the OpenTelemetry variables `OTEL_EXPORTER_OTLP_*` and
@@ -45,11 +45,11 @@
 //! // Nothing listens on port 1: the export fails (and is counted) within the
 //! // timeout, and nothing else happens.
 //! let exporter = OtlpExporter::builder()
-//!     .protocol(Protocol::Grpc)
-//!     .endpoint("http://127.0.0.1:1")
-//!     .compression(Compression::Gzip)
-//!     .header("x-tenant", "checkout")
-//!     .timeout(Duration::from_millis(300))
+//!     .with_protocol(Protocol::Grpc)
+//!     .with_endpoint("http://127.0.0.1:1")
+//!     .with_compression(Compression::Gzip)
+//!     .with_header("x-tenant", "checkout")
+//!     .with_timeout(Duration::from_millis(300))
 //!     .build()
 //!     .expect("a valid endpoint");
 //! let counters = exporter.counters();
@@ -307,7 +307,7 @@ impl fmt::Debug for OtlpExporterBuilder {
 
 impl OtlpExporterBuilder {
     /// The transport (default [`Protocol::HttpProtobuf`]).
-    pub fn protocol(mut self, protocol: Protocol) -> Self {
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
         self.protocol = Some(protocol);
         self
     }
@@ -316,39 +316,39 @@ impl OtlpExporterBuilder {
     /// `https://host:port` (default [`DEFAULT_GRPC_ENDPOINT`]; a path is
     /// ignored: gRPC names the method in its own path). `https://` uses TLS with
     /// the webpki roots.
-    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoint = Some(url.into());
         self
     }
     /// A header (gRPC: metadata) sent with every request, e.g. an API key. It
     /// replaces one of the same name from `OTEL_EXPORTER_OTLP_HEADERS`.
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
     /// Compression of request bodies (default none).
-    pub fn compression(mut self, compression: Compression) -> Self {
+    pub fn with_compression(mut self, compression: Compression) -> Self {
         self.compression = Some(compression);
         self
     }
     /// The most one export may take, every attempt and every wait between
     /// attempts included (default 10 s). Keep it under the batch processor's
     /// export timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
     /// The waits between attempts when the server names none (default
     /// [`Backoff::default`]: 100 ms doubling to 5 s, with full jitter). Its
     /// `max_elapsed` shortens the export's deadline if it is less than
-    /// [`timeout`](Self::timeout).
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
+    /// [`with_timeout`](Self::with_timeout).
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
     }
     /// Largest encoded `ExportTraceServiceRequest`, before compression (default
     /// 4 MiB). Larger batches are split into several requests.
-    pub fn max_request_bytes(mut self, n: usize) -> Self {
+    pub fn with_max_request_bytes(mut self, n: usize) -> Self {
         self.max_request_bytes = n.max(1);
         self
     }

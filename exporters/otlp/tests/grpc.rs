@@ -221,7 +221,7 @@ async fn gzip_is_sent_as_grpc_encoding_and_the_server_decodes_it() {
     let collector = Collector::default();
     let server = start(collector.clone()).await;
     let mut exporter = exporter_for(&server.url())
-        .compression(Compression::Gzip)
+        .with_compression(Compression::Gzip)
         .build()
         .unwrap();
     exporter.set_resource(&resource());
@@ -248,7 +248,7 @@ async fn headers_are_sent_as_metadata_with_a_user_agent_and_a_deadline() {
     let collector = Collector::default();
     let server = start(collector.clone()).await;
     let mut exporter = exporter_for(&server.url())
-        .header("X-Api-Key", "secret")
+        .with_header("X-Api-Key", "secret")
         .build()
         .unwrap();
     assert_eq!(exporter.header_names().collect::<Vec<_>>(), ["x-api-key"]);
@@ -268,7 +268,7 @@ async fn a_large_batch_is_split_into_requests_within_the_limit() {
     let collector = Collector::default();
     let server = start(collector.clone()).await;
     let mut exporter = exporter_for(&server.url())
-        .max_request_bytes(2_000)
+        .with_max_request_bytes(2_000)
         .build()
         .unwrap();
     let sent = spans(100);
@@ -371,7 +371,7 @@ async fn a_retry_delay_longer_than_the_time_left_fails_at_once() {
     let collector = Collector::answering([retry_info(Code::Unavailable, Duration::from_secs(60))]);
     let server = start(collector.clone()).await;
     let mut exporter = exporter_for(&server.url())
-        .timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
 
@@ -456,7 +456,7 @@ async fn a_partial_success_cannot_reject_more_spans_than_were_sent() {
 async fn a_collector_that_is_down_fails_the_export_within_the_timeout() {
     let port = closed_port().await;
     let mut exporter = exporter_for(&format!("http://127.0.0.1:{port}"))
-        .timeout(SHORT_TIMEOUT)
+        .with_timeout(SHORT_TIMEOUT)
         .build()
         .unwrap();
 
@@ -474,7 +474,7 @@ async fn a_hanging_collector_fails_the_export_within_the_timeout() {
     };
     let server = start(collector.clone()).await;
     let mut exporter = exporter_for(&server.url())
-        .timeout(SHORT_TIMEOUT)
+        .with_timeout(SHORT_TIMEOUT)
         .build()
         .unwrap();
 
@@ -485,7 +485,7 @@ async fn a_hanging_collector_fails_the_export_within_the_timeout() {
 async fn a_silent_listener_fails_the_export_within_the_timeout() {
     let (port, task) = silent_listener().await;
     let mut exporter = exporter_for(&format!("http://127.0.0.1:{port}"))
-        .timeout(SHORT_TIMEOUT)
+        .with_timeout(SHORT_TIMEOUT)
         .build()
         .unwrap();
 

@@ -184,7 +184,7 @@ async fn gzip_is_sent_with_content_encoding_and_decodes() {
     let collector = Collector::default();
     let server = collector.clone().start().await;
     let mut exporter = exporter_for(&server.url())
-        .compression(Compression::Gzip)
+        .with_compression(Compression::Gzip)
         .build()
         .unwrap();
     exporter.set_resource(&resource());
@@ -203,7 +203,7 @@ async fn headers_are_sent_with_a_user_agent() {
     let collector = Collector::default();
     let server = collector.clone().start().await;
     let mut exporter = exporter_for(&server.url())
-        .header("Authorization", "Bearer t0ken")
+        .with_header("Authorization", "Bearer t0ken")
         .build()
         .unwrap();
     assert!(!format!("{exporter:?}").contains("t0ken"));
@@ -221,7 +221,7 @@ async fn a_large_batch_is_split_into_requests_within_the_limit() {
     let collector = Collector::default();
     let server = collector.clone().start().await;
     let mut exporter = exporter_for(&server.url())
-        .max_request_bytes(1_500)
+        .with_max_request_bytes(1_500)
         .build()
         .unwrap();
     let sent = spans(60);
@@ -316,7 +316,7 @@ async fn a_retry_after_longer_than_the_time_left_fails_at_once() {
     let collector = Collector::answering([Answer::status(503).with_header("retry-after", "120")]);
     let server = collector.clone().start().await;
     let mut exporter = exporter_for(&server.url())
-        .timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
 
@@ -370,7 +370,7 @@ async fn rejected_spans_of_a_partial_success_are_counted_as_dropped() {
 async fn a_collector_that_is_down_fails_the_export_within_the_timeout() {
     let port = closed_port().await;
     let mut exporter = exporter_for(&format!("http://127.0.0.1:{port}/v1/traces"))
-        .timeout(SHORT_TIMEOUT)
+        .with_timeout(SHORT_TIMEOUT)
         .build()
         .unwrap();
 
@@ -384,7 +384,7 @@ async fn a_collector_that_is_down_fails_the_export_within_the_timeout() {
 async fn a_silent_collector_fails_the_export_within_the_timeout() {
     let (port, task) = silent_listener().await;
     let mut exporter = exporter_for(&format!("http://127.0.0.1:{port}/v1/traces"))
-        .timeout(SHORT_TIMEOUT)
+        .with_timeout(SHORT_TIMEOUT)
         .build()
         .unwrap();
 
@@ -405,7 +405,7 @@ fn endpoints_that_are_not_http_urls_fail_the_build() {
         assert!(exporter_for(url).build().is_err(), "{url:?}");
     }
     assert!(exporter_for("http://c/")
-        .header("bad name", "v")
+        .with_header("bad name", "v")
         .build()
         .is_err());
     assert!(exporter_for("https://collector.example/v1/traces")

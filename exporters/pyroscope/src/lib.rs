@@ -15,8 +15,8 @@
 //! // (for tokio, in `on_thread_start`), see tracewire::profile.
 //! tracewire::profile::register_current_thread().ok();
 //! let uploader = PyroscopeUploader::builder("http://localhost:4040")
-//!     .service_name("checkout")
-//!     .label("env", "staging")
+//!     .with_service_name("checkout")
+//!     .with_label("env", "staging")
 //!     .start()
 //!     .expect("a valid configuration");
 //! // ... the application runs ...
@@ -34,18 +34,18 @@
 //! - **Series** (Pyroscope's rules, `../shared/specs/pyroscope/INGEST.md`): the
 //!   CPU profile has `__name__="process_cpu"`, the heap profile
 //!   `__name__="memory"`; both carry `service_name` and the static
-//!   [`label`](PyroscopeBuilder::label)s (Prometheus label names: letters,
+//!   [`with_label`](PyroscopeBuilder::with_label)s (Prometheus label names: letters,
 //!   digits, `_`, not starting with a digit or `__`).
 //! - **No per-request series**: each sample's `trace_id` label (one value per
 //!   request: it would make a series per request) is removed before the
 //!   profile is pushed, with its strings; `span_id` and `span_name` stay, for
 //!   Grafana's traces-to-profiles. Other per-request label keys can be added with
-//!   [`remove_label`](PyroscopeBuilder::remove_label).
+//!   [`without_label`](PyroscopeBuilder::without_label).
 //! - **One CPU profile at a time per process**: a period in which the profiler is
 //!   busy (someone is at `/debug/pprof/profile`, or the program runs a profile of
 //!   its own) is skipped and counted ([`Stats::busy_periods`]). Conversely, while
 //!   the uploader profiles, `/debug/pprof/profile` is busy.
-//! - **Bounded memory**: at most [`queue_capacity`](PyroscopeBuilder::queue_capacity)
+//! - **Bounded memory**: at most [`with_queue_capacity`](PyroscopeBuilder::with_queue_capacity)
 //!   profiles (default 8) wait for the server; when a new one does not fit, the
 //!   oldest is dropped and counted.
 //! - **Retries** with exponential backoff and jitter
@@ -56,15 +56,15 @@
 //!   the deadline; what it cannot is counted as dropped. Dropping the uploader
 //!   shuts it down with a 5 s deadline.
 //! - Optional HTTP basic auth (Grafana Cloud), `X-Scope-OrgID` (multi-tenant
-//!   Pyroscope) and [`header`](PyroscopeBuilder::header)s of your own (a proxy's
+//!   Pyroscope) and [`with_header`](PyroscopeBuilder::with_header)s of your own (a proxy's
 //!   token).
 //! - **HTTPS** with rustls (the `ring` provider, TLS 1.2 and 1.3): the server's
 //!   certificate must chain to the [`TlsRoots`] chosen with
-//!   [`tls_roots`](PyroscopeBuilder::tls_roots), Mozilla's roots compiled in
+//!   [`with_tls_roots`](PyroscopeBuilder::with_tls_roots), Mozilla's roots compiled in
 //!   (the default) or the operating system's store (read once at
 //!   [`start`](PyroscopeBuilder::start): where a company installs its own CA),
 //!   or to a private CA given with
-//!   [`ca_certificate`](PyroscopeBuilder::ca_certificate). A certificate the
+//!   [`with_ca_certificate`](PyroscopeBuilder::with_ca_certificate). A certificate the
 //!   client refuses fails the push at once (a retry would be refused too): the
 //!   profiles are dropped and counted, and the failure logged.
 //!
@@ -73,10 +73,10 @@
 //!
 //! let company_ca = std::fs::read("/etc/company/ca.pem").expect("the CA");
 //! let uploader = PyroscopeUploader::builder("https://pyroscope.internal.example")
-//!     .service_name("checkout")
-//!     .tls_roots(TlsRoots::Native)
-//!     .ca_certificate(company_ca)
-//!     .header("x-proxy-token", "s3cr3t")
+//!     .with_service_name("checkout")
+//!     .with_tls_roots(TlsRoots::Native)
+//!     .with_ca_certificate(company_ca)
+//!     .with_header("x-proxy-token", "s3cr3t")
 //!     .start()
 //!     .expect("a valid configuration");
 //! # drop(uploader);
@@ -228,24 +228,24 @@ impl PyroscopeBuilder {
     }
 
     /// The `service_name` label (default: the executable's file name).
-    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+    pub fn with_service_name(mut self, name: impl Into<String>) -> Self {
         self.service_name = Some(name.into());
         self
     }
     /// Adds a static label to every series (`env`, `region`, `version`, ...). The
     /// name must be a Prometheus label name not starting with `__`, and neither
     /// `service_name` nor a name given before; the value must not be empty.
-    pub fn label(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn with_label(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.push((name.into(), value.into()));
         self
     }
     /// HTTP basic auth (Grafana Cloud: the stack's user id and an access token).
-    pub fn basic_auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+    pub fn with_basic_auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.basic_auth = Some((user.into(), password.into()));
         self
     }
     /// The tenant, sent as `X-Scope-OrgID` (multi-tenant Pyroscope).
-    pub fn tenant_id(mut self, tenant: impl Into<String>) -> Self {
+    pub fn with_tenant_id(mut self, tenant: impl Into<String>) -> Self {
         self.tenant_id = Some(tenant.into());
         self
     }
@@ -253,80 +253,80 @@ impl PyroscopeBuilder {
     /// it replaces one of the same name given before. The push's own headers
     /// (`content-type`, `connect-protocol-version`, `connect-timeout-ms`,
     /// `user-agent`) cannot be replaced, nor those of
-    /// [`basic_auth`](Self::basic_auth) and [`tenant_id`](Self::tenant_id) when
+    /// [`with_basic_auth`](Self::with_basic_auth) and [`with_tenant_id`](Self::with_tenant_id) when
     /// they are set. Values are marked sensitive and never printed.
     ///
     /// ```
     /// use tracewire_pyroscope::PyroscopeUploader;
     ///
     /// let builder = PyroscopeUploader::builder("https://pyroscope.example")
-    ///     .header("x-proxy-token", "s3cr3t");
+    ///     .with_header("x-proxy-token", "s3cr3t");
     /// assert!(!format!("{builder:?}").contains("s3cr3t"));
     /// ```
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         let name = name.into();
         self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(&name));
         self.headers.push((name, value.into()));
         self
     }
     /// The certificate authorities trusted for an `https://` URL (default
-    /// [`TlsRoots::WebPki`]), on top of any [`ca_certificate`](Self::ca_certificate).
+    /// [`TlsRoots::WebPki`]), on top of any [`with_ca_certificate`](Self::with_ca_certificate).
     /// [`TlsRoots::Native`] reads the system's store once, at
     /// [`start`](Self::start).
-    pub fn tls_roots(mut self, roots: TlsRoots) -> Self {
-        self.tls = self.tls.roots(roots);
+    pub fn with_tls_roots(mut self, roots: TlsRoots) -> Self {
+        self.tls = self.tls.with_roots(roots);
         self
     }
     /// Also trusts the CA certificate(s) in `pem` (one or more `BEGIN
     /// CERTIFICATE` blocks): a private CA, or the server's self-signed
     /// certificate. [`start`](Self::start) fails if it holds none.
-    pub fn ca_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
-        self.tls = self.tls.ca_certificate(pem);
+    pub fn with_ca_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.tls = self.tls.with_ca_certificate(pem);
         self
     }
     /// The period: each CPU profile covers this long, and a heap snapshot is
     /// taken at its end (default 15 s; at least 10 ms).
-    pub fn upload_every(mut self, period: Duration) -> Self {
+    pub fn with_upload_every(mut self, period: Duration) -> Self {
         self.upload_every = period.max(Duration::from_millis(10));
         self
     }
     /// CPU samples per second per thread (default 100).
-    pub fn frequency(mut self, hz: u32) -> Self {
+    pub fn with_frequency(mut self, hz: u32) -> Self {
         self.frequency = hz;
         self
     }
     /// Which span ids CPU samples carry (default [`SpanIds::LocalRoot`]: the
     /// request's root span, which Grafana's traces-to-profiles looks up).
-    pub fn span_ids(mut self, span_ids: SpanIds) -> Self {
+    pub fn with_span_ids(mut self, span_ids: SpanIds) -> Self {
         self.span_ids = span_ids;
         self
     }
     /// Whether to push heap profiles when [`tracewire::alloc::Profiled`] is the
     /// global allocator (default true).
-    pub fn heap(mut self, heap: bool) -> Self {
+    pub fn with_heap(mut self, heap: bool) -> Self {
         self.heap = heap;
         self
     }
     /// Also removes sample label `key` before pushing (besides `trace_id`): for a
     /// label of your own that takes a new value per request.
-    pub fn remove_label(mut self, key: impl Into<String>) -> Self {
+    pub fn without_label(mut self, key: impl Into<String>) -> Self {
         self.removed_labels.push(key.into());
         self
     }
     /// Most profiles waiting for the server (default 8, at least 1); the oldest
     /// is dropped when a new one does not fit.
-    pub fn queue_capacity(mut self, n: usize) -> Self {
+    pub fn with_queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n.max(1);
         self
     }
     /// Timeout of one push, connecting included (default 10 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
     /// Retry policy of a push (default 500 ms doubling to 15 s, given up after
     /// 60 s, when the profiles are dropped and counted).
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
     }
@@ -551,8 +551,8 @@ async fn collect(shared: &Shared, config: &Arc<PyroscopeBuilder>) {
     let mut reported_error = false;
     loop {
         let profiler = match Profiler::builder()
-            .frequency(config.frequency)
-            .span_ids(config.span_ids)
+            .with_frequency(config.frequency)
+            .with_span_ids(config.span_ids)
             .start()
         {
             Ok(p) => Some(p),
@@ -694,9 +694,9 @@ mod tests {
     #[test]
     fn static_labels_follow_prometheus_naming() {
         let ok = PyroscopeUploader::builder("http://h")
-            .service_name("svc")
-            .label("env", "prod")
-            .label("_region2", "eu")
+            .with_service_name("svc")
+            .with_label("env", "prod")
+            .with_label("_region2", "eu")
             .series_labels()
             .unwrap();
         assert_eq!(
@@ -715,11 +715,11 @@ mod tests {
             ("", "v"),
             ("env", ""),
         ] {
-            let b = PyroscopeUploader::builder("http://h").label(name, value);
+            let b = PyroscopeUploader::builder("http://h").with_label(name, value);
             assert!(b.series_labels().is_err(), "{name:?}={value:?}");
         }
         assert!(PyroscopeUploader::builder("http://h")
-            .service_name(" ")
+            .with_service_name(" ")
             .series_labels()
             .is_err());
     }

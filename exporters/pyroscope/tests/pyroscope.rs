@@ -58,12 +58,12 @@ fn cpu_series_carry_name_service_and_static_labels_and_the_burnt_cpu_without_tra
     let _s = serial();
     let server = Server::start(ok);
     let uploader = PyroscopeUploader::builder(server.url())
-        .service_name("checkout")
-        .label("env", "test")
-        .label("region", "eu-west-1")
-        .upload_every(Duration::from_secs(1))
-        .frequency(250)
-        .backoff(quick_backoff())
+        .with_service_name("checkout")
+        .with_label("env", "test")
+        .with_label("region", "eu-west-1")
+        .with_upload_every(Duration::from_secs(1))
+        .with_frequency(250)
+        .with_backoff(quick_backoff())
         .start()
         .unwrap();
     let provider = TracerProvider::builder().build();
@@ -75,7 +75,7 @@ fn cpu_series_carry_name_service_and_static_labels_and_the_burnt_cpu_without_tra
         move || {
             profile::register_current_thread().unwrap();
             let _g = Context::new().with_span(span).attach();
-            with_labels(&LabelSet::new([("worker", "burn")]), || {
+            with_labels(LabelSet::new([("worker", "burn")]), || {
                 burn(Duration::from_millis(2500))
             });
         }
@@ -125,15 +125,15 @@ fn cpu_series_carry_name_service_and_static_labels_and_the_burnt_cpu_without_tra
 fn heap_series_carry_the_memory_held_under_labels() {
     let _s = serial();
     tracewire::alloc::set_sample_rate(16 * 1024);
-    let kept: Vec<Vec<u8>> = with_labels(&LabelSet::new([("cache", "users")]), || {
+    let kept: Vec<Vec<u8>> = with_labels(LabelSet::new([("cache", "users")]), || {
         (0..256)
             .map(|i| black_box(vec![i as u8; 16 * 1024]))
             .collect()
     });
     let server = Server::start(ok);
     let uploader = PyroscopeUploader::builder(server.url())
-        .service_name("checkout")
-        .upload_every(Duration::from_millis(500))
+        .with_service_name("checkout")
+        .with_upload_every(Duration::from_millis(500))
         .start()
         .unwrap();
     let heap = server.wait_for(Duration::from_secs(10), |s| name(s) == "memory");
@@ -167,10 +167,10 @@ fn basic_auth_and_the_tenant_are_sent_as_headers() {
     let _s = serial();
     let server = Server::start(ok);
     let uploader = PyroscopeUploader::builder(server.url())
-        .basic_auth("123456", "glc_secret")
-        .tenant_id("team-a")
-        .upload_every(Duration::from_millis(200))
-        .heap(false)
+        .with_basic_auth("123456", "glc_secret")
+        .with_tenant_id("team-a")
+        .with_upload_every(Duration::from_millis(200))
+        .with_heap(false)
         .start()
         .unwrap();
     assert!(server
@@ -197,9 +197,9 @@ fn a_server_that_is_down_then_up_gets_the_profiles_later() {
     let _s = serial();
     let addr = free_addr();
     let uploader = PyroscopeUploader::builder(format!("http://{addr}"))
-        .upload_every(Duration::from_millis(500))
-        .heap(false)
-        .backoff(quick_backoff())
+        .with_upload_every(Duration::from_millis(500))
+        .with_heap(false)
+        .with_backoff(quick_backoff())
         .start()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
@@ -228,9 +228,9 @@ fn server_errors_are_retried_with_backoff_and_the_same_profile_arrives() {
     let _s = serial();
     let server = Server::start(|n| if n < 3 { 500 } else { 200 });
     let uploader = PyroscopeUploader::builder(server.url())
-        .upload_every(Duration::from_secs(30))
-        .heap(false)
-        .backoff(Backoff {
+        .with_upload_every(Duration::from_secs(30))
+        .with_heap(false)
+        .with_backoff(Backoff {
             initial: Duration::from_millis(100),
             max_delay: Duration::from_millis(400),
             max_elapsed: Duration::from_secs(20),
@@ -260,9 +260,9 @@ fn answers_not_worth_a_retry_drop_the_profiles_and_count_them() {
     let _s = serial();
     let server = Server::start(|_| 401);
     let uploader = PyroscopeUploader::builder(server.url())
-        .upload_every(Duration::from_secs(30))
-        .heap(false)
-        .backoff(quick_backoff())
+        .with_upload_every(Duration::from_secs(30))
+        .with_heap(false)
+        .with_backoff(quick_backoff())
         .start()
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -291,10 +291,10 @@ fn the_queue_is_bounded_the_oldest_dropped_and_everything_accounted_for() {
     let _s = serial();
     let addr = free_addr();
     let uploader = PyroscopeUploader::builder(format!("http://{addr}"))
-        .upload_every(Duration::from_millis(100))
-        .queue_capacity(2)
-        .heap(false)
-        .backoff(Backoff {
+        .with_upload_every(Duration::from_millis(100))
+        .with_queue_capacity(2)
+        .with_heap(false)
+        .with_backoff(Backoff {
             initial: Duration::from_secs(5),
             max_delay: Duration::from_secs(5),
             max_elapsed: Duration::from_secs(60),
@@ -325,8 +325,8 @@ fn periods_when_the_profiler_is_busy_are_skipped_and_counted() {
     let server = Server::start(ok);
     let theirs = Profiler::builder().start().unwrap();
     let uploader = PyroscopeUploader::builder(server.url())
-        .upload_every(Duration::from_millis(200))
-        .heap(false)
+        .with_upload_every(Duration::from_millis(200))
+        .with_heap(false)
         .start()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1000));
@@ -345,8 +345,8 @@ fn periods_when_the_profiler_is_busy_are_skipped_and_counted() {
 fn invalid_configurations_are_errors_at_start() {
     for b in [
         PyroscopeUploader::builder("localhost:4040"),
-        PyroscopeUploader::builder("http://h").label("a-b", "v"),
-        PyroscopeUploader::builder("http://h").tenant_id("bad\nvalue"),
+        PyroscopeUploader::builder("http://h").with_label("a-b", "v"),
+        PyroscopeUploader::builder("http://h").with_tenant_id("bad\nvalue"),
     ] {
         assert!(b.start().is_err());
     }

@@ -20,13 +20,13 @@ fn a_server_behind_a_private_ca_gets_the_profiles_and_the_custom_headers() {
     let cert = SelfSigned::loopback();
     let server = Server::start_tls(&cert, ok);
     let uploader = PyroscopeUploader::builder(server.url())
-        .ca_certificate(&cert.pem)
-        .header("X-Proxy-Token", "first")
-        .header("x-proxy-token", "t0ken")
-        .header("content-type", "text/plain")
-        .upload_every(Duration::from_millis(200))
-        .heap(false)
-        .backoff(quick_backoff())
+        .with_ca_certificate(&cert.pem)
+        .with_header("X-Proxy-Token", "first")
+        .with_header("x-proxy-token", "t0ken")
+        .with_header("content-type", "text/plain")
+        .with_upload_every(Duration::from_millis(200))
+        .with_heap(false)
+        .with_backoff(quick_backoff())
         .start()
         .unwrap();
     assert!(uploader.url().starts_with("https://"));
@@ -71,9 +71,9 @@ fn a_certificate_the_uploader_does_not_trust_fails_the_push_at_once_counted_and_
     // Trusted nowhere: the webpki roots do not know it.
     let server = Server::start_tls(&SelfSigned::loopback(), ok);
     let uploader = PyroscopeUploader::builder(server.url())
-        .upload_every(Duration::from_millis(200))
-        .heap(false)
-        .backoff(quick_backoff())
+        .with_upload_every(Duration::from_millis(200))
+        .with_heap(false)
+        .with_backoff(quick_backoff())
         .start()
         .unwrap();
     let start = Instant::now();
@@ -129,10 +129,10 @@ fn native_roots_trust_what_the_system_store_holds() {
     let cert = SelfSigned::from_pems(&read("SSL_CERT_FILE"), &read(KEY_ENV));
     let server = Server::start_tls(&cert, ok);
     let uploader = PyroscopeUploader::builder(server.url())
-        .tls_roots(TlsRoots::Native)
-        .upload_every(Duration::from_millis(200))
-        .heap(false)
-        .backoff(quick_backoff())
+        .with_tls_roots(TlsRoots::Native)
+        .with_upload_every(Duration::from_millis(200))
+        .with_heap(false)
+        .with_backoff(quick_backoff())
         .start()
         .unwrap();
     let cpu = server.wait_for(Duration::from_secs(10), |s| name(s) == "process_cpu");
@@ -140,8 +140,8 @@ fn native_roots_trust_what_the_system_store_holds() {
     assert!(cpu.is_some(), "{:?}", uploader.stats());
     // The webpki roots do not know it.
     let webpki = PyroscopeUploader::builder(server.url())
-        .upload_every(Duration::from_secs(30))
-        .heap(false)
+        .with_upload_every(Duration::from_secs(30))
+        .with_heap(false)
         .start()
         .unwrap();
     assert!(webpki.shutdown(Duration::from_secs(5)).is_err());
@@ -154,17 +154,17 @@ fn trusting_nothing_or_a_ca_that_is_not_pem_fails_at_start() {
     let cases = [
         (
             "a CA that is not PEM",
-            https().ca_certificate("not a certificate"),
+            https().with_ca_certificate("not a certificate"),
         ),
-        ("trusting nothing", https().tls_roots(TlsRoots::None)),
-        ("an invalid header", https().header("x proxy", "token")),
+        ("trusting nothing", https().with_tls_roots(TlsRoots::None)),
+        ("an invalid header", https().with_header("x proxy", "token")),
     ];
     for (case, builder) in cases {
         assert!(builder.start().is_err(), "{case}");
     }
     assert!(
         PyroscopeUploader::builder("http://127.0.0.1:1")
-            .ca_certificate("not a certificate")
+            .with_ca_certificate("not a certificate")
             .start()
             .is_err(),
         "a bad PEM is a mistake whatever the scheme"

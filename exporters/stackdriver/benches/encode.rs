@@ -19,13 +19,13 @@ fn spans(n: usize) -> Vec<tracewire::trace::SpanData> {
     for i in 0..n {
         let s = t
             .span_builder("GET /api/users/{id}")
-            .kind(SpanKind::Server)
-            .attribute(KeyValue::new("http.request.method", "GET"))
-            .attribute(KeyValue::new("http.route", "/api/users/{id}"))
-            .attribute(KeyValue::new("http.response.status_code", 200))
-            .attribute(KeyValue::new("network.peer.address", "10.0.0.7"))
-            .attribute(KeyValue::new("user_agent.original", "curl/8.5.0"))
-            .attribute(KeyValue::new("request.id", i as i64))
+            .with_kind(SpanKind::Server)
+            .with_attribute(KeyValue::new("http.request.method", "GET"))
+            .with_attribute(KeyValue::new("http.route", "/api/users/{id}"))
+            .with_attribute(KeyValue::new("http.response.status_code", 200))
+            .with_attribute(KeyValue::new("network.peer.address", "10.0.0.7"))
+            .with_attribute(KeyValue::new("user_agent.original", "curl/8.5.0"))
+            .with_attribute(KeyValue::new("request.id", i as i64))
             .start();
         s.add_event("cache miss", vec![KeyValue::new("key", "user:42")]);
         s.end();
@@ -36,8 +36,8 @@ fn spans(n: usize) -> Vec<tracewire::trace::SpanData> {
 fn encode(c: &mut Criterion) {
     let batch = spans(512);
     let mut exporter = StackdriverExporter::builder()
-        .project_id("bench-project")
-        .endpoint("http://127.0.0.1:9")
+        .with_project_id("bench-project")
+        .with_endpoint("http://127.0.0.1:9")
         .build()
         .expect("valid configuration");
     exporter.set_resource(&Resource::new("frontend"));

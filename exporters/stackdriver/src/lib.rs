@@ -10,21 +10,21 @@
 //!   [Application Default Credentials] (scope
 //!   `https://www.googleapis.com/auth/trace.append`), sending a cached OAuth token as
 //!   `authorization: Bearer` metadata on each request;
-//! - [`endpoint`](StackdriverExporterBuilder::endpoint) points it elsewhere: an
+//! - [`with_endpoint`](StackdriverExporterBuilder::with_endpoint) points it elsewhere: an
 //!   `https://` endpoint (a regional or Private Service Connect endpoint, a
 //!   proxy) is authenticated the same way; an `http://` one (an emulator, a test
 //!   server) is plain-text HTTP/2 without credentials. A private CA is trusted
-//!   with [`ca_certificate`](StackdriverExporterBuilder::ca_certificate), the
+//!   with [`with_ca_certificate`](StackdriverExporterBuilder::with_ca_certificate), the
 //!   system's store with
-//!   [`tls_roots`](StackdriverExporterBuilder::tls_roots)`(`[`TlsRoots::Native`]`)`;
+//!   [`with_tls_roots`](StackdriverExporterBuilder::with_tls_roots)`(`[`TlsRoots::Native`]`)`;
 //!   a certificate the exporter refuses fails the export at once (a retry would
 //!   be refused too);
-//!   [`token_provider`](StackdriverExporterBuilder::token_provider) replaces ADC
+//!   [`with_token_provider`](StackdriverExporterBuilder::with_token_provider) replaces ADC
 //!   (on any endpoint) and
 //!   [`without_credentials`](StackdriverExporterBuilder::without_credentials)
 //!   sends none;
 //! - the quota project (billed for the API calls, header `x-goog-user-project`)
-//!   comes from [`quota_project`](StackdriverExporterBuilder::quota_project), else
+//!   comes from [`with_quota_project`](StackdriverExporterBuilder::with_quota_project), else
 //!   `GOOGLE_CLOUD_QUOTA_PROJECT`, else the `quota_project_id` of the ADC
 //!   credentials file (as Google's client libraries read it); none is sent on
 //!   unauthenticated requests unless set in code;
@@ -34,7 +34,7 @@
 //!   `RESOURCE_EXHAUSTED` and timeouts; a timeout per request; everything else is
 //!   dropped and counted;
 //! - memory bounded by bytes as well as spans: a batch is cut into requests of at
-//!   most [`max_request_bytes`](StackdriverExporterBuilder::max_request_bytes); a
+//!   most [`with_max_request_bytes`](StackdriverExporterBuilder::with_max_request_bytes); a
 //!   span larger than that on its own is dropped and counted;
 //! - counters of exported, dropped, failed and retried spans through
 //!   [`StackdriverExporter::counters`]; every span handed to the exporter ends up
@@ -48,7 +48,7 @@
 //!
 //! // The project comes from GOOGLE_CLOUD_PROJECT when not given here.
 //! let exporter = StackdriverExporter::builder()
-//!     .project_id("my-project")
+//!     .with_project_id("my-project")
 //!     .build()
 //!     .expect("a project id");
 //! let counters = exporter.counters();
@@ -230,31 +230,31 @@ impl Default for StackdriverExporterBuilder {
 impl StackdriverExporterBuilder {
     /// The Google Cloud project the spans belong to (default: the
     /// `GOOGLE_CLOUD_PROJECT` environment variable, read by [`build`](Self::build)).
-    pub fn project_id(mut self, project_id: impl Into<String>) -> Self {
+    pub fn with_project_id(mut self, project_id: impl Into<String>) -> Self {
         self.project_id = Some(project_id.into());
         self
     }
     /// Sends to `url` (`https://host[:port]` or `http://host:port`) instead of
     /// [`DEFAULT_ENDPOINT`]. `https://` uses TLS with the webpki roots (or the
-    /// [`tls_roots`](Self::tls_roots) chosen, and any
-    /// [`ca_certificate`](Self::ca_certificate)) and is authenticated like the
+    /// [`with_tls_roots`](Self::with_tls_roots) chosen, and any
+    /// [`with_ca_certificate`](Self::with_ca_certificate)) and is authenticated like the
     /// default endpoint: a regional or private (Private Service Connect) Cloud
     /// Trace endpoint, or a proxy in front of it. `http://` is plain-text HTTP/2
     /// without credentials, for emulators and tests (unless a
-    /// [`token_provider`](Self::token_provider) is given).
+    /// [`with_token_provider`](Self::with_token_provider) is given).
     ///
     /// ```
     /// use tracewire_stackdriver::StackdriverExporter;
     ///
     /// let exporter = StackdriverExporter::builder()
-    ///     .project_id("my-project")
-    ///     .endpoint("https://cloudtrace-my-psc.p.googleapis.com")
-    ///     .quota_project("billing-project")
+    ///     .with_project_id("my-project")
+    ///     .with_endpoint("https://cloudtrace-my-psc.p.googleapis.com")
+    ///     .with_quota_project("billing-project")
     ///     .build()
     ///     .unwrap();
     /// assert!(format!("{exporter:?}").contains("authenticated: true"));
     /// ```
-    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoint = Some(url.into());
         self
     }
@@ -262,7 +262,7 @@ impl StackdriverExporterBuilder {
     /// (scope [`TRACE_APPEND_SCOPE`]) instead of Application Default Credentials:
     /// say a `gcp_auth::CustomServiceAccount` read from a key file the
     /// application chooses.
-    pub fn token_provider(mut self, provider: Arc<dyn gcp_auth::TokenProvider>) -> Self {
+    pub fn with_token_provider(mut self, provider: Arc<dyn gcp_auth::TokenProvider>) -> Self {
         self.credentials = Credentials::Provider(provider);
         self
     }
@@ -276,39 +276,39 @@ impl StackdriverExporterBuilder {
     /// (default: `GOOGLE_CLOUD_QUOTA_PROJECT`, else the ADC credentials file's
     /// `quota_project_id`, else none, when requests are authenticated). Set here,
     /// it is sent on every request.
-    pub fn quota_project(mut self, project: impl Into<String>) -> Self {
+    pub fn with_quota_project(mut self, project: impl Into<String>) -> Self {
         self.quota_project = Some(project.into());
         self
     }
     /// Also trusts the CA certificate(s) in `pem` for an `https://` endpoint: a
     /// private endpoint behind a private CA, or a test server.
-    pub fn ca_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
-        self.tls = self.tls.ca_certificate(pem);
+    pub fn with_ca_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.tls = self.tls.with_ca_certificate(pem);
         self
     }
     /// The certificate authorities trusted for an `https://` endpoint (default
-    /// [`TlsRoots::WebPki`]), on top of any [`ca_certificate`](Self::ca_certificate).
+    /// [`TlsRoots::WebPki`]), on top of any [`with_ca_certificate`](Self::with_ca_certificate).
     /// [`TlsRoots::Native`] reads the system's store once, at [`build`](Self::build).
-    pub fn tls_roots(mut self, roots: TlsRoots) -> Self {
-        self.tls = self.tls.roots(roots);
+    pub fn with_tls_roots(mut self, roots: TlsRoots) -> Self {
+        self.tls = self.tls.with_roots(roots);
         self
     }
     /// Timeout of one request, including connecting and fetching a token (default
     /// 10 s). A request that times out is retried.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
     /// Retry policy (default [`Backoff::default`]: 100 ms doubling to 5 s, 30 s in
     /// all). Keep `max_elapsed` under the batch processor's export timeout.
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
     }
     /// Largest encoded `BatchWriteSpansRequest` (default 4 MiB, which is also the
     /// largest message a gRPC server accepts by default). Larger batches are split
     /// into several requests.
-    pub fn max_request_bytes(mut self, n: usize) -> Self {
+    pub fn with_max_request_bytes(mut self, n: usize) -> Self {
         self.max_request_bytes = n.max(1);
         self
     }
@@ -327,8 +327,8 @@ impl StackdriverExporterBuilder {
             .clone()
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
         let endpoint = GrpcEndpoint::new("Cloud Trace endpoint", &url, &self.tls)?
-            .connect_timeout(self.timeout)
-            .user_agent(concat!("tracewire-stackdriver/", env!("CARGO_PKG_VERSION")))?;
+            .with_connect_timeout(self.timeout)
+            .with_user_agent(concat!("tracewire-stackdriver/", env!("CARGO_PKG_VERSION")))?;
         let tls = endpoint.is_https();
         let auth = match &self.credentials {
             Credentials::ByScheme if tls => Some(GoogleAuth::adc(TRACE_APPEND_SCOPE)),

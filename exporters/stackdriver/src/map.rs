@@ -438,8 +438,8 @@ mod tests {
         let span = provider
             .tracer("map")
             .span_builder("s")
-            .kind(kind)
-            .attributes(attrs)
+            .with_kind(kind)
+            .with_attributes(attrs)
             .start();
         span.set_status(status);
         span.end();

@@ -106,11 +106,11 @@ fn https_exporter(
     cert: &SelfSigned,
 ) -> tracewire_stackdriver::StackdriverExporterBuilder {
     StackdriverExporter::builder()
-        .project_id("p")
-        .endpoint(server.url())
-        .ca_certificate(&cert.pem)
-        .timeout(Duration::from_secs(5))
-        .backoff(Backoff {
+        .with_project_id("p")
+        .with_endpoint(server.url())
+        .with_ca_certificate(&cert.pem)
+        .with_timeout(Duration::from_secs(5))
+        .with_backoff(Backoff {
             initial: Duration::from_millis(5),
             max_delay: Duration::from_millis(20),
             max_elapsed: Duration::from_secs(2),
@@ -165,7 +165,7 @@ async fn the_quota_project_in_code_beats_the_environment_which_beats_the_credent
     std::env::set_var(QUOTA_PROJECT_ENV, "from-env");
     let mut from_env = https_exporter(&server, &cert).build().unwrap();
     let mut from_code = https_exporter(&server, &cert)
-        .quota_project("from-code")
+        .with_quota_project("from-code")
         .build()
         .unwrap();
     std::env::remove_var(QUOTA_PROJECT_ENV);

@@ -9,7 +9,7 @@ fn build_fails_without_a_project_id_and_takes_it_from_google_cloud_project() {
     let err = StackdriverExporter::builder().build().unwrap_err();
     assert!(err.to_string().contains("GOOGLE_CLOUD_PROJECT"), "{err}");
     let err = StackdriverExporter::builder()
-        .endpoint("http://127.0.0.1:9")
+        .with_endpoint("http://127.0.0.1:9")
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("project"), "{err}");
@@ -19,7 +19,7 @@ fn build_fails_without_a_project_id_and_takes_it_from_google_cloud_project() {
     let exporter = StackdriverExporter::builder().build().unwrap();
     assert_eq!(exporter.project_id(), "from-env");
     let exporter = StackdriverExporter::builder()
-        .project_id("given")
+        .with_project_id("given")
         .build()
         .unwrap();
     assert_eq!(exporter.project_id(), "given", "an explicit id wins");
@@ -30,14 +30,14 @@ fn build_fails_without_a_project_id_and_takes_it_from_google_cloud_project() {
 fn build_rejects_endpoints_that_are_not_http_urls() {
     for url in ["ftp://example.com", "not a url", "unix:/tmp/socket"] {
         let result = StackdriverExporter::builder()
-            .project_id("p")
-            .endpoint(url)
+            .with_project_id("p")
+            .with_endpoint(url)
             .build();
         assert!(result.is_err(), "{url}");
     }
     assert!(StackdriverExporter::builder()
-        .project_id("p")
-        .endpoint("https://localhost:8443")
+        .with_project_id("p")
+        .with_endpoint("https://localhost:8443")
         .build()
         .is_ok());
 }

@@ -36,10 +36,10 @@ fn fast_backoff() -> Backoff {
 
 fn exporter_for(url: &str) -> StackdriverExporterBuilder {
     StackdriverExporter::builder()
-        .project_id("test-project")
-        .endpoint(url)
-        .timeout(Duration::from_secs(5))
-        .backoff(fast_backoff())
+        .with_project_id("test-project")
+        .with_endpoint(url)
+        .with_timeout(Duration::from_secs(5))
+        .with_backoff(fast_backoff())
 }
 
 /// Spans recorded by a provider with `service` and `limits`.
@@ -58,7 +58,7 @@ fn simple_spans(n: usize) -> Vec<SpanData> {
     record("svc", SpanLimits::default(), |t| {
         for i in 0..n {
             let s = t.start(format!("op-{i}"));
-            s.set_attribute(KeyValue::new("i", i as i64));
+            s.set_attribute("i", i as i64);
             s.end();
         }
     })
@@ -130,30 +130,30 @@ async fn a_realistic_span_maps_field_by_field() {
     let spans = record("checkout", SpanLimits::default(), |t| {
         let server_span = t
             .span_builder("GET /users/{id}")
-            .kind(SpanKind::Server)
-            .parent_span_context(remote_parent.clone())
-            .start_time(t0)
-            .attribute(KeyValue::new("http.request.method", "GET"))
-            .attribute(KeyValue::new("http.response.status_code", 200))
-            .attribute(KeyValue::new("url.full", "https://shop.example/users/42"))
-            .attribute(KeyValue::new("http.route", "/users/{id}"))
-            .attribute(KeyValue::new("user_agent.original", "curl/8.5.0"))
-            .attribute(KeyValue::new("cache.hit", true))
-            .attribute(KeyValue::new("retries", 3))
-            .attribute(KeyValue::new("ratio", 0.25))
-            .attribute(KeyValue::new(
+            .with_kind(SpanKind::Server)
+            .with_parent_span_context(remote_parent.clone())
+            .with_start_time(t0)
+            .with_attribute(KeyValue::new("http.request.method", "GET"))
+            .with_attribute(KeyValue::new("http.response.status_code", 200))
+            .with_attribute(KeyValue::new("url.full", "https://shop.example/users/42"))
+            .with_attribute(KeyValue::new("http.route", "/users/{id}"))
+            .with_attribute(KeyValue::new("user_agent.original", "curl/8.5.0"))
+            .with_attribute(KeyValue::new("cache.hit", true))
+            .with_attribute(KeyValue::new("retries", 3))
+            .with_attribute(KeyValue::new("ratio", 0.25))
+            .with_attribute(KeyValue::new(
                 "tags",
                 Value::Array(Array::String(vec!["a".into(), "b".into()])),
             ))
-            .attribute(KeyValue::new("note", note.clone()))
-            .attribute(KeyValue::new(long_key.clone(), "dropped: key too long"))
-            .link(Link::new(
+            .with_attribute(KeyValue::new("note", note.clone()))
+            .with_attribute(KeyValue::new(long_key.clone(), "dropped: key too long"))
+            .with_link(Link::new(
                 linked.clone(),
                 vec![KeyValue::new("link.reason", "batch")],
             ))
             .start();
         // An alias of a key already set is dropped, not merged.
-        server_span.set_attribute(KeyValue::new("http.method", "POST"));
+        server_span.set_attribute("http.method", "POST");
         server_span.add_event_with_timestamp(
             "cache miss",
             t0 + Duration::from_millis(1),
@@ -169,14 +169,14 @@ async fn a_realistic_span_maps_field_by_field() {
         let ctx = tracewire::Context::new().with_span(server_span);
         let child = t
             .span_builder("db.query")
-            .kind(SpanKind::Client)
-            .parent(&ctx)
+            .with_kind(SpanKind::Client)
+            .with_parent(&ctx)
             .start();
         child.end();
         for kind in [SpanKind::Producer, SpanKind::Consumer, SpanKind::Internal] {
             let s = t
                 .span_builder(format!("{kind:?}"))
-                .kind(kind)
+                .with_kind(kind)
                 .root()
                 .start();
             s.set_status(SpanStatus::Ok);
@@ -385,7 +385,7 @@ async fn attributes_annotations_and_links_over_the_api_limits_are_dropped_and_co
         // 40 attributes: the SDK keeps 35 (drops 5), the exporter keeps 30 of those
         // plus its two labels (drops 5 more).
         for i in 0..40 {
-            s.set_attribute(KeyValue::new(format!("k{i:02}"), i));
+            s.set_attribute(format!("k{i:02}"), i);
         }
         for i in 0..40 {
             s.add_event(format!("event {i}"), vec![]);
@@ -444,7 +444,7 @@ async fn large_batches_are_split_into_requests_under_max_request_bytes() {
         record("svc", SpanLimits::default(), |t| {
             let s = t.start("huge");
             for i in 0..30 {
-                s.set_attribute(KeyValue::new(format!("blob{i}"), "z".repeat(300)));
+                s.set_attribute(format!("blob{i}"), "z".repeat(300));
             }
             s.end();
         })
@@ -452,7 +452,7 @@ async fn large_batches_are_split_into_requests_under_max_request_bytes() {
     );
 
     let exporter = exporter_for(&server.url())
-        .max_request_bytes(MAX)
+        .with_max_request_bytes(MAX)
         .build()
         .unwrap();
     let counters = exporter.counters();
@@ -512,10 +512,10 @@ fn a_collector_that_is_down_at_start_gets_the_queued_spans_once_up_and_the_rest_
         .unwrap();
 
     let exporter = StackdriverExporter::builder()
-        .project_id("test-project")
-        .endpoint(format!("http://{addr}"))
-        .timeout(Duration::from_secs(2))
-        .backoff(Backoff {
+        .with_project_id("test-project")
+        .with_endpoint(format!("http://{addr}"))
+        .with_timeout(Duration::from_secs(2))
+        .with_backoff(Backoff {
             initial: Duration::from_millis(20),
             max_delay: Duration::from_millis(100),
             max_elapsed: Duration::from_secs(20),
@@ -537,7 +537,7 @@ fn a_collector_that_is_down_at_start_gets_the_queued_spans_once_up_and_the_rest_
     let tracer = provider.tracer("t");
     for i in 0..ENDED {
         let s = tracer.start("while down");
-        s.set_attribute(KeyValue::new("i", i as i64));
+        s.set_attribute("i", i as i64);
         s.end();
     }
     // The exporter retries against the closed port meanwhile.
@@ -644,8 +644,8 @@ async fn a_hanging_collector_times_out_and_is_retried_within_the_budget() {
     let collector = Collector::hanging();
     let server = Server::start(collector.clone()).await;
     let mut exporter = exporter_for(&server.url())
-        .timeout(Duration::from_millis(200))
-        .backoff(Backoff {
+        .with_timeout(Duration::from_millis(200))
+        .with_backoff(Backoff {
             initial: Duration::from_millis(10),
             max_delay: Duration::from_millis(20),
             max_elapsed: Duration::from_millis(500),
@@ -675,8 +675,8 @@ fn ending_spans_stays_fast_while_the_collector_hangs() {
     let collector = Collector::hanging();
     let server = rt.block_on(Server::start(collector.clone()));
     let exporter = exporter_for(&server.url())
-        .timeout(Duration::from_millis(300))
-        .backoff(Backoff {
+        .with_timeout(Duration::from_millis(300))
+        .with_backoff(Backoff {
             initial: Duration::from_millis(50),
             max_delay: Duration::from_millis(100),
             max_elapsed: Duration::from_secs(1),
@@ -707,7 +707,7 @@ fn ending_spans_stays_fast_while_the_collector_hangs() {
     let start = Instant::now();
     for i in 0..10_000 {
         let s = tracer.start("while hanging");
-        s.set_attribute(KeyValue::new("i", i));
+        s.set_attribute("i", i);
         s.end();
     }
     let elapsed = start.elapsed();
@@ -760,8 +760,8 @@ fn shutdown_with_a_hundred_thousand_spans_pending_accounts_for_every_one() {
     let tracer = provider.tracer("t");
     for i in 0..ENDED {
         let s = tracer.start("bulk");
-        s.set_attribute(KeyValue::new("i", i as i64));
-        s.set_attribute(KeyValue::new("http.route", "/bulk"));
+        s.set_attribute("i", i as i64);
+        s.set_attribute("http.route", "/bulk");
         s.end();
     }
     let start = Instant::now();
@@ -803,8 +803,8 @@ async fn a_token_provider_authenticates_a_plain_endpoint_and_the_quota_project_i
     let server = Server::start(collector.clone()).await;
     let tokens = std::sync::Arc::new(FixedToken::default());
     let mut exporter = exporter_for(&server.url())
-        .token_provider(tokens.clone())
-        .quota_project("billing-project")
+        .with_token_provider(tokens.clone())
+        .with_quota_project("billing-project")
         .build()
         .unwrap();
     exporter.export(&simple_spans(2)).await.unwrap();
@@ -855,7 +855,7 @@ async fn credentials_and_quota_project_per_endpoint_and_option() {
         Case {
             case: "http://, a quota project in code",
             https: false,
-            configure: |b| b.quota_project("q"),
+            configure: |b| b.with_quota_project("q"),
             authorization: None,
             quota: Some("q"),
         },
@@ -869,7 +869,7 @@ async fn credentials_and_quota_project_per_endpoint_and_option() {
         Case {
             case: "https://, without credentials, a quota project in code",
             https: true,
-            configure: |b| b.without_credentials().quota_project("q2"),
+            configure: |b| b.without_credentials().with_quota_project("q2"),
             authorization: None,
             quota: Some("q2"),
         },
@@ -887,7 +887,7 @@ async fn credentials_and_quota_project_per_endpoint_and_option() {
         } else {
             (&plain, &plain_server)
         };
-        let builder = configure(exporter_for(&server.url()).ca_certificate(&cert.pem));
+        let builder = configure(exporter_for(&server.url()).with_ca_certificate(&cert.pem));
         let mut exporter = builder.build().unwrap();
         exporter.export(&simple_spans(1)).await.unwrap();
         let last = |name: &str| collector.metadata_values(name).pop().flatten();
@@ -903,9 +903,9 @@ async fn an_https_endpoint_whose_certificate_is_not_trusted_gets_nothing() {
     let collector = Collector::new();
     let server = Server::start_tls(collector.clone(), &SelfSigned::loopback()).await;
     let mut exporter = exporter_for(&server.url())
-        .ca_certificate(SelfSigned::loopback().pem)
+        .with_ca_certificate(SelfSigned::loopback().pem)
         .without_credentials()
-        .backoff(Backoff {
+        .with_backoff(Backoff {
             initial: Duration::from_millis(5),
             max_delay: Duration::from_millis(10),
             max_elapsed: Duration::from_millis(200),
@@ -929,14 +929,14 @@ async fn an_https_endpoint_whose_certificate_is_not_trusted_gets_nothing() {
 fn a_ca_certificate_or_quota_project_that_cannot_be_used_fails_the_build() {
     let https = || {
         StackdriverExporter::builder()
-            .project_id("p")
-            .endpoint("https://127.0.0.1:1")
+            .with_project_id("p")
+            .with_endpoint("https://127.0.0.1:1")
     };
-    assert!(https().ca_certificate("not PEM").build().is_err());
+    assert!(https().with_ca_certificate("not PEM").build().is_err());
     assert!(
-        https().tls_roots(TlsRoots::None).build().is_err(),
+        https().with_tls_roots(TlsRoots::None).build().is_err(),
         "trusting nothing"
     );
-    assert!(https().quota_project("bad\nproject").build().is_err());
-    assert!(https().quota_project("billing-1").build().is_ok());
+    assert!(https().with_quota_project("bad\nproject").build().is_err());
+    assert!(https().with_quota_project("billing-1").build().is_ok());
 }

@@ -27,8 +27,8 @@ use crate::{http, tls, Error, TlsConfig};
 ///
 /// let endpoint = GrpcEndpoint::new("Cloud Trace endpoint", "https://cloudtrace.googleapis.com", &TlsConfig::new())
 ///     .unwrap()
-///     .connect_timeout(Duration::from_secs(5))
-///     .user_agent("my-exporter/1.0")
+///     .with_connect_timeout(Duration::from_secs(5))
+///     .with_user_agent("my-exporter/1.0")
 ///     .unwrap();
 /// assert!(endpoint.is_https());
 /// assert!(GrpcEndpoint::new("Cloud Trace endpoint", "ftp://h", &TlsConfig::new()).is_err());
@@ -96,13 +96,13 @@ impl GrpcEndpoint {
     }
 
     /// The most connecting (TCP and TLS) may take (default 10 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.endpoint = self.endpoint.connect_timeout(timeout);
         self
     }
 
     /// The `user-agent` of every call. Fails on a value HTTP does not allow.
-    pub fn user_agent(mut self, user_agent: &'static str) -> Result<Self, Error> {
+    pub fn with_user_agent(mut self, user_agent: &'static str) -> Result<Self, Error> {
         self.endpoint = self
             .endpoint
             .user_agent(user_agent)
@@ -113,7 +113,7 @@ impl GrpcEndpoint {
     /// HTTP/2 pings every `interval`, also while no call is in flight, and a
     /// connection given up when one is not answered within `timeout`: for a long
     /// poll that may be idle for an hour, to find a dead connection sooner.
-    pub fn keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
+    pub fn with_keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
         self.endpoint = self
             .endpoint
             .http2_keep_alive_interval(interval)

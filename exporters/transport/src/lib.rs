@@ -34,7 +34,7 @@
 //! # let company_ca = rcgen::generate_simple_self_signed(vec!["ca.internal".into()]).unwrap();
 //! // A company CA, say read from a file, on top of the system's trust store.
 //! let ca_pem: String = company_ca.cert.pem();
-//! let tls = TlsConfig::new().roots(TlsRoots::Native).ca_certificate(&ca_pem);
+//! let tls = TlsConfig::new().with_roots(TlsRoots::Native).with_ca_certificate(&ca_pem);
 //! let uri = http::parse_uri("Collector endpoint", "https://collector.internal/v1/traces")
 //!     .expect("an https:// URL with a host");
 //! let headers = http::header_map(&[("authorization".into(), "Bearer s3cr3t".into())])

@@ -16,7 +16,7 @@ use crate::Error;
 
 /// Which certificate authorities an `https://` endpoint's certificate may chain
 /// to, besides the CA certificates given with
-/// [`TlsConfig::ca_certificate`] (each exporter's `ca_certificate`).
+/// [`TlsConfig::with_ca_certificate`] (each exporter's `with_ca_certificate`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TlsRoots {
@@ -28,7 +28,7 @@ pub enum TlsRoots {
     /// distribution's CA bundle, `SSL_CERT_FILE` / `SSL_CERT_DIR` honoured), read
     /// once when the exporter is built: where a company adds its own CA.
     Native,
-    /// Only the CA certificates given with [`TlsConfig::ca_certificate`].
+    /// Only the CA certificates given with [`TlsConfig::with_ca_certificate`].
     None,
 }
 
@@ -43,8 +43,8 @@ pub enum TlsRoots {
 /// use tracewire_transport::{TlsConfig, TlsRoots};
 ///
 /// assert!(TlsConfig::new().client_config().is_ok(), "webpki roots");
-/// assert!(TlsConfig::new().ca_certificate("not PEM").check().is_err());
-/// assert!(TlsConfig::new().roots(TlsRoots::None).client_config().is_err(), "trusts nothing");
+/// assert!(TlsConfig::new().with_ca_certificate("not PEM").check().is_err());
+/// assert!(TlsConfig::new().with_roots(TlsRoots::None).client_config().is_err(), "trusts nothing");
 /// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct TlsConfig {
@@ -68,8 +68,8 @@ impl TlsConfig {
     }
 
     /// Trusts `roots` (default [`TlsRoots::WebPki`]), on top of any
-    /// [`ca_certificate`](Self::ca_certificate).
-    pub fn roots(mut self, roots: TlsRoots) -> Self {
+    /// [`with_ca_certificate`](Self::with_ca_certificate).
+    pub fn with_roots(mut self, roots: TlsRoots) -> Self {
         self.roots = roots;
         self
     }
@@ -77,7 +77,7 @@ impl TlsConfig {
     /// Also trusts the CA certificate(s) in `pem` (one or more `BEGIN
     /// CERTIFICATE` blocks): a private CA, or a server's self-signed
     /// certificate.
-    pub fn ca_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
+    pub fn with_ca_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
         self.ca_certificates.push(pem.as_ref().to_vec());
         self
     }
@@ -87,7 +87,7 @@ impl TlsConfig {
         self.roots
     }
 
-    /// How many PEM blobs were given with [`ca_certificate`](Self::ca_certificate).
+    /// How many PEM blobs were given with [`with_ca_certificate`](Self::with_ca_certificate).
     pub fn ca_certificate_count(&self) -> usize {
         self.ca_certificates.len()
     }
@@ -149,7 +149,7 @@ impl TlsConfig {
     /// ```
     /// use tracewire_transport::{TlsConfig, TlsRoots};
     ///
-    /// let nothing = TlsConfig::new().roots(TlsRoots::None);
+    /// let nothing = TlsConfig::new().with_roots(TlsRoots::None);
     /// assert!(nothing.client_config_for(&"http://h:1".parse().unwrap()).is_ok());
     /// assert!(nothing.client_config_for(&"https://h:1".parse().unwrap()).is_err());
     /// ```

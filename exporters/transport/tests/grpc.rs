@@ -40,13 +40,13 @@ async fn a_channel_to_an_https_endpoint_speaks_http2_and_trusts_a_private_ca() {
         "Test endpoint",
         &url,
         &TlsConfig::new()
-            .roots(TlsRoots::None)
-            .ca_certificate(&cert.pem),
+            .with_roots(TlsRoots::None)
+            .with_ca_certificate(&cert.pem),
     )
     .unwrap()
-    .connect_timeout(Duration::from_secs(2))
-    .keep_alive(Duration::from_secs(30), Duration::from_secs(10))
-    .user_agent("transport-test/1")
+    .with_connect_timeout(Duration::from_secs(2))
+    .with_keep_alive(Duration::from_secs(30), Duration::from_secs(10))
+    .with_user_agent("transport-test/1")
     .unwrap();
     assert!(endpoint.is_https());
     assert_eq!(endpoint.url(), url);
@@ -83,9 +83,9 @@ fn urls_and_tls_that_cannot_be_used_fail_at_once() {
             "{url}"
         );
     }
-    let bad_pem = TlsConfig::new().ca_certificate("junk");
+    let bad_pem = TlsConfig::new().with_ca_certificate("junk");
     assert!(GrpcEndpoint::new("Test endpoint", "http://h:1", &bad_pem).is_err());
-    let nothing = TlsConfig::new().roots(TlsRoots::None);
+    let nothing = TlsConfig::new().with_roots(TlsRoots::None);
     assert!(GrpcEndpoint::new("Test endpoint", "https://h:1", &nothing).is_err());
     assert!(
         GrpcEndpoint::new("Test endpoint", "http://h:1", &nothing).is_ok(),

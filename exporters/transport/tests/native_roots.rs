@@ -17,7 +17,9 @@ async fn native_roots_trust_what_the_system_store_holds_and_webpki_does_not() {
     std::fs::write(&bundle, &cert.pem).unwrap();
     std::env::set_var("SSL_CERT_FILE", &bundle);
     std::env::remove_var("SSL_CERT_DIR");
-    let native = TlsConfig::new().roots(TlsRoots::Native).client_config();
+    let native = TlsConfig::new()
+        .with_roots(TlsRoots::Native)
+        .client_config();
     std::env::remove_var("SSL_CERT_FILE");
     std::fs::remove_file(&bundle).unwrap();
     let webpki = TlsConfig::new().client_config().unwrap();

@@ -31,7 +31,9 @@ async fn a_private_ca_given_as_pem_is_trusted_with_or_without_other_roots() {
     let cert = SelfSigned::loopback();
     let server = Server::start(&cert).await;
     for roots in [TlsRoots::WebPki, TlsRoots::None] {
-        let tls = TlsConfig::new().roots(roots).ca_certificate(&cert.pem);
+        let tls = TlsConfig::new()
+            .with_roots(roots)
+            .with_ca_certificate(&cert.pem);
         let status = get(&tls, &server.url("/v1/traces")).await.unwrap();
         assert_eq!(status, 200, "{roots:?}");
     }
@@ -50,8 +52,8 @@ async fn a_certificate_chaining_to_no_trusted_root_is_a_refused_handshake() {
         (
             "another CA",
             TlsConfig::new()
-                .roots(TlsRoots::None)
-                .ca_certificate(&trusted_elsewhere.pem),
+                .with_roots(TlsRoots::None)
+                .with_ca_certificate(&trusted_elsewhere.pem),
         ),
     ];
     for (case, tls) in cases {
@@ -70,7 +72,7 @@ async fn a_certificate_chaining_to_no_trusted_root_is_a_refused_handshake() {
 async fn a_trusted_certificate_for_another_name_is_a_refused_handshake() {
     let cert = SelfSigned::new(&["collector.example"]);
     let server = Server::start(&cert).await;
-    let tls = TlsConfig::new().ca_certificate(&cert.pem);
+    let tls = TlsConfig::new().with_ca_certificate(&cert.pem);
     let err = get(&tls, &server.url("/")).await.unwrap_err();
     assert!(is_refused_handshake(&err), "{}", error_chain(&err));
     assert!(server.received().is_empty());
@@ -89,30 +91,39 @@ fn pem_that_holds_no_usable_certificate_and_trusting_nothing_are_errors() {
     let cases = [
         (
             "not PEM",
-            TlsConfig::new().ca_certificate("not a certificate"),
+            TlsConfig::new().with_ca_certificate("not a certificate"),
         ),
         (
             "PEM that is not a certificate",
-            TlsConfig::new()
-                .ca_certificate("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+            TlsConfig::new().with_ca_certificate(
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            ),
         ),
         (
             "a good PEM, then a bad one",
             TlsConfig::new()
-                .ca_certificate(&cert.pem)
-                .ca_certificate("junk"),
+                .with_ca_certificate(&cert.pem)
+                .with_ca_certificate("junk"),
         ),
-        ("trusting nothing", TlsConfig::new().roots(TlsRoots::None)),
+        (
+            "trusting nothing",
+            TlsConfig::new().with_roots(TlsRoots::None),
+        ),
     ];
     for (case, tls) in cases {
         assert!(tls.client_config().is_err(), "{case}");
     }
-    assert!(TlsConfig::new().ca_certificate("junk").check().is_err());
+    assert!(TlsConfig::new()
+        .with_ca_certificate("junk")
+        .check()
+        .is_err());
     assert!(
-        TlsConfig::new().roots(TlsRoots::None).check().is_ok(),
+        TlsConfig::new().with_roots(TlsRoots::None).check().is_ok(),
         "check parses the PEM only"
     );
     let two = format!("{}{}", cert.pem, SelfSigned::loopback().pem);
-    let tls = TlsConfig::new().roots(TlsRoots::None).ca_certificate(two);
+    let tls = TlsConfig::new()
+        .with_roots(TlsRoots::None)
+        .with_ca_certificate(two);
     assert!(tls.client_config().is_ok(), "two certificates in one PEM");
 }

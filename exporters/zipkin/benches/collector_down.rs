@@ -52,9 +52,9 @@ fn collector(rt: &tokio::runtime::Runtime, hang: bool) -> String {
 
 fn run(url: &str) -> (Vec<u64>, tracewire::export::Stats) {
     let exporter = ZipkinExporter::builder()
-        .endpoint(url)
-        .timeout(Duration::from_millis(500))
-        .backoff(Backoff {
+        .with_endpoint(url)
+        .with_timeout(Duration::from_millis(500))
+        .with_backoff(Backoff {
             initial: Duration::from_millis(50),
             max_delay: Duration::from_millis(200),
             max_elapsed: Duration::from_secs(2),
@@ -77,8 +77,8 @@ fn run(url: &str) -> (Vec<u64>, tracewire::export::Stats) {
         let t = Instant::now();
         let s = tracer
             .span_builder("GET /api/users/{id}")
-            .kind(SpanKind::Server)
-            .attributes([
+            .with_kind(SpanKind::Server)
+            .with_attributes([
                 KeyValue::new("http.request.method", "GET"),
                 KeyValue::new("http.route", "/api/users/{id}"),
                 KeyValue::new("http.response.status_code", 200),

@@ -111,13 +111,13 @@ fn spans(n: usize) -> Vec<tracewire::trace::SpanData> {
     for i in 0..n {
         let s = t
             .span_builder("GET /api/users/{id}")
-            .kind(SpanKind::Server)
-            .attribute(KeyValue::new("http.request.method", "GET"))
-            .attribute(KeyValue::new("http.route", "/api/users/{id}"))
-            .attribute(KeyValue::new("http.response.status_code", 200))
-            .attribute(KeyValue::new("network.peer.address", "10.0.0.7"))
-            .attribute(KeyValue::new("user_agent.original", "curl/8.5.0"))
-            .attribute(KeyValue::new("request.id", i as i64))
+            .with_kind(SpanKind::Server)
+            .with_attribute(KeyValue::new("http.request.method", "GET"))
+            .with_attribute(KeyValue::new("http.route", "/api/users/{id}"))
+            .with_attribute(KeyValue::new("http.response.status_code", 200))
+            .with_attribute(KeyValue::new("network.peer.address", "10.0.0.7"))
+            .with_attribute(KeyValue::new("user_agent.original", "curl/8.5.0"))
+            .with_attribute(KeyValue::new("request.id", i as i64))
             .start();
         s.add_event("cache miss", vec![KeyValue::new("key", "user:42")]);
         s.end();
@@ -131,7 +131,7 @@ fn encode(c: &mut Criterion) {
     g.throughput(Throughput::Elements(batch.len() as u64));
     for (name, encoding) in [("json", Encoding::Json), ("proto3", Encoding::Proto)] {
         let exp = ZipkinExporter::builder()
-            .encoding(encoding)
+            .with_encoding(encoding)
             .build()
             .unwrap();
         g.bench_function(name, |b| b.iter(|| exp.encode(&batch)));
@@ -142,7 +142,7 @@ fn encode(c: &mut Criterion) {
 fn proto3_types(c: &mut Criterion) {
     let batch = spans(512);
     let exp = ZipkinExporter::builder()
-        .encoding(Encoding::Proto)
+        .with_encoding(Encoding::Proto)
         .build()
         .unwrap();
     let body = exp.encode(&batch).remove(0).body;

@@ -19,7 +19,7 @@ impl ZipkinExporter {
 impl ZipkinExporterBuilder {
     /// Takes the endpoint and the timeout from `OTEL_EXPORTER_ZIPKIN_ENDPOINT` and
     /// `OTEL_EXPORTER_ZIPKIN_TIMEOUT` (milliseconds), except those set in code with
-    /// [`endpoint`](Self::endpoint) and [`timeout`](Self::timeout), before or after
+    /// [`with_endpoint`](Self::with_endpoint) and [`with_timeout`](Self::with_timeout), before or after
     /// this call: code wins.
     pub fn from_env(self) -> Self {
         self.from_env_with(tracewire::env::system)
@@ -35,7 +35,7 @@ impl ZipkinExporterBuilder {
     ///     _ => None,
     /// };
     /// let builder = ZipkinExporter::builder()
-    ///     .endpoint("http://127.0.0.1:1/code")
+    ///     .with_endpoint("http://127.0.0.1:1/code")
     ///     .from_env_with(env);
     /// assert!(format!("{builder:?}").contains("/code"));
     /// ```
@@ -104,13 +104,13 @@ mod tests {
     fn values_set_in_code_win_before_or_after_from_env() {
         let vars = [(ENDPOINT, "http://env:1/"), (TIMEOUT, "1")];
         let before = ZipkinExporter::builder()
-            .endpoint("http://code:1/")
-            .timeout(Duration::from_secs(3))
+            .with_endpoint("http://code:1/")
+            .with_timeout(Duration::from_secs(3))
             .from_env_with(env(&vars));
         let after = ZipkinExporter::builder()
             .from_env_with(env(&vars))
-            .endpoint("http://code:1/")
-            .timeout(Duration::from_secs(3));
+            .with_endpoint("http://code:1/")
+            .with_timeout(Duration::from_secs(3));
         for b in [before, after] {
             assert_eq!(b.endpoint, "http://code:1/");
             assert_eq!(b.timeout, Duration::from_secs(3));

@@ -9,7 +9,7 @@
 //!   connection errors, 429 and 5xx; a timeout per request; everything else is
 //!   dropped and counted;
 //! - memory bounded by bytes as well as spans: a batch is cut into requests of at
-//!   most [`ZipkinExporterBuilder::max_request_bytes`]; a span larger than that on
+//!   most [`ZipkinExporterBuilder::with_max_request_bytes`]; a span larger than that on
 //!   its own is dropped and counted;
 //! - counters of exported, dropped, failed and retried spans through
 //!   [`ZipkinExporter::counters`].
@@ -21,7 +21,7 @@
 //!
 //! # #[tokio::main] async fn main() {
 //! let exporter = ZipkinExporter::builder()
-//!     .endpoint("http://127.0.0.1:9411/api/v2/spans")
+//!     .with_endpoint("http://127.0.0.1:9411/api/v2/spans")
 //!     .build()
 //!     .expect("valid endpoint");
 //! let counters = exporter.counters();
@@ -39,23 +39,23 @@
 //!
 //! An `https://` endpoint is reached over TLS with rustls (the `ring` provider, TLS
 //! 1.2 and 1.3). The server's certificate must chain to one of the
-//! [`TlsRoots`] chosen with [`tls_roots`](ZipkinExporterBuilder::tls_roots):
+//! [`TlsRoots`] chosen with [`with_tls_roots`](ZipkinExporterBuilder::with_tls_roots):
 //! Mozilla's roots compiled in (`webpki-roots`, the default: the same on every
 //! machine), or the operating system's store (`rustls-native-certs`, read once at
 //! [`build`](ZipkinExporterBuilder::build): where a company installs its own CA),
 //! plus any private CA given with
-//! [`ca_certificate`](ZipkinExporterBuilder::ca_certificate). A certificate the
+//! [`with_ca_certificate`](ZipkinExporterBuilder::with_ca_certificate). A certificate the
 //! client refuses fails the export at once (a retry would be refused too), and is
 //! counted like any failed export. Headers for a collector behind an
-//! authenticating proxy are set with [`header`](ZipkinExporterBuilder::header):
+//! authenticating proxy are set with [`with_header`](ZipkinExporterBuilder::with_header):
 //!
 //! ```no_run
 //! use tracewire_zipkin::{TlsRoots, ZipkinExporter};
 //!
 //! let exporter = ZipkinExporter::builder()
-//!     .endpoint("https://zipkin.internal.example/api/v2/spans")
-//!     .tls_roots(TlsRoots::Native)
-//!     .header("authorization", "Bearer s3cr3t")
+//!     .with_endpoint("https://zipkin.internal.example/api/v2/spans")
+//!     .with_tls_roots(TlsRoots::Native)
+//!     .with_header("authorization", "Bearer s3cr3t")
 //!     .build()
 //!     .expect("valid endpoint and headers");
 //! ```
@@ -187,42 +187,42 @@ impl fmt::Debug for ZipkinExporterBuilder {
 
 impl ZipkinExporterBuilder {
     /// The collector's URL (default `http://localhost:9411/api/v2/spans`):
-    /// `http://`, or `https://` for TLS (rustls; see [`tls_roots`](Self::tls_roots)).
-    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+    /// `http://`, or `https://` for TLS (rustls; see [`with_tls_roots`](Self::with_tls_roots)).
+    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoint = url.into();
         self.endpoint_set = true;
         self
     }
     /// The body encoding (default JSON).
-    pub fn encoding(mut self, encoding: Encoding) -> Self {
+    pub fn with_encoding(mut self, encoding: Encoding) -> Self {
         self.encoding = encoding;
         self
     }
     /// Gzip request bodies (`Content-Encoding: gzip`; default off).
-    pub fn gzip(mut self, on: bool) -> Self {
+    pub fn with_gzip(mut self, on: bool) -> Self {
         self.gzip = on;
         self
     }
     /// The address and port recorded in `localEndpoint` (default none).
-    pub fn local_address(mut self, ip: IpAddr, port: Option<u16>) -> Self {
+    pub fn with_local_address(mut self, ip: IpAddr, port: Option<u16>) -> Self {
         self.local.ip = Some(ip);
         self.local.port = port.filter(|p| *p != 0);
         self
     }
     /// Timeout of one HTTP request (default 10 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self.timeout_set = true;
         self
     }
     /// Retry policy (default [`Backoff::default`]: 100 ms doubling to 5 s, 30 s in
     /// all). Keep `max_elapsed` under the batch processor's export timeout.
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
     }
     /// Largest request body before compression (default 4 MiB).
-    pub fn max_request_bytes(mut self, n: usize) -> Self {
+    pub fn with_max_request_bytes(mut self, n: usize) -> Self {
         self.max_request_bytes = n.max(1);
         self
     }
@@ -236,29 +236,29 @@ impl ZipkinExporterBuilder {
     /// use tracewire_zipkin::ZipkinExporter;
     ///
     /// let exporter = ZipkinExporter::builder()
-    ///     .endpoint("https://zipkin.example.com/api/v2/spans")
-    ///     .header("authorization", "Bearer s3cr3t")
+    ///     .with_endpoint("https://zipkin.example.com/api/v2/spans")
+    ///     .with_header("authorization", "Bearer s3cr3t")
     ///     .build()
     ///     .unwrap();
     /// assert!(!format!("{exporter:?}").contains("s3cr3t"));
     /// ```
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         let name = name.into();
         self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(&name));
         self.headers.push((name, value.into()));
         self
     }
     /// The certificate authorities trusted for an `https://` endpoint (default
-    /// [`TlsRoots::WebPki`]), on top of any [`ca_certificate`](Self::ca_certificate).
-    pub fn tls_roots(mut self, roots: TlsRoots) -> Self {
-        self.tls = self.tls.roots(roots);
+    /// [`TlsRoots::WebPki`]), on top of any [`with_ca_certificate`](Self::with_ca_certificate).
+    pub fn with_tls_roots(mut self, roots: TlsRoots) -> Self {
+        self.tls = self.tls.with_roots(roots);
         self
     }
     /// Also trusts the CA certificate(s) in `pem` (one or more `BEGIN
     /// CERTIFICATE` blocks), e.g. a private CA or a collector's self-signed
     /// certificate. [`build`](Self::build) fails if it holds none.
-    pub fn ca_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
-        self.tls = self.tls.ca_certificate(pem);
+    pub fn with_ca_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.tls = self.tls.with_ca_certificate(pem);
         self
     }
     /// Builds the exporter. Fails on an endpoint that is not an `http://` or

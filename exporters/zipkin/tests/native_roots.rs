@@ -33,14 +33,14 @@ async fn native_roots_trust_what_the_system_store_holds_and_webpki_does_not() {
 
     let builder = |roots| {
         ZipkinExporter::builder()
-            .endpoint(format!("https://{addr}/api/v2/spans"))
-            .timeout(Duration::from_millis(500))
-            .backoff(Backoff {
+            .with_endpoint(format!("https://{addr}/api/v2/spans"))
+            .with_timeout(Duration::from_millis(500))
+            .with_backoff(Backoff {
                 initial: Duration::from_millis(10),
                 max_delay: Duration::from_millis(50),
                 max_elapsed: Duration::from_secs(1),
             })
-            .tls_roots(roots)
+            .with_tls_roots(roots)
     };
     let mut native = builder(TlsRoots::Native).build().unwrap();
     let mut webpki = builder(TlsRoots::WebPki).build().unwrap();

@@ -16,9 +16,9 @@ use support::{Collector, SelfSigned};
 
 fn https_exporter(addr: std::net::SocketAddr) -> ZipkinExporterBuilder {
     ZipkinExporter::builder()
-        .endpoint(format!("https://{addr}/api/v2/spans"))
-        .timeout(Duration::from_millis(500))
-        .backoff(Backoff {
+        .with_endpoint(format!("https://{addr}/api/v2/spans"))
+        .with_timeout(Duration::from_millis(500))
+        .with_backoff(Backoff {
             initial: Duration::from_millis(10),
             max_delay: Duration::from_millis(50),
             max_elapsed: Duration::from_secs(2),
@@ -42,10 +42,10 @@ async fn a_trusted_https_collector_receives_the_spans_and_the_custom_headers() {
     let collector = Collector::default();
     let addr = collector.clone().start_tls(&cert).await;
     let mut exp = https_exporter(addr)
-        .ca_certificate(&cert.pem)
-        .header("Authorization", "Bearer t0ken")
-        .header("x-tenant", "first")
-        .header("X-Tenant", "checkout")
+        .with_ca_certificate(&cert.pem)
+        .with_header("Authorization", "Bearer t0ken")
+        .with_header("x-tenant", "first")
+        .with_header("X-Tenant", "checkout")
         .build()
         .unwrap();
     let counters = exp.counters();
@@ -76,11 +76,11 @@ async fn custom_headers_cannot_replace_the_content_type_or_encoding() {
     let collector = Collector::default();
     let addr = collector.clone().start_tls(&cert).await;
     let mut exp = https_exporter(addr)
-        .tls_roots(TlsRoots::None)
-        .ca_certificate(&cert.pem)
-        .encoding(Encoding::Proto)
-        .header("content-type", "text/plain")
-        .header("content-encoding", "br")
+        .with_tls_roots(TlsRoots::None)
+        .with_ca_certificate(&cert.pem)
+        .with_encoding(Encoding::Proto)
+        .with_header("content-type", "text/plain")
+        .with_header("content-encoding", "br")
         .build()
         .unwrap();
     exp.export(&two_spans()).await.unwrap();
@@ -111,7 +111,7 @@ async fn a_certificate_the_client_does_not_trust_is_refused_counted_and_not_retr
     for (case, cert, trust) in cases {
         let collector = Collector::default();
         let addr = collector.clone().start_tls(&cert).await;
-        let exp = https_exporter(addr).ca_certificate(trust.unwrap_or(cert.pem.clone()));
+        let exp = https_exporter(addr).with_ca_certificate(trust.unwrap_or(cert.pem.clone()));
         let mut exp = exp.build().unwrap();
         let counters = exp.counters();
         let started = std::time::Instant::now();
@@ -137,23 +137,27 @@ async fn a_certificate_the_client_does_not_trust_is_refused_counted_and_not_retr
 
 #[test]
 fn invalid_headers_and_certificates_fail_the_build() {
-    let https = || ZipkinExporter::builder().endpoint("https://127.0.0.1:1/api/v2/spans");
+    let https = || ZipkinExporter::builder().with_endpoint("https://127.0.0.1:1/api/v2/spans");
     let cases = [
-        ("header name with a space", https().header("x tenant", "a")),
+        (
+            "header name with a space",
+            https().with_header("x tenant", "a"),
+        ),
         (
             "header value with a newline",
-            https().header("x-tenant", "a\nb"),
+            https().with_header("x-tenant", "a\nb"),
         ),
         (
             "CA that is not PEM",
-            https().ca_certificate("not a certificate"),
+            https().with_ca_certificate("not a certificate"),
         ),
         (
             "CA PEM that is not a certificate",
-            https()
-                .ca_certificate("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+            https().with_ca_certificate(
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            ),
         ),
-        ("trusting nothing", https().tls_roots(TlsRoots::None)),
+        ("trusting nothing", https().with_tls_roots(TlsRoots::None)),
     ];
     for (case, builder) in cases {
         assert!(builder.build().is_err(), "{case}");

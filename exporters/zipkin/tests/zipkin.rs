@@ -19,9 +19,9 @@ use support::{Behaviour, Collector};
 
 fn exporter(addr: SocketAddr) -> tracewire_zipkin::ZipkinExporterBuilder {
     ZipkinExporter::builder()
-        .endpoint(format!("http://{addr}/api/v2/spans"))
-        .timeout(Duration::from_millis(500))
-        .backoff(Backoff {
+        .with_endpoint(format!("http://{addr}/api/v2/spans"))
+        .with_timeout(Duration::from_millis(500))
+        .with_backoff(Backoff {
             initial: Duration::from_millis(10),
             max_delay: Duration::from_millis(50),
             max_elapsed: Duration::from_secs(2),
@@ -40,12 +40,12 @@ fn realistic_spans(provider: &TracerProvider) -> (Vec<u8>, Vec<u8>) {
     let tracer = provider.tracer("zipkin-test");
     let server = tracer
         .span_builder("GET /user")
-        .kind(SpanKind::Server)
-        .attribute(KeyValue::new("http.request.method", "GET"))
-        .attribute(KeyValue::new("http.route", "/user"))
-        .attribute(KeyValue::new("network.peer.address", "10.1.2.3"))
-        .attribute(KeyValue::new("network.peer.port", 40123))
-        .attribute(KeyValue::new("cache.hit", false))
+        .with_kind(SpanKind::Server)
+        .with_attribute(KeyValue::new("http.request.method", "GET"))
+        .with_attribute(KeyValue::new("http.route", "/user"))
+        .with_attribute(KeyValue::new("network.peer.address", "10.1.2.3"))
+        .with_attribute(KeyValue::new("network.peer.port", 40123))
+        .with_attribute(KeyValue::new("cache.hit", false))
         .start();
     let server_ids = (
         server.span_context().trace_id().to_string(),
@@ -55,11 +55,11 @@ fn realistic_spans(provider: &TracerProvider) -> (Vec<u8>, Vec<u8>) {
     let other = tracer.start("batch").span_context().clone();
     let child = tracer
         .span_builder("db \"query\"")
-        .kind(SpanKind::Client)
-        .parent(&ctx)
-        .attribute(KeyValue::new("peer.service", "postgres"))
-        .attribute(KeyValue::new("network.peer.address", "::1"))
-        .link(Link::new(other, vec![]))
+        .with_kind(SpanKind::Client)
+        .with_parent(&ctx)
+        .with_attribute(KeyValue::new("peer.service", "postgres"))
+        .with_attribute(KeyValue::new("network.peer.address", "::1"))
+        .with_link(Link::new(other, vec![]))
         .start();
     child.add_event("retry", vec![KeyValue::new("attempt", 2)]);
     child.set_status(Status::error("timeout\nafter 5s"));
@@ -142,9 +142,9 @@ async fn remote_endpoints_name_the_caller_of_a_server_and_the_server_a_client_ca
         .build();
     let tracer = provider.tracer("remote-endpoints");
     let span = |name: &str, kind, attrs: Vec<KeyValue>| {
-        let mut b = tracer.span_builder(name.to_owned()).kind(kind);
+        let mut b = tracer.span_builder(name.to_owned()).with_kind(kind);
         for a in attrs {
-            b = b.attribute(a);
+            b = b.with_attribute(a);
         }
         b.start().end();
     };
@@ -228,8 +228,8 @@ async fn proto3_and_gzip_bodies_decode_to_the_same_spans() {
         .start("127.0.0.1:0".parse().unwrap())
         .await;
     let mut exp = exporter(addr)
-        .encoding(Encoding::Proto)
-        .gzip(true)
+        .with_encoding(Encoding::Proto)
+        .with_gzip(true)
         .build()
         .unwrap();
     exp.set_resource(&Resource::new("backend"));
@@ -290,7 +290,7 @@ async fn sixty_four_bit_trace_ids_are_written_with_sixteen_hex_digits() {
     provider
         .tracer("t")
         .span_builder("b3")
-        .parent_span_context(parent)
+        .with_parent_span_context(parent)
         .start()
         .end();
     exp.export(&memory.spans()).await.unwrap();
@@ -311,7 +311,10 @@ async fn spans_of_a_b3_debug_trace_are_written_with_debug_true() {
         .start("127.0.0.1:0".parse().unwrap())
         .await;
     let mut json = exporter(addr).build().unwrap();
-    let mut proto = exporter(addr).encoding(Encoding::Proto).build().unwrap();
+    let mut proto = exporter(addr)
+        .with_encoding(Encoding::Proto)
+        .build()
+        .unwrap();
     let memory = tracewire::export::InMemoryExporter::new();
     let provider = TracerProvider::builder()
         .with_simple_exporter(memory.clone())
@@ -332,8 +335,8 @@ async fn spans_of_a_b3_debug_trace_are_written_with_debug_true() {
         let remote = B3Propagator::default().extract(&Context::new(), &carrier);
         let server = tracer
             .span_builder("server")
-            .kind(SpanKind::Server)
-            .parent(&remote)
+            .with_kind(SpanKind::Server)
+            .with_parent(&remote)
             .start();
         let cx = Context::new().with_span(server);
         tracer.start_with_context("child", &cx).end();
@@ -367,7 +370,10 @@ async fn large_batches_are_split_and_an_oversized_span_is_dropped() {
         .clone()
         .start("127.0.0.1:0".parse().unwrap())
         .await;
-    let mut exp = exporter(addr).max_request_bytes(4_000).build().unwrap();
+    let mut exp = exporter(addr)
+        .with_max_request_bytes(4_000)
+        .build()
+        .unwrap();
     let counters = exp.counters();
     let memory = tracewire::export::InMemoryExporter::new();
     let provider = TracerProvider::builder()
@@ -376,12 +382,12 @@ async fn large_batches_are_split_and_an_oversized_span_is_dropped() {
     let t = provider.tracer("t");
     for i in 0..100 {
         t.span_builder(format!("span-{i}"))
-            .attribute(KeyValue::new("k", "v".repeat(20)))
+            .with_attribute(KeyValue::new("k", "v".repeat(20)))
             .start()
             .end();
     }
     t.span_builder("huge")
-        .attribute(KeyValue::new("blob", "x".repeat(5_000)))
+        .with_attribute(KeyValue::new("blob", "x".repeat(5_000)))
         .start()
         .end();
     exp.export(&memory.spans()).await.unwrap();
@@ -447,7 +453,7 @@ fn collector_down_at_start_then_up_gets_what_the_queue_held() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let addr = free_addr();
     let exp = exporter(addr)
-        .backoff(Backoff {
+        .with_backoff(Backoff {
             initial: Duration::from_millis(50),
             max_delay: Duration::from_millis(200),
             max_elapsed: Duration::from_secs(10),
@@ -494,8 +500,8 @@ fn a_hanging_collector_times_out_and_never_slows_the_application() {
     *collector.always.lock().unwrap() = Some(Behaviour::Hang);
     let addr = rt.block_on(collector.clone().start("127.0.0.1:0".parse().unwrap()));
     let exp = exporter(addr)
-        .timeout(Duration::from_millis(200))
-        .backoff(Backoff {
+        .with_timeout(Duration::from_millis(200))
+        .with_backoff(Backoff {
             initial: Duration::from_millis(10),
             max_delay: Duration::from_millis(20),
             max_elapsed: Duration::from_millis(500),
@@ -519,7 +525,7 @@ fn a_hanging_collector_times_out_and_never_slows_the_application() {
     for i in 0..10_000 {
         let one = Instant::now();
         let s = t.start("request");
-        s.set_attribute(KeyValue::new("i", i));
+        s.set_attribute("i", i);
         s.end();
         worst = worst.max(one.elapsed());
         if i % 1000 == 0 {
@@ -562,7 +568,7 @@ fn shutdown_with_100k_pending_exports_or_counts_every_span() {
     let start = SystemTime::now();
     for i in 0..100_000 {
         let s = t.start("pending");
-        s.set_attribute(KeyValue::new("i", i));
+        s.set_attribute("i", i);
         s.end();
     }
     let deadline = Instant::now();

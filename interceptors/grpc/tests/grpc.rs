@@ -17,7 +17,7 @@ use tower::ServiceBuilder;
 use tracewire::export::InMemoryExporter;
 use tracewire::propagation::{baggage, TrustPolicy};
 use tracewire::trace::SpanData;
-use tracewire::{labels, Context, FutureExt, KeyValue, SpanKind, Status, TracerProvider, Value};
+use tracewire::{labels, Context, ContextExt, SpanKind, Status, TracerProvider, Value};
 use tracewire_grpc::{
     Failure, GrpcClientLayer, GrpcTraceLayer, MakeSpan, NewSpan, OnFailure, OnRequest, OnResponse,
     TraceInterceptor,
@@ -241,7 +241,7 @@ async fn hooks_add_attributes_and_hear_failures_and_a_panicking_hook_fails_no_ca
     let server = GrpcTraceLayer::new(p.tracer("server"))
         .make_span_with(|req: &http::request::Parts, span: &mut NewSpan| {
             let tenant = req.headers.get("x-tenant").and_then(|v| v.to_str().ok());
-            span.set_attribute(KeyValue::new("tenant", tenant.unwrap_or("-").to_owned()));
+            span.set_attribute("tenant", tenant.unwrap_or("-").to_owned());
         })
         .on_request(|_: &http::request::Parts, _: &tracewire::Span| {
             panic!("on_request hook failed");
@@ -254,10 +254,7 @@ async fn hooks_add_attributes_and_hear_failures_and_a_panicking_hook_fails_no_ca
             GrpcClientLayer::new(p.tracer("client"))
                 .on_response(|res: &http::response::Parts, span: &tracewire::Span| {
                     let grpc = res.headers.get("content-type").map(|v| v.as_bytes());
-                    span.set_attribute(KeyValue::new(
-                        "grpc-content-type",
-                        grpc == Some(b"application/grpc"),
-                    ));
+                    span.set_attribute("grpc-content-type", grpc == Some(b"application/grpc"));
                 })
                 .on_failure(move |failure: Failure<'_>, _: &tracewire::Span| {
                     heard.lock().unwrap().push(match failure {

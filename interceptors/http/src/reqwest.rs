@@ -50,7 +50,7 @@ use reqwest_middleware::{Middleware, Next};
 use tower_layer::Layer;
 use tower_service::Service;
 use tracewire::propagation::Propagator;
-use tracewire::{KeyValue, Span, Tracer};
+use tracewire::{Span, Tracer};
 
 use crate::trace::{ClientTraceLayer, ResponseBody};
 
@@ -196,7 +196,7 @@ impl<'a> Service<http::Request<()>> for Rest<'a> {
             // Polled inside the client span's context.
             let span = Span::current();
             if let Some(port) = implicit_port {
-                span.set_attribute(KeyValue::new("server.port", i64::from(port)));
+                span.set_attribute("server.port", i64::from(port));
             }
             match sent.await {
                 Ok(response) => {
@@ -204,7 +204,7 @@ impl<'a> Service<http::Request<()>> for Rest<'a> {
                     Ok(into_http(response))
                 }
                 Err(e) => {
-                    span.set_attribute(KeyValue::new("error.type", error_type(&e)));
+                    span.set_attribute("error.type", error_type(&e));
                     Err(e)
                 }
             }
@@ -216,8 +216,8 @@ impl<'a> Service<http::Request<()>> for Rest<'a> {
 /// protocol version negotiated (the request's was a wish).
 fn record_response(span: &Span, response: &reqwest::Response) {
     if let Some(peer) = response.remote_addr() {
-        span.set_attribute(KeyValue::new("network.peer.address", peer.ip().to_string()));
-        span.set_attribute(KeyValue::new("network.peer.port", i64::from(peer.port())));
+        span.set_attribute("network.peer.address", peer.ip().to_string());
+        span.set_attribute("network.peer.port", i64::from(peer.port()));
     }
     let version = match response.version() {
         http::Version::HTTP_09 => "0.9",
@@ -227,7 +227,7 @@ fn record_response(span: &Span, response: &reqwest::Response) {
         http::Version::HTTP_3 => "3",
         _ => return,
     };
-    span.set_attribute(KeyValue::new("network.protocol.version", version));
+    span.set_attribute("network.protocol.version", version);
 }
 
 /// The low-cardinality `error.type` of a request that got no response.

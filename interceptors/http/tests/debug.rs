@@ -79,7 +79,7 @@ impl Burners {
                 let stop = stop.clone();
                 std::thread::spawn(move || {
                     profile::register_current_thread().unwrap();
-                    labels::with_labels(&LabelSet::new([(key, value)]), || burn(&stop));
+                    labels::with_labels(LabelSet::new([(key, value)]), || burn(&stop));
                 })
             })
             .collect();
@@ -375,7 +375,7 @@ fn methods_other_than_get_are_405() {
 fn a_custom_prefix_moves_every_endpoint() {
     conns();
     support::profiled_runtime().block_on(async {
-        let addr = serve(PprofService::new().prefix("/admin/pprof/")).await;
+        let addr = serve(PprofService::new().with_prefix("/admin/pprof/")).await;
         assert_eq!(
             get(addr, "/admin/pprof/debugtest.Conns").await.status,
             StatusCode::OK

@@ -112,13 +112,13 @@ enum Hooks {
 async fn serve_with(p: &TracerProvider, hooks: Hooks) -> SocketAddr {
     let layer = TraceLayer::new(p.tracer("server"));
     let before = |span: &Span, name: &'static str| {
-        span.set_attribute(KeyValue::new("before-panic", name));
+        span.set_attribute("before-panic", name);
     };
     match hooks {
         Hooks::None => serve(layer).await,
         Hooks::MakeSpan => {
             serve(layer.make_span_with(|req: &Parts, span: &mut NewSpan| {
-                span.set_attribute(KeyValue::new("tenant", header(req, "x-tenant").to_owned()));
+                span.set_attribute("tenant", header(req, "x-tenant").to_owned());
                 let name = format!("{} [api]", span.name());
                 span.set_name(name);
             }))
@@ -126,10 +126,10 @@ async fn serve_with(p: &TracerProvider, hooks: Hooks) -> SocketAddr {
         }
         Hooks::OnRequest => {
             serve(layer.on_request(|req: &Parts, span: &Span| {
-                span.set_attribute(KeyValue::new("tenant", header(req, "x-tenant").to_owned()));
+                span.set_attribute("tenant", header(req, "x-tenant").to_owned());
                 // The request's context is current: its labels too.
                 let label = labels::current().get("http-path").unwrap_or("-").to_owned();
-                span.set_attribute(KeyValue::new("label", label));
+                span.set_attribute("label", label);
             }))
             .await
         }
@@ -137,7 +137,7 @@ async fn serve_with(p: &TracerProvider, hooks: Hooks) -> SocketAddr {
             serve(
                 layer.on_response(|res: &http::response::Parts, span: &Span| {
                     let cache = res.headers.get("x-cache").and_then(|v| v.to_str().ok());
-                    span.set_attribute(KeyValue::new("cache", cache.unwrap_or("-").to_owned()));
+                    span.set_attribute("cache", cache.unwrap_or("-").to_owned());
                 }),
             )
             .await
@@ -145,7 +145,7 @@ async fn serve_with(p: &TracerProvider, hooks: Hooks) -> SocketAddr {
         Hooks::OnFailure => serve(layer.on_failure(record_failure)).await,
         Hooks::Panics("make_span") => {
             serve(layer.make_span_with(|_: &Parts, span: &mut NewSpan| {
-                span.set_attribute(KeyValue::new("before-panic", "make_span"));
+                span.set_attribute("before-panic", "make_span");
                 panic!("make_span hook failed");
             }))
             .await
@@ -386,15 +386,15 @@ async fn client_hooks_see_the_injected_headers_the_response_and_4xx_failures() {
         .layer(
             ClientTraceLayer::new(p.tracer("client"))
                 .make_span_with(|_: &Parts, span: &mut NewSpan| {
-                    span.set_attribute(KeyValue::new("peer.service", "backend"));
+                    span.set_attribute("peer.service", "backend");
                 })
                 .on_request(|req: &Parts, span: &Span| {
                     let sent = req.headers.contains_key("traceparent");
-                    span.set_attribute(KeyValue::new("sent-traceparent", sent));
+                    span.set_attribute("sent-traceparent", sent);
                 })
                 .on_response(|res: &http::response::Parts, span: &Span| {
                     let cache = res.headers.contains_key("x-cache");
-                    span.set_attribute(KeyValue::new("saw-x-cache", cache));
+                    span.set_attribute("saw-x-cache", cache);
                 })
                 .on_failure(record_failure),
         )

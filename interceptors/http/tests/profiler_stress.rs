@@ -140,7 +140,7 @@ fn switch_contexts(provider: &TracerProvider, stop: &AtomicBool, switches: &Atom
             .with_labels(sets[i % sets.len()].clone());
         let _g = ctx.attach();
         // A merged set per iteration: created, sampled, dropped.
-        labels::with_labels(&LabelSet::new([("iter", format!("{}", i % 16))]), || {
+        labels::with_labels(LabelSet::new([("iter", format!("{}", i % 16))]), || {
             for k in 0..20_000u64 {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(k));
             }
@@ -162,7 +162,7 @@ struct Outcome {
 
 fn stress(run_for: Duration) -> Outcome {
     let rt = support::profiled_runtime();
-    let addr = rt.block_on(support::serve(PprofService::new().max_seconds(2)));
+    let addr = rt.block_on(support::serve(PprofService::new().with_max_seconds(2)));
     let provider = TracerProvider::builder().build();
     let app = rt.block_on(serve_app(&provider));
     // The layer interns its routes' label sets for the life of the process: one
@@ -185,7 +185,7 @@ fn stress(run_for: Duration) -> Outcome {
         std::thread::spawn(move || {
             let mut stopped = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                match Profiler::builder().frequency(1000).start() {
+                match Profiler::builder().with_frequency(1000).start() {
                     Ok(p) => {
                         std::thread::sleep(Duration::from_millis(3));
                         let profile = p.stop().expect("a profile stops");

@@ -117,7 +117,7 @@ async fn the_client_span_is_the_parent_of_the_servers_span() {
         .start("caller");
     let caller_id = caller.span_context().span_id();
     let ctx = tracewire::Context::current_with_span(caller);
-    let body = tracewire::FutureExt::in_context(
+    let body = tracewire::ContextExt::in_context(
         async {
             let response = client
                 .get(format!("http://{addr}/users/7"))

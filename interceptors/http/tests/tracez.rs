@@ -73,7 +73,7 @@ async fn app(tracez: &Tracez, provider: &TracerProvider) -> SocketAddr {
                         "/slow" => {
                             let child = inner
                                 .span_builder("load user")
-                                .kind(SpanKind::Client)
+                                .with_kind(SpanKind::Client)
                                 .start();
                             child.add_event("cache miss", vec![KeyValue::new("key", "u1")]);
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -210,8 +210,8 @@ async fn hostile_names_attributes_and_events_are_escaped_on_every_page() {
     let tracer = provider.tracer(HOSTILE);
     let root = tracer.start(HOSTILE);
     let cx = Context::new().with_span(root.clone());
-    let child = tracer.span_builder(HOSTILE).parent(&cx).start();
-    child.set_attribute(KeyValue::new(HOSTILE, HOSTILE));
+    let child = tracer.span_builder(HOSTILE).with_parent(&cx).start();
+    child.set_attribute(HOSTILE, HOSTILE);
     child.add_event(HOSTILE, vec![KeyValue::new(HOSTILE, HOSTILE)]);
     child.set_status(Status::error(HOSTILE));
     child.add_link(root.span_context().clone(), vec![KeyValue::new(HOSTILE, 1)]);
@@ -279,9 +279,9 @@ fn a_cardinality_attack_stays_within_the_configured_bounds() {
                 i += 1;
                 let s = tracer
                     .span_builder(names[i % names.len()].clone())
-                    .parent(cx)
+                    .with_parent(cx)
                     .start();
-                s.set_attribute(KeyValue::new("user_agent.original", "y".repeat(200)));
+                s.set_attribute("user_agent.original", "y".repeat(200));
                 s.end();
             }
         });
@@ -366,12 +366,12 @@ fn a_span_shows_the_cpu_sampled_under_it_and_its_flame_graph() {
     let provider = provider(&tracez, &InMemoryExporter::new(), "cpu");
     let tracer = provider.tracer("t");
     let profiler = Profiler::builder()
-        .frequency(200)
-        .span_ids(SpanIds::Every)
+        .with_frequency(200)
+        .with_span_ids(SpanIds::Every)
         .start()
         .unwrap();
     let (trace_id, span_id) = tracer.in_span("request", |cx| {
-        let inner = tracer.span_builder("hot loop").parent(cx).start();
+        let inner = tracer.span_builder("hot loop").with_parent(cx).start();
         let ids = (
             inner.span_context().trace_id(),
             inner.span_context().span_id(),

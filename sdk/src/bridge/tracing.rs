@@ -191,13 +191,13 @@ where
         let mut builder = self
             .tracer
             .span_builder(name)
-            .parent(&parent)
-            .kind(fields.kind.unwrap_or_default())
-            .attributes(std::mem::take(&mut fields.attributes));
+            .with_parent(&parent)
+            .with_kind(fields.kind.unwrap_or_default())
+            .with_attributes(std::mem::take(&mut fields.attributes));
         if let (Some(file), Some(line)) = (attrs.metadata().file(), attrs.metadata().line()) {
             builder = builder
-                .attribute(KeyValue::new("code.filepath", file))
-                .attribute(KeyValue::new("code.lineno", i64::from(line)));
+                .with_attribute(KeyValue::new("code.filepath", file))
+                .with_attribute(KeyValue::new("code.lineno", i64::from(line)));
         }
         let new = parent.with_span(builder.start()).with_labels(labels);
         span.extensions_mut().insert(Bridged { ctx: new });

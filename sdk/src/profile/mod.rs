@@ -67,7 +67,7 @@
 //! use tracewire::profile::{self, Profiler};
 //!
 //! profile::register_current_thread().unwrap();
-//! let profiler = Profiler::builder().frequency(100).start().unwrap();
+//! let profiler = Profiler::builder().with_frequency(100).start().unwrap();
 //! labels::with_labels(&LabelSet::new([("worker", "purge")]), || {
 //!     // ... burn CPU ...
 //! });
@@ -246,7 +246,7 @@ pub fn measure_sample_cost(iterations: u32) -> Result<SampleCost, ProfileError> 
     #[cfg(target_os = "linux")]
     {
         register_current_thread()?;
-        let profiler = Profiler::builder().frequency(1).start()?;
+        let profiler = Profiler::builder().with_frequency(1).start()?;
         let (body, delivery, unregistered_walk, unregistered_depth) =
             sampler::measure_handler(iterations);
         drop(profiler);
@@ -311,12 +311,12 @@ impl Default for ProfilerBuilder {
 
 impl ProfilerBuilder {
     /// Samples per second of CPU time per thread (default 100, at most 10000).
-    pub fn frequency(mut self, hz: u32) -> Self {
+    pub fn with_frequency(mut self, hz: u32) -> Self {
         self.frequency = hz.clamp(1, 10_000);
         self
     }
     /// Which span ids samples carry (default [`SpanIds::LocalRoot`]).
-    pub fn span_ids(mut self, span_ids: SpanIds) -> Self {
+    pub fn with_span_ids(mut self, span_ids: SpanIds) -> Self {
         self.span_ids = span_ids;
         self
     }
@@ -788,7 +788,7 @@ mod tests {
     fn a_collector_panic_is_an_error_and_leaks_no_reference() {
         let _serial = test_serial();
         let set = LabelSet::new([("job", "panic")]);
-        let profiler = Profiler::builder().frequency(1000).start().unwrap();
+        let profiler = Profiler::builder().with_frequency(1000).start().unwrap();
         PANIC_IN_COLLECTOR.store(true, Ordering::Relaxed);
         std::thread::scope(|s| {
             s.spawn(|| {

@@ -592,7 +592,7 @@ mod tests {
         let remote = cx.span().span_context().clone();
         let builder = tracer.span_builder("server");
         let span = match TrustPolicy::Parent.apply(&remote) {
-            crate::propagation::RemoteParent::Parent(sc) => builder.parent_span_context(sc),
+            crate::propagation::RemoteParent::Parent(sc) => builder.with_parent_span_context(sc),
             _ => builder.root(),
         }
         .start();

@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::hooks::{self, Failure, OnFailure};
 use super::{Protocol, Side, StatusError};
-use crate::{Context, KeyValue, Status};
+use crate::{Context, Status};
 
 /// The request's context while its span is open, and the layer's
 /// [`OnFailure`] hook. Ends the span when dropped, so no clone of the context
@@ -103,8 +103,7 @@ impl<Fail: OnFailure> OpenSpan<Fail> {
             Ok(polled) => polled,
             Err(payload) => {
                 if let Some(ctx) = &self.ctx {
-                    ctx.span()
-                        .set_attribute(KeyValue::new("error.type", "panic"));
+                    ctx.span().set_attribute("error.type", "panic");
                 }
                 self.fail(Failure::Panic(hooks::panic_message(&*payload)));
                 panic::resume_unwind(payload)

@@ -15,7 +15,7 @@ use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 
 use crate::trace::Str;
-use crate::{KeyValue, Span};
+use crate::{KeyValue, Span, Value};
 
 /// Shapes a span before it starts: its name and the attributes the sampler
 /// sees. [`TraceLayer::make_span_with`](super::TraceLayer::make_span_with).
@@ -178,9 +178,10 @@ impl NewSpan {
         &self.attributes
     }
 
-    /// Adds an attribute, visible to the sampler; one with the key of an earlier
-    /// one replaces it.
-    pub fn set_attribute(&mut self, kv: KeyValue) {
+    /// Sets the attribute `key` to `value`, visible to the sampler; one with the
+    /// key of an earlier one replaces it.
+    pub fn set_attribute(&mut self, key: impl Into<Str>, value: impl Into<Value>) {
+        let kv = KeyValue::new(key, value);
         match self.attributes.iter_mut().find(|a| a.key == kv.key) {
             Some(a) => *a = kv,
             None => self.attributes.push(kv),

@@ -71,12 +71,12 @@
 //! let layer = TraceLayer::new(provider.tracer("frontend"))
 //!     .make_span_with(|req: &Parts, span: &mut NewSpan| {
 //!         if let Some(tenant) = req.headers.get("x-tenant").and_then(|v| v.to_str().ok()) {
-//!             span.set_attribute(KeyValue::new("tenant", tenant.to_owned()));
+//!             span.set_attribute("tenant", tenant.to_owned());
 //!         }
 //!     })
 //!     .on_response(|res: &http::response::Parts, span: &Span| {
 //!         let hit = res.headers.get("x-cache").is_some_and(|v| v == "hit");
-//!         span.set_attribute(KeyValue::new("cache.hit", hit));
+//!         span.set_attribute("cache.hit", hit);
 //!     })
 //!     .on_failure(|failure: Failure<'_>, _span: &Span| {
 //!         eprintln!("request failed: {failure}");
@@ -131,7 +131,7 @@ use crate::propagation::{
     TrustPolicy,
 };
 use crate::trace::Str;
-use crate::{Context, FutureExt, KeyValue, Span, SpanKind, Tracer};
+use crate::{Context, ContextExt, KeyValue, Span, SpanKind, Tracer};
 use http::{HeaderMap, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -207,26 +207,20 @@ impl Protocol {
         let status = response.status.as_u16();
         match self {
             Protocol::Http => {
-                span.set_attribute(KeyValue::new(
-                    "http.response.status_code",
-                    i64::from(status),
-                ));
+                span.set_attribute("http.response.status_code", i64::from(status));
                 let error = match side {
                     Side::Server => status >= 500,
                     Side::Client => status >= 400,
                 };
                 error.then(|| {
-                    span.set_attribute(KeyValue::new("error.type", status.to_string()));
+                    span.set_attribute("error.type", status.to_string());
                     StatusError::Http(response.status)
                 })
             }
             Protocol::Grpc if status != 200 && !response.headers.contains_key("grpc-status") => {
                 // Not a gRPC response (a proxy's 502, say): the code is the one
                 // the gRPC spec maps the HTTP status to, as clients report it.
-                span.set_attribute(KeyValue::new(
-                    "http.response.status_code",
-                    i64::from(status),
-                ));
+                span.set_attribute("http.response.status_code", i64::from(status));
                 let code = match status {
                     400 => 13,             // INTERNAL
                     401 => 16,             // UNAUTHENTICATED
@@ -283,7 +277,7 @@ impl StatusError {
 
 /// Records gRPC status `code` on `span`; whether it is an error for `side`.
 fn record_grpc_code(span: &Span, side: Side, code: i64) -> bool {
-    span.set_attribute(KeyValue::new("rpc.grpc.status_code", code));
+    span.set_attribute("rpc.grpc.status_code", code);
     match side {
         Side::Server => GRPC_SERVER_ERRORS.contains(&code),
         Side::Client => code != 0,
@@ -666,12 +660,12 @@ impl Config {
             let b = self
                 .tracer
                 .span_builder(new.name)
-                .kind(SpanKind::Server)
-                .attributes(new.attributes);
+                .with_kind(SpanKind::Server)
+                .with_attributes(new.attributes);
             match self.trust.apply(&remote) {
                 RemoteParent::NewRoot => b.root(),
-                RemoteParent::Parent(sc) => b.parent_span_context(sc),
-                RemoteParent::NewRootWithLink(link) => b.root().link(link),
+                RemoteParent::Parent(sc) => b.with_parent_span_context(sc),
+                RemoteParent::NewRootWithLink(link) => b.root().with_link(link),
             }
             .start()
         });
@@ -972,8 +966,8 @@ where
         let span = start_span(&self.hooks.make_span, &parts, name, attributes, |new| {
             c.tracer
                 .span_builder(new.name)
-                .kind(SpanKind::Client)
-                .attributes(new.attributes)
+                .with_kind(SpanKind::Client)
+                .with_attributes(new.attributes)
                 .start()
         });
         let ctx = Context::current_with_span(span);

@@ -2,6 +2,7 @@
 
 mod attr;
 mod id;
+mod in_span;
 #[allow(unsafe_code)]
 pub(crate) mod lifetime;
 mod sampler;
@@ -13,6 +14,7 @@ use std::time::SystemTime;
 
 pub use attr::{Array, KeyValue, Str, Value};
 pub use id::{SpanId, TraceId};
+pub use in_span::InSpan;
 pub use sampler::{
     AlwaysOff, AlwaysOn, ParentBased, RateLimiting, Sampler, SamplingDecision, SamplingParams,
     SamplingResult, TraceIdRatio,

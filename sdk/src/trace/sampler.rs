@@ -209,22 +209,22 @@ impl ParentBased {
         }
     }
     /// The sampler for spans whose remote parent is sampled.
-    pub fn remote_sampled(mut self, s: impl Sampler + 'static) -> Self {
+    pub fn with_remote_sampled(mut self, s: impl Sampler + 'static) -> Self {
         self.remote_sampled = Box::new(s);
         self
     }
     /// The sampler for spans whose remote parent is not sampled.
-    pub fn remote_not_sampled(mut self, s: impl Sampler + 'static) -> Self {
+    pub fn with_remote_not_sampled(mut self, s: impl Sampler + 'static) -> Self {
         self.remote_not_sampled = Box::new(s);
         self
     }
     /// The sampler for spans whose local parent is sampled.
-    pub fn local_sampled(mut self, s: impl Sampler + 'static) -> Self {
+    pub fn with_local_sampled(mut self, s: impl Sampler + 'static) -> Self {
         self.local_sampled = Box::new(s);
         self
     }
     /// The sampler for spans whose local parent is not sampled.
-    pub fn local_not_sampled(mut self, s: impl Sampler + 'static) -> Self {
+    pub fn with_local_not_sampled(mut self, s: impl Sampler + 'static) -> Self {
         self.local_not_sampled = Box::new(s);
         self
     }
@@ -389,7 +389,7 @@ mod tests {
         assert_eq!(d(Some(&sampled)), SamplingDecision::RecordAndSample);
         assert_eq!(d(Some(&unsampled)), SamplingDecision::Drop);
         assert_eq!(d(None), SamplingDecision::Drop);
-        let s = ParentBased::new(AlwaysOn).remote_sampled(AlwaysOff);
+        let s = ParentBased::new(AlwaysOn).with_remote_sampled(AlwaysOff);
         assert_eq!(
             s.should_sample(&params(TraceId::random(), Some(&sampled)))
                 .decision,

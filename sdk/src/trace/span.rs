@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::lifetime::SpanRef;
 use super::{
-    Event, KeyValue, Link, SpanContext, SpanData, SpanId, SpanKind, SpanLimits, Status, Str,
+    Event, KeyValue, Link, SpanContext, SpanData, SpanId, SpanKind, SpanLimits, Status, Str, Value,
 };
 use crate::context::Context;
 use crate::export::ExportError;
@@ -152,8 +152,40 @@ impl Span {
     }
 
     /// A handle to the span of the current context.
+    ///
+    /// To record on the current span without cloning it, use
+    /// [`with_current`](Span::with_current).
     pub fn current() -> Span {
         Context::map_current(|c| c.span().clone())
+    }
+
+    /// Runs `f` with a reference to the current context's span (a non-recording,
+    /// invalid span if there is none), without cloning the span or the context:
+    /// the cheapest way to record on the current span.
+    ///
+    /// ```
+    /// use tracewire::{Span, TracerProvider};
+    ///
+    /// let tracer = TracerProvider::builder().build().tracer("doc");
+    /// tracer.in_span("get_user", |_cx| {
+    ///     Span::with_current(|span| span.set_attribute("http.route", "/user"));
+    /// });
+    /// ```
+    ///
+    /// The thread's context stack stays borrowed while `f` runs. `f` may read it
+    /// (start spans, call [`Context::current`], [`labels::current`]), but must
+    /// not change it: attaching a context, [`Context::in_scope`],
+    /// [`Tracer::in_span`](crate::Tracer::in_span),
+    /// [`labels::with_labels`] or dropping a [`ContextGuard`] inside `f` panics
+    /// (never undefined behaviour). An attach that panics leaves the stack as
+    /// it was. For those, take a handle with [`Span::current`] first.
+    ///
+    /// [`labels::current`]: crate::labels::current
+    /// [`labels::with_labels`]: crate::labels::with_labels
+    /// [`ContextGuard`]: crate::ContextGuard
+    #[inline]
+    pub fn with_current<R>(f: impl FnOnce(&Span) -> R) -> R {
+        Context::map_current(|c| f(c.span()))
     }
 
     /// The span's propagated context.
@@ -198,8 +230,26 @@ impl Span {
         }
     }
 
-    /// Sets an attribute (replacing an earlier value of the same key).
-    pub fn set_attribute(&self, kv: KeyValue) {
+    /// Sets the attribute `key` to `value` (replacing an earlier value of the
+    /// same key). To set [`KeyValue`]s, use
+    /// [`set_attributes`](Span::set_attributes).
+    ///
+    /// ```
+    /// use tracewire::TracerProvider;
+    ///
+    /// let tracer = TracerProvider::builder().build().tracer("doc");
+    /// let span = tracer.start("get_user");
+    /// span.set_attribute("http.route", "/user");
+    /// span.set_attribute("http.response.status_code", 200);
+    /// span.set_attribute(String::from("user.admin"), false);
+    /// ```
+    pub fn set_attribute(&self, key: impl Into<Str>, value: impl Into<Value>) {
+        if let Repr::Recording(_) = self.repr {
+            self.set_attribute_kv(KeyValue::new(key, value));
+        }
+    }
+
+    fn set_attribute_kv(&self, kv: KeyValue) {
         self.with_record(|r, l| {
             if !push_attribute(
                 &mut r.attributes,

@@ -723,7 +723,7 @@ impl Tracer {
 
     /// Starts a span whose parent is `ctx`'s span.
     pub fn start_with_context(&self, name: impl Into<Str>, ctx: &Context) -> Span {
-        self.span_builder(name).parent(ctx).start()
+        self.span_builder(name).with_parent(ctx).start()
     }
 
     /// A builder for a span with more options.
@@ -739,17 +739,6 @@ impl Tracer {
             links: Vec::new(),
             start_time: None,
         }
-    }
-
-    /// Runs `f` inside a new span (child of the current context), with a context
-    /// holding that span attached; ends the span when `f` returns.
-    pub fn in_span<R>(&self, name: impl Into<Str>, f: impl FnOnce(&Context) -> R) -> R {
-        let ctx = Context::current_with_span(self.start(name));
-        let guard = ctx.clone().attach();
-        let out = f(&ctx);
-        drop(guard);
-        ctx.span().end();
-        out
     }
 
     fn build(&self, b: SpanBuilder<'_>) -> Span {
@@ -915,17 +904,17 @@ impl<'t> SpanBuilder<'t> {
     }
 
     /// The span kind (default internal).
-    pub fn kind(mut self, kind: SpanKind) -> Self {
+    pub fn with_kind(mut self, kind: SpanKind) -> Self {
         self.kind = kind;
         self
     }
     /// Takes the parent from `ctx` instead of the current context.
-    pub fn parent(mut self, ctx: &'t Context) -> Self {
+    pub fn with_parent(mut self, ctx: &'t Context) -> Self {
         self.parent = Parent::Context(ctx);
         self
     }
     /// Uses `parent` (e.g. extracted from headers) as the parent.
-    pub fn parent_span_context(mut self, parent: SpanContext) -> Self {
+    pub fn with_parent_span_context(mut self, parent: SpanContext) -> Self {
         self.parent = Parent::SpanContext(parent);
         self
     }
@@ -935,12 +924,12 @@ impl<'t> SpanBuilder<'t> {
         self
     }
     /// Adds an attribute (visible to the sampler).
-    pub fn attribute(mut self, kv: KeyValue) -> Self {
+    pub fn with_attribute(mut self, kv: KeyValue) -> Self {
         self.pooled_attributes().push(kv);
         self
     }
     /// Adds attributes (visible to the sampler).
-    pub fn attributes(mut self, kvs: impl IntoIterator<Item = KeyValue>) -> Self {
+    pub fn with_attributes(mut self, kvs: impl IntoIterator<Item = KeyValue>) -> Self {
         self.pooled_attributes().extend(kvs);
         self
     }
@@ -952,12 +941,12 @@ impl<'t> SpanBuilder<'t> {
         &mut self.attributes
     }
     /// Adds a link.
-    pub fn link(mut self, link: Link) -> Self {
+    pub fn with_link(mut self, link: Link) -> Self {
         self.links.push(link);
         self
     }
     /// Sets an explicit start time.
-    pub fn start_time(mut self, t: SystemTime) -> Self {
+    pub fn with_start_time(mut self, t: SystemTime) -> Self {
         self.start_time = Some(t);
         self
     }

@@ -233,18 +233,18 @@ impl Drop for Server {
 
 pub fn agent(url: &str) -> CloudProfilerBuilder {
     CloudProfilerAgent::builder()
-        .project_id("test-project")
-        .service("checkout")
-        .service_version("1.2.3")
-        .zone("europe-west1-b")
-        .endpoint(url)
-        .frequency(250)
-        .backoff(Backoff {
+        .with_project_id("test-project")
+        .with_service("checkout")
+        .with_service_version("1.2.3")
+        .with_zone("europe-west1-b")
+        .with_endpoint(url)
+        .with_frequency(250)
+        .with_backoff(Backoff {
             initial: Duration::from_millis(100),
             max_delay: Duration::from_millis(300),
             max_elapsed: Duration::MAX,
         })
-        .upload_backoff(Backoff {
+        .with_upload_backoff(Backoff {
             initial: Duration::from_millis(50),
             max_delay: Duration::from_millis(200),
             max_elapsed: Duration::from_secs(20),

@@ -27,10 +27,10 @@ pub fn fast_backoff() -> Backoff {
 /// An exporter for `url` over `protocol`, with a 5 s timeout and quick retries.
 pub fn exporter_for(protocol: Protocol, url: &str) -> OtlpExporterBuilder {
     OtlpExporter::builder()
-        .protocol(protocol)
-        .endpoint(url)
-        .timeout(Duration::from_secs(5))
-        .backoff(fast_backoff())
+        .with_protocol(protocol)
+        .with_endpoint(url)
+        .with_timeout(Duration::from_secs(5))
+        .with_backoff(fast_backoff())
 }
 
 /// A stand-in collector running on loopback; stopped on drop.

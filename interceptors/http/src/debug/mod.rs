@@ -7,7 +7,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `/debug/pprof/` | an HTML index of the profiles below, with links |
-//! | `/debug/pprof/profile?seconds=N&hz=F` | a CPU profile of the next `N` seconds (default 30, at most [`max_seconds`](PprofService::max_seconds)) sampled at `F` Hz (default 100), as gzip'd pprof with the samples' labels |
+//! | `/debug/pprof/profile?seconds=N&hz=F` | a CPU profile of the next `N` seconds (default 30, at most [`with_max_seconds`](PprofService::with_max_seconds)) sampled at `F` Hz (default 100), as gzip'd pprof with the samples' labels |
 //! | `/debug/pprof/flamegraph?seconds=N&tagfocus=key:value` | a CPU profile of the next `N` seconds as an SVG flame graph, keeping only the samples whose labels hold every `tagfocus` (exact match; none given: all samples) |
 //! | `/debug/pprof/heap` | the [heap profile](tracewire::alloc) (memory in use, `inuse_space` first), with labels and spans, when the program's global allocator is [`Profiled`](tracewire::alloc::Profiled) (else `404`); `?seconds=N`: what changed over the next `N` seconds |
 //! | `/debug/pprof/allocs` | the same, `alloc_space` first (all allocations, freed or not) |
@@ -61,7 +61,7 @@
 //!
 //! Beside other routes, send every request whose path starts with the prefix to
 //! the service. Routers that strip the prefix before calling a nested service (as
-//! axum's `nest_service("/debug/pprof", ...)` does) want `.prefix("/")`: the
+//! axum's `nest_service("/debug/pprof", ...)` does) want `.with_prefix("/")`: the
 //! index links are relative, so they work either way.
 
 mod future;
@@ -105,7 +105,7 @@ const DEFAULT_HZ: u32 = 100;
 /// ```
 /// use tracewire_http::debug::PprofService;
 ///
-/// let pprof = PprofService::new().prefix("/admin/pprof").max_seconds(120);
+/// let pprof = PprofService::new().with_prefix("/admin/pprof").with_max_seconds(120);
 /// # let _ = pprof;
 /// ```
 #[derive(Clone, Debug)]
@@ -131,7 +131,7 @@ impl PprofService {
 
     /// Serves under `prefix` instead of `/debug/pprof` (a leading `/` is added and
     /// trailing ones dropped; `"/"` or `""` serves at the root).
-    pub fn prefix(mut self, prefix: impl AsRef<str>) -> Self {
+    pub fn with_prefix(mut self, prefix: impl AsRef<str>) -> Self {
         let trimmed = prefix.as_ref().trim_matches('/');
         self.prefix = if trimmed.is_empty() {
             Arc::from("")
@@ -143,7 +143,7 @@ impl PprofService {
 
     /// The longest CPU profile a request may ask for, in seconds (default 60, at
     /// least 1); longer requests are cut to it.
-    pub fn max_seconds(mut self, seconds: u64) -> Self {
+    pub fn with_max_seconds(mut self, seconds: u64) -> Self {
         self.max_seconds = seconds.max(1);
         self
     }
@@ -250,7 +250,7 @@ impl PprofService {
     }
 
     fn cpu_profile(&self, flamegraph: bool, request: query::CpuRequest) -> ResponseFuture {
-        let profiler = match start_profiler(Profiler::builder().frequency(request.hz)) {
+        let profiler = match start_profiler(Profiler::builder().with_frequency(request.hz)) {
             Ok(p) => p,
             Err(answer) => return ResponseFuture::ready(*answer),
         };
@@ -340,17 +340,17 @@ mod tests {
 
     #[test]
     fn prefix_is_normalized() {
-        let s = PprofService::new().prefix("admin/pprof/");
+        let s = PprofService::new().with_prefix("admin/pprof/");
         assert_eq!(&*s.prefix, "/admin/pprof");
         assert_eq!(s.route("/admin/pprof/x"), Some("x"));
-        let root = PprofService::new().prefix("/");
+        let root = PprofService::new().with_prefix("/");
         assert_eq!(root.route("/"), Some(""));
         assert_eq!(root.route("/profile"), Some("profile"));
     }
 
     #[test]
     fn max_seconds_caps_the_default_too() {
-        let s = PprofService::new().max_seconds(0);
+        let s = PprofService::new().with_max_seconds(0);
         assert_eq!(s.limits().max_seconds, 1);
         assert_eq!(s.limits().default_seconds, 1);
     }

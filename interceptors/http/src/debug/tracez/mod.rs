@@ -488,8 +488,8 @@ impl TracezService {
     fn profile(&self, seconds: u64, then: String) -> ResponseFuture {
         let profiler = match super::start_profiler(
             Profiler::builder()
-                .frequency(PROFILE_HZ)
-                .span_ids(SpanIds::Every),
+                .with_frequency(PROFILE_HZ)
+                .with_span_ids(SpanIds::Every),
         ) {
             Ok(p) => p,
             Err(answer) => return ResponseFuture::ready(*answer),
