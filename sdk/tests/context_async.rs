@@ -23,9 +23,18 @@ async fn labels_follow_a_task_that_moves_between_worker_threads() {
         let set = LabelSet::new([("task", format!("{t}"))]);
         tasks.push(tokio::spawn(
             async move {
-                for _ in 0..200 {
-                    threads.lock().unwrap().insert(std::thread::current().id());
+                // At least 200 polls, and on until the tasks have run on both
+                // workers (a loaded machine may leave one worker idle for a while).
+                for i in 0..1_000_000 {
+                    let seen = {
+                        let mut threads = threads.lock().unwrap();
+                        threads.insert(std::thread::current().id());
+                        threads.len()
+                    };
                     assert_eq!(label("task"), Some(t.to_string()));
+                    if i >= 200 && seen == 2 {
+                        break;
+                    }
                     tokio::task::yield_now().await;
                 }
             }
