@@ -695,30 +695,33 @@ impl Tracer {
         if !provider.always_drops || !provider.enabled.load(Ordering::Relaxed) {
             return None;
         }
-        Context::map_current(|c| {
-            let parent = c.span().span_context();
-            if parent.is_debug() {
-                return None;
-            }
-            let span_context = if parent.is_valid() {
-                SpanContext::new(
-                    parent.trace_id(),
-                    SpanId::random(),
-                    parent.flags().with_sampled(false),
-                    false,
-                    parent.trace_state().clone(),
-                )
-            } else {
-                SpanContext::new(
-                    TraceId::random(),
-                    SpanId::random(),
-                    TraceFlags::RANDOM.with_sampled(false),
-                    false,
-                    TraceState::NONE,
-                )
-            };
-            Some(Span::non_recording(span_context))
-        })
+        Context::map_current(
+            #[inline(always)]
+            |c| {
+                let parent = c.span().span_context();
+                if parent.is_debug() {
+                    return None;
+                }
+                let span_context = if parent.is_valid() {
+                    SpanContext::new(
+                        parent.trace_id(),
+                        SpanId::random(),
+                        parent.flags().with_sampled(false),
+                        false,
+                        parent.trace_state().clone(),
+                    )
+                } else {
+                    SpanContext::new(
+                        TraceId::random(),
+                        SpanId::random(),
+                        TraceFlags::RANDOM.with_sampled(false),
+                        false,
+                        TraceState::NONE,
+                    )
+                };
+                Some(Span::non_recording(span_context))
+            },
+        )
     }
 
     /// Starts a span whose parent is `ctx`'s span.
