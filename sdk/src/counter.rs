@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 
-const STRIPES: usize = 16;
+/// Cache lines a striped count is spread over.
+pub(crate) const STRIPES: usize = 16;
 
 #[derive(Default)]
 pub(crate) struct StripedCounter {
@@ -19,8 +20,9 @@ thread_local! {
     static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
+/// The calling thread's stripe, given out round-robin on first use.
 #[inline]
-fn stripe() -> usize {
+pub(crate) fn stripe() -> usize {
     STRIPE
         .try_with(|s| {
             let v = s.get();

@@ -1419,6 +1419,61 @@ mod tests {
         }
     }
 
+    /// Installs `handler` for SIGPROF and sends SIGPROF to the calling thread
+    /// from another thread in a tight loop, until dropped (which restores the
+    /// previous action).
+    struct Interrupter {
+        stop: std::sync::Arc<AtomicBool>,
+        killer: Option<std::thread::JoinHandle<()>>,
+        old: libc::sigaction,
+    }
+
+    impl Interrupter {
+        fn start(handler: extern "C" fn(libc::c_int)) -> Interrupter {
+            // SAFETY: installs a plain handler for SIGPROF in this test process;
+            // the previous action is restored on drop.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: as above: a zeroed action filled in, then installed.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = handler as usize;
+                sa.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut sa.sa_mask);
+                assert_eq!(libc::sigaction(libc::SIGPROF, &sa, &mut old), 0);
+            }
+            // SAFETY: pthread_self has no preconditions.
+            let target = unsafe { libc::pthread_self() } as usize;
+            let stop = std::sync::Arc::new(AtomicBool::new(false));
+            let stop2 = stop.clone();
+            let killer = std::thread::spawn(move || {
+                while !stop2.load(Ordering::Relaxed) {
+                    // SAFETY: `target` is the test thread, alive until the
+                    // interrupter (made and dropped on it) stops this loop.
+                    unsafe { libc::pthread_kill(target as libc::pthread_t, libc::SIGPROF) };
+                    for _ in 0..200 {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+            Interrupter {
+                stop,
+                killer: Some(killer),
+                old,
+            }
+        }
+    }
+
+    impl Drop for Interrupter {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(k) = self.killer.take() {
+                let _ = k.join();
+            }
+            // SAFETY: restores the action saved by `start`.
+            unsafe { libc::sigaction(libc::SIGPROF, &self.old, std::ptr::null_mut()) };
+        }
+    }
+
     /// Spins for `ms` of the calling thread's CPU time.
     fn burn_ms(ms: u64) {
         let start = cpu_time(false);
@@ -1497,31 +1552,7 @@ mod tests {
                 .map(|i| i + 1)
         };
 
-        // SAFETY: installs a plain handler for SIGPROF in this test process; the
-        // previous action is restored below.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: as above: a zeroed action filled in, then installed.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = handler as extern "C" fn(libc::c_int) as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            assert_eq!(libc::sigaction(libc::SIGPROF, &sa, &mut old), 0);
-        }
-
-        // SAFETY: pthread_self has no preconditions.
-        let target = unsafe { libc::pthread_self() } as usize;
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let killer = std::thread::spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                // SAFETY: `target` is the test thread, alive until `stop` is set.
-                unsafe { libc::pthread_kill(target as libc::pthread_t, libc::SIGPROF) };
-                for _ in 0..200 {
-                    std::hint::spin_loop();
-                }
-            }
-        });
+        let interrupter = Interrupter::start(handler);
 
         let start = std::time::Instant::now();
         let mut i = 0usize;
@@ -1554,10 +1585,7 @@ mod tests {
             CURRENT.store(0, Ordering::Relaxed);
             i += 1;
         }
-        stop.store(true, Ordering::Relaxed);
-        killer.join().unwrap();
-        // SAFETY: restores the action saved above.
-        unsafe { libc::sigaction(libc::SIGPROF, &old, std::ptr::null_mut()) };
+        drop(interrupter);
 
         let n = COUNT.load(Ordering::Relaxed).min(MAX_RECORDS);
         assert!(n >= 5_000, "only {n} signals arrived");
@@ -1655,30 +1683,7 @@ mod tests {
             out
         };
 
-        // SAFETY: installs a plain handler for SIGPROF in this test process; the
-        // previous action is restored below.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: as above: a zeroed action filled in, then installed.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = frames_handler as extern "C" fn(libc::c_int) as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            assert_eq!(libc::sigaction(libc::SIGPROF, &sa, &mut old), 0);
-        }
-        // SAFETY: pthread_self has no preconditions.
-        let target = unsafe { libc::pthread_self() } as usize;
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let killer = std::thread::spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                // SAFETY: `target` is the test thread, alive until `stop` is set.
-                unsafe { libc::pthread_kill(target as libc::pthread_t, libc::SIGPROF) };
-                for _ in 0..200 {
-                    std::hint::spin_loop();
-                }
-            }
-        });
+        let interrupter = Interrupter::start(frames_handler);
 
         let start = std::time::Instant::now();
         let mut i = 0usize;
@@ -1721,10 +1726,7 @@ mod tests {
             switch(0, || drop(guard));
             i += 1;
         }
-        stop.store(true, Ordering::Relaxed);
-        killer.join().unwrap();
-        // SAFETY: restores the action saved above.
-        unsafe { libc::sigaction(libc::SIGPROF, &old, std::ptr::null_mut()) };
+        drop(interrupter);
 
         let n = FRAME_COUNT.load(Ordering::Relaxed).min(MAX_RECORDS);
         assert!(n >= 5_000, "only {n} signals arrived");

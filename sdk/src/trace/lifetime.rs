@@ -28,17 +28,16 @@
 //! [`TracerProvider`]: super::TracerProvider
 //! [`Tracer`]: super::Tracer
 
-use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::SeqCst};
 use std::sync::Mutex;
 
 use crossbeam_utils::CachePadded;
 
 use super::tracer::ProviderInner;
+use crate::counter::{stripe, STRIPES};
 
-const STRIPES: usize = 16;
 /// Set in every stripe of the closing counter when the last handle is gone.
 const ORPHANED: u64 = 1 << 63;
 
@@ -58,27 +57,6 @@ impl std::fmt::Debug for Lifetime {
             .field("closed", &self.closed())
             .finish()
     }
-}
-
-static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-
-#[inline]
-fn stripe() -> usize {
-    STRIPE
-        .try_with(|s| {
-            let v = s.get();
-            if v != usize::MAX {
-                return v;
-            }
-            let v = NEXT_STRIPE.fetch_add(1, SeqCst) % STRIPES;
-            s.set(v);
-            v
-        })
-        .unwrap_or(0)
 }
 
 impl Lifetime {
