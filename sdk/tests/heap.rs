@@ -9,9 +9,9 @@ mod support;
 use std::alloc::System;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
-use support::{go_tool, run};
+use support::{allocate_blocks, go_tool, run, serial, within};
 use tracewire::alloc::{self, HeapProfile, Profiled, SampleType};
 use tracewire::labels::{with_labels, LabelSet};
 use tracewire::profile::pprof;
@@ -20,19 +20,7 @@ use tracewire::{Context, TracerProvider};
 #[global_allocator]
 static ALLOC: Profiled<System> = Profiled::new(System);
 
-/// The tests change the process-wide rate and measure the process-wide heap:
-/// one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
-#[inline(never)]
-fn allocate_blocks(total: usize, block: usize) -> Vec<Vec<u8>> {
-    (0..total / block)
-        .map(|i| black_box(vec![i as u8; block]))
-        .collect()
-}
 
 /// The functions of a stack of return addresses, innermost first, inlined
 /// frames included.
@@ -48,9 +36,6 @@ fn function_names(stack: &[usize]) -> Vec<String> {
         .collect()
 }
 
-fn within(got: i64, want: i64, tolerance: f64) -> bool {
-    (got as f64 - want as f64).abs() <= want as f64 * tolerance
-}
 
 #[test]
 fn in_use_and_allocated_bytes_per_label_are_estimated_and_frees_matched() {
@@ -110,7 +95,7 @@ fn live_samples_carry_the_span_and_name_the_allocating_function() {
     assert!(within(bytes, 4 << 20, 0.25), "{bytes}");
     let names = function_names(&under[0].stack);
     assert!(
-        names.iter().any(|n| n.ends_with("heap::allocate_blocks")),
+        names.iter().any(|n| n.ends_with("support::allocate_blocks")),
         "{names:?}"
     );
     // No sample of the profile, allocated, zeroed or grown, keeps an allocator

@@ -3,10 +3,11 @@
 //! sample: the allocator hook merges them), and freed samples keep them.
 #![cfg(target_os = "linux")]
 
-use std::alloc::System;
-use std::hint::black_box;
-use std::sync::{Mutex, MutexGuard};
+mod support;
 
+use std::alloc::System;
+
+use support::{allocate_blocks, serial, within};
 use tracewire::alloc::{self, HeapProfile, Profiled};
 use tracewire::labels::{self, LabelSet};
 use tracewire::Context;
@@ -14,22 +15,8 @@ use tracewire::Context;
 #[global_allocator]
 static ALLOC: Profiled<System> = Profiled::new(System);
 
-/// The tests change the process-wide rate and measure the process-wide heap.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
-#[inline(never)]
-fn allocate_blocks(total: usize, block: usize) -> Vec<Vec<u8>> {
-    (0..total / block)
-        .map(|i| black_box(vec![i as u8; block]))
-        .collect()
-}
 
-fn within(got: i64, want: i64, tolerance: f64) -> bool {
-    (got as f64 - want as f64).abs() <= want as f64 * tolerance
-}
 
 #[test]
 fn samples_inside_frames_carry_the_merged_labels_live_and_freed() {

@@ -53,3 +53,16 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Allocates `total` bytes in blocks of `block`, kept (for the heap tests).
+#[inline(never)]
+pub fn allocate_blocks(total: usize, block: usize) -> Vec<Vec<u8>> {
+    (0..total / block)
+        .map(|i| black_box(vec![i as u8; block]))
+        .collect()
+}
+
+/// Whether `got` is within `tolerance` (a fraction) of `want`.
+pub fn within(got: i64, want: i64, tolerance: f64) -> bool {
+    (got as f64 - want as f64).abs() <= want as f64 * tolerance
+}
