@@ -20,8 +20,6 @@ use tracewire::{Context, TracerProvider};
 #[global_allocator]
 static ALLOC: Profiled<System> = Profiled::new(System);
 
-
-
 /// The functions of a stack of return addresses, innermost first, inlined
 /// frames included.
 fn function_names(stack: &[usize]) -> Vec<String> {
@@ -35,7 +33,6 @@ fn function_names(stack: &[usize]) -> Vec<String> {
         })
         .collect()
 }
-
 
 #[test]
 fn in_use_and_allocated_bytes_per_label_are_estimated_and_frees_matched() {
@@ -95,7 +92,9 @@ fn live_samples_carry_the_span_and_name_the_allocating_function() {
     assert!(within(bytes, 4 << 20, 0.25), "{bytes}");
     let names = function_names(&under[0].stack);
     assert!(
-        names.iter().any(|n| n.ends_with("support::allocate_blocks")),
+        names
+            .iter()
+            .any(|n| n.ends_with("support::allocate_blocks")),
         "{names:?}"
     );
     // No sample of the profile, allocated, zeroed or grown, keeps an allocator
