@@ -103,7 +103,9 @@ fn live_samples_carry_the_span_and_name_the_allocating_function() {
         let names = function_names(&s.stack);
         assert!(
             !names.iter().any(|n| n.contains("tracewire::alloc::")
-                || n.starts_with("__rust")
+                || n.starts_with("__rust_alloc")
+                || n.starts_with("__rust_realloc")
+                || n.starts_with("__rustc::__rust_")
                 || n.starts_with("alloc::alloc::")
                 || n.starts_with("<alloc::alloc::Global")),
             "allocator frames are left out: {names:?}"
