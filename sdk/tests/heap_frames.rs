@@ -15,9 +15,6 @@ use tracewire::Context;
 #[global_allocator]
 static ALLOC: Profiled<System> = Profiled::new(System);
 
-
-
-
 #[test]
 fn samples_inside_frames_carry_the_merged_labels_live_and_freed() {
     let _s = serial();

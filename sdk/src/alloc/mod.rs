@@ -365,6 +365,10 @@ impl HeapProfile {
             ("space", "bytes"),
             self.rate as i64,
         );
+        // Allocator frames inlined into the caller's code stay out of its
+        // location too (whole allocator locations were left out of the stack).
+        #[cfg(target_os = "linux")]
+        b.hide_in_leaf(is_allocator_function);
         for s in &self.samples {
             // The stacks hold return addresses only (no interrupted instruction):
             // a leading 0 marks that for the builder, which treats entries after
@@ -453,27 +457,30 @@ fn sample_of(e: record::Entry) -> HeapSample {
     }
 }
 
+/// Whether `name` is a function of the allocation path: the global allocator's
+/// entry points, `alloc::alloc`, `RawVec`'s growth, this module.
+#[cfg(target_os = "linux")]
+fn is_allocator_function(n: &str) -> bool {
+    n.starts_with("tracewire::alloc::")
+        || n.starts_with("<tracewire::alloc::")
+        || n.starts_with("__rust_")
+        || n.starts_with("__rustc::__rust_")
+        || n.starts_with("__rdl_")
+        || n.starts_with("alloc::alloc::")
+        || n.starts_with("<alloc::alloc::Global")
+        || n.starts_with("std::alloc::")
+        || n.starts_with("<std::alloc::System as core::alloc::global::GlobalAlloc>")
+        || n.starts_with("alloc::raw_vec::")
+        || n.starts_with("<alloc::raw_vec::")
+}
+
 /// The stack without its innermost allocator frames (the global allocator's
 /// entry points, `alloc::alloc`, this module), as Go hides `mallocgc`.
 #[cfg(target_os = "linux")]
 fn allocator_frames_removed(stack: &[usize]) -> Vec<usize> {
     let is_allocator = |addr: usize| {
         let frames = crate::profile::resolve(addr.saturating_sub(1));
-        !frames.is_empty()
-            && frames.iter().all(|f| {
-                let n = f.function.as_str();
-                n.starts_with("tracewire::alloc::")
-                    || n.starts_with("<tracewire::alloc::")
-                    || n.starts_with("__rust_")
-                    || n.starts_with("__rustc::__rust_")
-                    || n.starts_with("__rdl_")
-                    || n.starts_with("alloc::alloc::")
-                    || n.starts_with("<alloc::alloc::Global")
-                    || n.starts_with("std::alloc::")
-                    || n.starts_with("<std::alloc::System as core::alloc::global::GlobalAlloc>")
-                    || n.starts_with("alloc::raw_vec::")
-                    || n.starts_with("<alloc::raw_vec::")
-            })
+        !frames.is_empty() && frames.iter().all(|f| is_allocator_function(&f.function))
     };
     let skip = stack.iter().take_while(|&&a| is_allocator(a)).count();
     stack[skip..].to_vec()

@@ -259,6 +259,10 @@ pub(crate) struct Builder {
     functions: HashMap<(String, String, String), u64>,
     locations: HashMap<(usize, bool), u64>,
     mappings: Vec<MapEntry>,
+    /// Inlined frames left out at the innermost end of a sample's leaf location
+    /// (one that is not a return address), keeping at least one: the heap
+    /// profile's allocator frames, inlined into the caller's code.
+    hide_in_leaf: Option<fn(&str) -> bool>,
 }
 
 /// The address range of a mapping of the profile.
@@ -283,6 +287,7 @@ impl Builder {
             functions: HashMap::new(),
             locations: HashMap::new(),
             mappings: Vec::new(),
+            hide_in_leaf: None,
         };
         b.string("");
         b.profile.sample_type = sample_types
@@ -386,7 +391,18 @@ impl Builder {
             mapping.has_line_numbers |= resolved.lines;
             mapping.has_inline_frames |= resolved.lines && resolved.frames.len() > 1;
         }
-        self.location_with(addr, is_return, &resolved.frames)
+        let mut frames = &resolved.frames[..];
+        if let (false, Some(hide)) = (is_return, self.hide_in_leaf) {
+            let hidden = frames.iter().take_while(|f| hide(&f.function)).count();
+            frames = &frames[hidden.min(frames.len().saturating_sub(1))..];
+        }
+        self.location_with(addr, is_return, frames)
+    }
+
+    /// Leaves out the innermost inlined frames `hide` names in each sample's
+    /// leaf location (not in return addresses), keeping at least one frame.
+    pub(crate) fn hide_in_leaf(&mut self, hide: fn(&str) -> bool) {
+        self.hide_in_leaf = Some(hide);
     }
 
     /// A location for `addr` with the given frames (innermost first).
