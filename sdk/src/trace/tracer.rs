@@ -702,24 +702,7 @@ impl Tracer {
                 if parent.is_debug() {
                     return None;
                 }
-                let span_context = if parent.is_valid() {
-                    SpanContext::new(
-                        parent.trace_id(),
-                        SpanId::random(),
-                        parent.flags().with_sampled(false),
-                        false,
-                        parent.trace_state().clone(),
-                    )
-                } else {
-                    SpanContext::new(
-                        TraceId::random(),
-                        SpanId::random(),
-                        TraceFlags::RANDOM.with_sampled(false),
-                        false,
-                        TraceState::NONE,
-                    )
-                };
-                Some(Span::non_recording(span_context))
+                Some(Span::non_recording(unsampled_child(parent)))
             },
         )
     }
@@ -766,22 +749,7 @@ impl Tracer {
         let debug = parent.is_debug();
         if provider.always_drops && !debug {
             // Fast path: no sampler call, no result to build.
-            let (trace_id, flags, state) = if parent_valid {
-                (
-                    parent.trace_id(),
-                    parent.flags(),
-                    parent.trace_state().clone(),
-                )
-            } else {
-                (TraceId::random(), TraceFlags::RANDOM, TraceState::NONE)
-            };
-            return Span::non_recording(SpanContext::new(
-                trace_id,
-                SpanId::random(),
-                flags.with_sampled(false),
-                false,
-                state,
-            ));
+            return Span::non_recording(unsampled_child(&parent));
         }
         let (trace_id, flags) = if parent_valid {
             (parent.trace_id(), parent.flags())
@@ -876,6 +844,29 @@ impl Tracer {
             provider_ref,
             self.scope.clone(),
             record,
+        )
+    }
+}
+
+/// The context of a span the sampler drops under `parent` (invalid: a new
+/// trace): the parent's trace id, flags and state, a new span id, not sampled.
+#[inline(always)]
+fn unsampled_child(parent: &SpanContext) -> SpanContext {
+    if parent.is_valid() {
+        SpanContext::new(
+            parent.trace_id(),
+            SpanId::random(),
+            parent.flags().with_sampled(false),
+            false,
+            parent.trace_state().clone(),
+        )
+    } else {
+        SpanContext::new(
+            TraceId::random(),
+            SpanId::random(),
+            TraceFlags::RANDOM.with_sampled(false),
+            false,
+            TraceState::NONE,
         )
     }
 }
