@@ -23,6 +23,8 @@ use super::{
     SpanProcessor, Stats,
 };
 use crate::counter::StripedCounter;
+use crate::trace::clock::Converter;
+use crate::trace::record::Record;
 use crate::trace::{Resource, SpanData};
 
 /// Configuration of a [`BatchProcessor`].
@@ -131,8 +133,8 @@ enum Control {
 /// arena, which cost more than the rest of a span's life in the benchmarks.
 struct RingPair {
     id: u64,
-    spans: Consumer<SpanData>,
-    returns: Producer<SpanData>,
+    spans: Consumer<Box<Record>>,
+    returns: Producer<Box<Record>>,
 }
 
 impl RingPair {
@@ -243,8 +245,8 @@ impl Shared {
 struct Local {
     id: u64,
     closed: Arc<AtomicBool>,
-    producer: Producer<SpanData>,
-    returns: Consumer<SpanData>,
+    producer: Producer<Box<Record>>,
+    returns: Consumer<Box<Record>>,
 }
 
 thread_local! {
@@ -357,7 +359,7 @@ impl BatchProcessor {
     /// Queues `span` in the calling thread's ring; `false` if it did not fit or no
     /// one reads the ring any more (it is then dropped).
     #[inline]
-    fn push(&self, span: SpanData) -> bool {
+    fn push(&self, span: Box<Record>) -> bool {
         let sh = &*self.shared;
         LOCAL
             .try_with(|locals| {
@@ -370,11 +372,11 @@ impl BatchProcessor {
                     },
                 };
                 let local = &mut locals[i];
-                // Recycle a couple of exported spans: freed on the thread that
-                // allocated them, their attribute vectors reused by the next spans.
+                // Take back a couple of exported spans' records, for the next
+                // spans of this thread (freed, if ever, where they were made).
                 for _ in 0..2 {
                     match local.returns.pop() {
-                        Ok(done) => crate::trace::recycle(done),
+                        Ok(done) => Record::give(done),
                         Err(_) => break,
                     }
                 }
@@ -408,11 +410,20 @@ impl BatchProcessor {
     }
 }
 
-impl SpanProcessor for BatchProcessor {
-    fn on_end(&self, span: SpanData) {
-        if self.shared.closed.load(Ordering::Acquire) || !self.push(span) {
+impl BatchProcessor {
+    /// Queues an ended span's record as it is (its times converted by the
+    /// export thread).
+    #[inline]
+    pub(crate) fn push_record(&self, rec: Box<Record>) {
+        if self.shared.closed.load(Ordering::Acquire) || !self.push(rec) {
             self.shared.queue_dropped.add(1);
         }
+    }
+}
+
+impl SpanProcessor for BatchProcessor {
+    fn on_end(&self, span: SpanData) {
+        self.push_record(Record::of(span));
     }
 
     fn force_flush(&self, timeout: Duration) -> Result<(), ExportError> {
@@ -547,9 +558,18 @@ impl Drop for ThreadGuard {
 struct Exporting<E> {
     shared: Arc<Shared>,
     exporter: E,
-    batch: Vec<SpanData>,
-    /// Which ring each run of `batch` came from: (ring id, count).
+    /// The batch handed to the exporter: `slots[..len]`. Slots are reused: each
+    /// span is swapped in from its record, which takes the slot's earlier
+    /// contents back to its thread to be cleared, so no vector changes hands
+    /// without another coming back.
+    slots: Vec<SpanData>,
+    len: usize,
+    /// The records of the batch's spans, to give back.
+    #[allow(clippy::vec_box)] // the boxes travel back to their threads
+    records: Vec<Box<Record>>,
+    /// Which ring each run of `records` came from: (ring id, count).
     origin: Vec<(u64, usize)>,
+    clock: Converter,
     log: FailureLog,
 }
 
@@ -561,7 +581,10 @@ fn guarded<R>(what: &str, f: impl FnOnce() -> R) -> Result<R, ExportError> {
 
 async fn export_loop<E: SpanExporter>(shared: Arc<Shared>, exporter: E) {
     let mut st = Exporting {
-        batch: Vec::with_capacity(shared.config.max_batch_size),
+        slots: Vec::new(),
+        len: 0,
+        records: Vec::with_capacity(shared.config.max_batch_size),
+        clock: Converter::default(),
         shared,
         exporter,
         origin: Vec::new(),
@@ -637,12 +660,13 @@ impl<E: SpanExporter> Exporting<E> {
         };
         for (id, mut remaining) in queued {
             while remaining > 0 {
-                let n = remaining.min(max - self.batch.len());
+                let n = remaining.min(max - self.len);
                 {
                     let mut rings = lock(&self.shared.rings);
                     if rings.abandoned {
                         // A shutdown counted what we held.
-                        self.batch.clear();
+                        self.records.clear();
+                        self.len = 0;
                         self.origin.clear();
                         return result;
                     }
@@ -652,20 +676,37 @@ impl<E: SpanExporter> Exporting<E> {
                     let Ok(chunk) = ring.spans.read_chunk(n) else {
                         break;
                     };
-                    self.batch.extend(chunk);
+                    self.records.extend(chunk);
                     self.shared.held.fetch_add(n as u64, Ordering::SeqCst);
                 }
+                self.take_in(n);
                 self.origin.push((id, n));
                 remaining -= n;
-                if self.batch.len() == max {
+                if self.len == max {
                     result = result.and(self.export(deadline).await);
                 }
             }
         }
-        if !self.batch.is_empty() {
+        if self.len > 0 {
             result = result.and(self.export(deadline).await);
         }
         result
+    }
+
+    /// Moves the spans of the last `n` records into the batch, converting their
+    /// times.
+    fn take_in(&mut self, n: usize) {
+        let first = self.records.len() - n;
+        for rec in &mut self.records[first..] {
+            rec.stamp_with(&mut self.clock);
+            match self.slots.get_mut(self.len) {
+                Some(slot) => std::mem::swap(slot, &mut rec.data),
+                None => self
+                    .slots
+                    .push(std::mem::replace(&mut rec.data, SpanData::placeholder())),
+            }
+            self.len += 1;
+        }
     }
 
     async fn export(&mut self, deadline: Option<Instant>) -> Result<(), ExportError> {
@@ -678,7 +719,7 @@ impl<E: SpanExporter> Exporting<E> {
         } else {
             // The synchronous part of `export` runs here, its future below: a
             // panic in either costs this batch only.
-            match guarded("export", || self.exporter.export(&self.batch)) {
+            match guarded("export", || self.exporter.export(&self.slots[..self.len])) {
                 Err(e) => Err(e),
                 Ok(fut) => {
                     let fut = CatchUnwind(fut, "export");
@@ -740,7 +781,8 @@ impl<E> Exporting<E> {
     /// Hands the exported batch back to the threads that made it (dropping here
     /// only what they cannot take: a full return ring or an exited thread).
     fn give_back(&mut self) {
-        let mut spans = self.batch.drain(..);
+        self.len = 0;
+        let mut spans = self.records.drain(..);
         let mut rings = lock(&self.shared.rings);
         for (id, n) in self.origin.drain(..) {
             let returns = rings

@@ -1,10 +1,12 @@
 //! Traces and spans: ids, span context, the tracer, spans, samplers and limits.
 
 mod attr;
+pub(crate) mod clock;
 mod id;
 mod in_span;
 #[allow(unsafe_code)]
 pub(crate) mod lifetime;
+pub(crate) mod record;
 mod sampler;
 mod span;
 mod state;
@@ -22,38 +24,6 @@ pub use sampler::{
 pub use span::Span;
 pub use state::{SamplingState, SpanContext, TraceFlags, TraceState, TraceStateError};
 pub use tracer::{Resource, SpanBuilder, Tracer, TracerProvider, TracerProviderBuilder};
-
-thread_local! {
-    /// Attribute vectors of exported spans, cleared, for the next spans of this
-    /// thread: a sampled span then allocates nothing for its attributes.
-    static ATTRIBUTE_POOL: std::cell::RefCell<Vec<Vec<KeyValue>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Frees an exported span on the calling thread, keeping its attribute vector.
-pub(crate) fn recycle(span: SpanData) {
-    let mut attributes = span.attributes;
-    attributes.clear();
-    if attributes.capacity() == 0 || attributes.capacity() > 64 {
-        return;
-    }
-    let _ = ATTRIBUTE_POOL.try_with(|p| {
-        let mut p = p.borrow_mut();
-        if p.len() < 64 {
-            p.push(attributes);
-        }
-    });
-}
-
-/// An empty attribute vector, from the pool when one is available.
-#[inline]
-pub(crate) fn attribute_vec() -> Vec<KeyValue> {
-    ATTRIBUTE_POOL
-        .try_with(|p| p.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_default()
-}
 
 /// The role of a span in a trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -215,6 +185,27 @@ pub struct SpanData {
 }
 
 impl SpanData {
+    /// An empty span (what a pooled record holds between spans).
+    pub(crate) const fn placeholder() -> SpanData {
+        SpanData {
+            span_context: SpanContext::INVALID,
+            parent_span_id: SpanId::INVALID,
+            parent_is_remote: false,
+            name: Str::Borrowed(""),
+            kind: SpanKind::Internal,
+            start_time: SystemTime::UNIX_EPOCH,
+            end_time: SystemTime::UNIX_EPOCH,
+            attributes: Vec::new(),
+            events: Vec::new(),
+            links: Vec::new(),
+            status: Status::Unset,
+            dropped_attributes_count: 0,
+            dropped_events_count: 0,
+            dropped_links_count: 0,
+            scope: Str::Borrowed(""),
+        }
+    }
+
     /// The attribute value for `key`, if set.
     pub fn attribute(&self, key: &str) -> Option<&Value> {
         self.attributes

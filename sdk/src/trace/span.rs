@@ -4,10 +4,10 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use super::clock;
 use super::lifetime::SpanRef;
-use super::{
-    Event, KeyValue, Link, SpanContext, SpanData, SpanId, SpanKind, SpanLimits, Status, Str, Value,
-};
+use super::record::Record;
+use super::{Event, KeyValue, Link, SpanContext, SpanId, SpanLimits, Status, Str, Value};
 use crate::context::Context;
 use crate::export::ExportError;
 
@@ -36,26 +36,10 @@ pub(crate) struct RecordingSpan {
     span_context: SpanContext,
     /// The first ancestor of this span in this process (itself for a local root).
     local_root: SpanId,
-    parent_span_id: SpanId,
-    parent_is_remote: bool,
     /// Keeps the provider allocated until this span drops.
     provider: SpanRef,
-    scope: Str,
-    record: Mutex<Option<Record>>,
-}
-
-/// What a recording span has recorded so far; `None` once the span ended.
-pub(crate) struct Record {
-    pub(crate) name: Str,
-    pub(crate) kind: SpanKind,
-    pub(crate) start_time: SystemTime,
-    pub(crate) attributes: Vec<KeyValue>,
-    pub(crate) events: Vec<Event>,
-    pub(crate) links: Vec<Link>,
-    pub(crate) status: Status,
-    pub(crate) dropped_attributes_count: u32,
-    pub(crate) dropped_events_count: u32,
-    pub(crate) dropped_links_count: u32,
+    /// What the span recorded; `None` once it ended.
+    record: Mutex<Option<Box<Record>>>,
 }
 
 static NONE: Span = Span {
@@ -95,21 +79,6 @@ pub(crate) fn limit_attributes(attrs: &mut Vec<KeyValue>, max: u32, max_len: usi
     dropped
 }
 
-impl Record {
-    pub(crate) fn add_link(&mut self, mut link: Link, limits: &SpanLimits) {
-        if self.links.len() >= limits.max_links_per_span as usize {
-            self.dropped_links_count += 1;
-            return;
-        }
-        link.dropped_attributes_count += limit_attributes(
-            &mut link.attributes,
-            limits.max_attributes_per_link,
-            limits.max_attribute_value_length,
-        );
-        self.links.push(link);
-    }
-}
-
 impl Span {
     /// The non-recording span with the invalid context (what a context without a
     /// span returns).
@@ -127,20 +96,15 @@ impl Span {
 
     pub(crate) fn recording(
         span_context: SpanContext,
-        parent: &SpanContext,
         local_root: Option<SpanId>,
         provider: SpanRef,
-        scope: Str,
-        record: Record,
+        record: Box<Record>,
     ) -> Span {
         Span {
             repr: Repr::Recording(Arc::new(RecordingSpan {
                 local_root: local_root.unwrap_or(span_context.span_id()),
                 span_context,
-                parent_span_id: parent.span_id(),
-                parent_is_remote: parent.is_remote(),
                 provider,
-                scope,
                 record: Mutex::new(Some(record)),
             })),
         }
@@ -209,7 +173,7 @@ impl Span {
     pub fn name(&self) -> Option<Str> {
         match &self.repr {
             Repr::NonRecording(_) => None,
-            Repr::Recording(r) => lock(&r.record).as_ref().map(|r| r.name.clone()),
+            Repr::Recording(r) => lock(&r.record).as_ref().map(|r| r.data.name.clone()),
         }
     }
 
@@ -252,12 +216,12 @@ impl Span {
     fn set_attribute_kv(&self, kv: KeyValue) {
         self.with_record(|r, l| {
             if !push_attribute(
-                &mut r.attributes,
+                &mut r.data.attributes,
                 kv,
                 l.max_attributes_per_span,
                 l.max_attribute_value_length,
             ) {
-                r.dropped_attributes_count += 1;
+                r.data.dropped_attributes_count += 1;
             }
         });
     }
@@ -267,12 +231,12 @@ impl Span {
         self.with_record(|r, l| {
             for kv in kvs {
                 if !push_attribute(
-                    &mut r.attributes,
+                    &mut r.data.attributes,
                     kv,
                     l.max_attributes_per_span,
                     l.max_attribute_value_length,
                 ) {
-                    r.dropped_attributes_count += 1;
+                    r.data.dropped_attributes_count += 1;
                 }
             }
         });
@@ -293,8 +257,8 @@ impl Span {
         mut attributes: Vec<KeyValue>,
     ) {
         self.with_record(|r, l| {
-            if r.events.len() >= l.max_events_per_span as usize {
-                r.dropped_events_count += 1;
+            if r.data.events.len() >= l.max_events_per_span as usize {
+                r.data.dropped_events_count += 1;
                 return;
             }
             let dropped = limit_attributes(
@@ -302,7 +266,7 @@ impl Span {
                 l.max_attributes_per_event,
                 l.max_attribute_value_length,
             );
-            r.events.push(Event {
+            r.data.events.push(Event {
                 name: name.into(),
                 timestamp,
                 attributes,
@@ -319,9 +283,9 @@ impl Span {
     /// Sets the status. `Ok` is final; `Unset` is ignored; a later `Error` replaces
     /// an earlier one.
     pub fn set_status(&self, status: Status) {
-        self.with_record(|r, _| match (&r.status, &status) {
+        self.with_record(|r, _| match (&r.data.status, &status) {
             (Status::Ok, _) | (_, Status::Unset) => {}
-            _ => r.status = status,
+            _ => r.data.status = status,
         });
     }
 
@@ -337,7 +301,7 @@ impl Span {
 
     /// Renames the span.
     pub fn update_name(&self, name: impl Into<Str>) {
-        self.with_record(|r, _| r.name = name.into());
+        self.with_record(|r, _| r.data.name = name.into());
     }
 
     /// Ends the span now. Later calls, and recording calls after it, do nothing.
@@ -376,7 +340,7 @@ impl Span {
     }
 }
 
-fn lock(m: &Mutex<Option<Record>>) -> MutexGuard<'_, Option<Record>> {
+fn lock(m: &Mutex<Option<Box<Record>>>) -> MutexGuard<'_, Option<Box<Record>>> {
     // A panic while holding the lock leaves a consistent Record: keep using it.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -389,28 +353,17 @@ impl RecordingSpan {
         }
     }
 
-    fn finish(&self, r: Record, end_time: Option<SystemTime>) {
+    #[inline]
+    fn finish(&self, mut rec: Box<Record>, end_time: Option<SystemTime>) {
         if !self.span_context.is_sampled() {
+            Record::give(rec);
             return;
         }
-        let end_time = end_time.unwrap_or_else(SystemTime::now);
-        self.provider.get().on_end(SpanData {
-            span_context: self.span_context.clone(),
-            parent_span_id: self.parent_span_id,
-            parent_is_remote: self.parent_is_remote,
-            name: r.name,
-            kind: r.kind,
-            start_time: r.start_time,
-            end_time: end_time.max(r.start_time),
-            attributes: r.attributes,
-            events: r.events,
-            links: r.links,
-            status: r.status,
-            dropped_attributes_count: r.dropped_attributes_count,
-            dropped_events_count: r.dropped_events_count,
-            dropped_links_count: r.dropped_links_count,
-            scope: self.scope.clone(),
-        });
+        match end_time {
+            Some(t) => rec.data.end_time = t,
+            None => rec.end = Some(clock::now()),
+        }
+        self.provider.get().on_end(rec);
     }
 }
 

@@ -5,12 +5,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::clock;
 use super::lifetime::{self, Lifetime, Live, Owner, Pinned};
-use super::span::{limit_attributes, Record};
+use super::record::Record;
+use super::span::limit_attributes;
 use super::{
     AlwaysOff, AlwaysOn, KeyValue, Link, ParentBased, Sampler, SamplingDecision, SamplingParams,
-    SamplingState, Span, SpanContext, SpanData, SpanId, SpanKind, SpanLimits, Status, Str,
-    TraceFlags, TraceId, TraceIdRatio, TraceState,
+    SamplingState, Span, SpanContext, SpanId, SpanKind, SpanLimits, Str, TraceFlags, TraceId,
+    TraceIdRatio, TraceState,
 };
 use crate::context::Context;
 use crate::counter::StripedCounter;
@@ -66,6 +68,9 @@ pub(crate) struct ProviderInner {
     always_drops: bool,
     pub(crate) limits: SpanLimits,
     processors: Box<[Arc<dyn SpanProcessor>]>,
+    /// The one processor when it is a batch processor: ended spans' records go
+    /// to it as they are, their times converted by its export thread.
+    batch_only: Option<Arc<BatchProcessor>>,
     observers: Box<[Arc<dyn SpanObserver>]>,
     resource: Resource,
     /// Recording spans the sampler did not sample (`started` is the other
@@ -76,11 +81,21 @@ pub(crate) struct ProviderInner {
 }
 
 impl ProviderInner {
-    pub(crate) fn on_end(&self, data: SpanData) {
+    #[inline]
+    pub(crate) fn on_end(&self, mut rec: Box<Record>) {
         self.ended.add(1);
-        for o in self.observers.iter() {
-            o.on_end(&data);
+        if !self.observers.is_empty() {
+            rec.stamp();
+            for o in self.observers.iter() {
+                o.on_end(&rec.data);
+            }
         }
+        if let Some(batch) = &self.batch_only {
+            batch.push_record(rec);
+            return;
+        }
+        let data = rec.take_data();
+        Record::give(rec);
         if let Some((last, rest)) = self.processors.split_last() {
             for p in rest {
                 p.on_end(data.clone());
@@ -340,6 +355,7 @@ pub struct TracerProviderBuilder {
 /// configuration then known (from the environment or the default).
 enum Pending {
     Ready(Arc<dyn SpanProcessor>),
+    Started(Arc<BatchProcessor>),
     Batch(Box<dyn FnOnce(BatchConfig) -> BatchProcessor + Send>),
 }
 
@@ -347,6 +363,7 @@ impl fmt::Debug for Pending {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Pending::Ready(p) => p.fmt(f),
+            Pending::Started(p) => p.fmt(f),
             Pending::Batch(_) => f.write_str("BatchProcessor(not started)"),
         }
     }
@@ -454,11 +471,13 @@ impl TracerProviderBuilder {
     /// as given: the `OTEL_BSP_*` variables do not apply; start from
     /// [`BatchConfig::from_env`] to honour them).
     pub fn with_batch_exporter_config(
-        self,
+        mut self,
         exporter: impl SpanExporter,
         config: BatchConfig,
     ) -> Self {
-        self.with_processor(BatchProcessor::new(exporter, config))
+        let p = Arc::new(BatchProcessor::new(exporter, config));
+        self.processors.push(Pending::Started(p));
+        self
     }
     /// Adds `exporter` behind a [`SimpleProcessor`] (exports on the caller's thread:
     /// for tests and synchronous exporters).
@@ -490,6 +509,7 @@ impl TracerProviderBuilder {
                 resource.service_name = name;
             }
         }
+        let mut batches: Vec<Arc<BatchProcessor>> = Vec::new();
         let processors: Vec<Arc<dyn SpanProcessor>> = if disabled {
             // Processors already started shut down as they drop here.
             Vec::new()
@@ -498,10 +518,23 @@ impl TracerProviderBuilder {
                 .into_iter()
                 .map(|p| match p {
                     Pending::Ready(p) => p,
-                    Pending::Batch(start) => Arc::new(start(batch)) as Arc<dyn SpanProcessor>,
+                    Pending::Started(p) => {
+                        batches.push(Arc::clone(&p));
+                        p
+                    }
+                    Pending::Batch(start) => {
+                        let p = Arc::new(start(batch));
+                        batches.push(Arc::clone(&p));
+                        p
+                    }
                 })
                 .collect()
         };
+        let batch_only = match (&processors[..], batches.pop()) {
+            ([_], Some(b)) => Some(b),
+            _ => None,
+        };
+        clock::init();
         for p in &processors {
             p.set_resource(&resource);
         }
@@ -515,6 +548,7 @@ impl TracerProviderBuilder {
             always_drops,
             limits: self.limits,
             processors: processors.into_boxed_slice(),
+            batch_only,
             observers: if disabled {
                 Box::default()
             } else {
@@ -721,7 +755,7 @@ impl Tracer {
             kind: SpanKind::Internal,
             parent: Parent::Current,
             // Taken from the pool when an attribute is added or the span records.
-            attributes: Vec::new(),
+            record: None,
             links: Vec::new(),
             start_time: None,
         }
@@ -759,12 +793,13 @@ impl Tracer {
         // A decision that came without ids is shown to the sampler as the parent
         // of what is, by its ids, a new trace.
         let decided_by = parent_valid || parent.is_sampling_only();
+        let attributes = b.record.as_ref().map_or(&[][..], |r| &r.data.attributes);
         let mut result = provider.sampler.should_sample(&SamplingParams {
             parent: decided_by.then_some(&parent),
             trace_id,
             name: &b.name,
             kind: b.kind,
-            attributes: &b.attributes,
+            attributes,
             links: &b.links,
         });
         if debug {
@@ -783,68 +818,58 @@ impl Tracer {
             span_context = span_context.with_sampling_state(SamplingState::Debug);
         }
         if result.decision == SamplingDecision::Drop {
+            if let Some(rec) = b.record {
+                Record::give(rec);
+            }
             return Span::non_recording(span_context);
         }
-        let start_time = b.start_time.unwrap_or_else(SystemTime::now);
+        let mut rec = b.record.unwrap_or_else(Record::take);
+        // Observers are shown the start time now; otherwise it stays a counter
+        // reading until the export thread converts it.
+        let start_time = match b.start_time {
+            None if sampled && !provider.observers.is_empty() => Some(SystemTime::now()),
+            t => t,
+        };
+        rec.set_start(start_time);
         if !sampled {
             provider.record_only.add(1);
         }
         // Counted open (as started, if sampled) from here until the span drops.
         let provider_ref = live.open_span();
+        let parent_span_id = if parent_valid {
+            parent.span_id()
+        } else {
+            SpanId::INVALID
+        };
         if sampled {
             for o in provider.observers.iter() {
                 o.on_start(&SpanStart {
                     span_context: &span_context,
-                    parent_span_id: if parent_valid {
-                        parent.span_id()
-                    } else {
-                        SpanId::INVALID
-                    },
+                    parent_span_id,
                     name: &b.name,
                     kind: b.kind,
-                    start_time,
+                    start_time: rec.data.start_time,
                 });
             }
         }
         let limits = &provider.limits;
-        let mut attributes = b.attributes;
-        if attributes.capacity() == 0 {
-            attributes = super::attribute_vec();
-        }
-        attributes.append(&mut result.attributes);
-        let dropped_attributes_count = limit_attributes(
-            &mut attributes,
+        let d = &mut rec.data;
+        d.attributes.append(&mut result.attributes);
+        d.dropped_attributes_count = limit_attributes(
+            &mut d.attributes,
             limits.max_attributes_per_span,
             limits.max_attribute_value_length,
         );
-        let mut record = Record {
-            name: b.name,
-            kind: b.kind,
-            start_time,
-            attributes,
-            events: Vec::new(),
-            links: Vec::new(),
-            status: Status::Unset,
-            dropped_attributes_count,
-            dropped_events_count: 0,
-            dropped_links_count: 0,
-        };
+        d.span_context = span_context.clone();
+        d.parent_span_id = parent_span_id;
+        d.parent_is_remote = parent_valid && parent.is_remote();
+        d.name = b.name;
+        d.kind = b.kind;
+        d.scope = self.scope.clone();
         for link in b.links {
-            record.add_link(link, limits);
+            rec.add_link(link, limits);
         }
-        let parent = if parent_valid {
-            parent
-        } else {
-            SpanContext::INVALID
-        };
-        Span::recording(
-            span_context,
-            &parent,
-            local_root,
-            provider_ref,
-            self.scope.clone(),
-            record,
-        )
+        Span::recording(span_context, local_root, provider_ref, rec)
     }
 }
 
@@ -879,7 +904,8 @@ pub struct SpanBuilder<'t> {
     name: Str,
     kind: SpanKind,
     parent: Parent<'t>,
-    attributes: Vec<KeyValue>,
+    /// The span's record, taken when the first attribute is added.
+    record: Option<Box<Record>>,
     links: Vec<Link>,
     start_time: Option<SystemTime>,
 }
@@ -927,12 +953,11 @@ impl<'t> SpanBuilder<'t> {
         self.pooled_attributes().extend(kvs);
         self
     }
-    /// The attribute vector, taken from the pool on first use.
+    /// The attribute vector of the span's record, taken from the pool on first
+    /// use.
+    #[inline]
     fn pooled_attributes(&mut self) -> &mut Vec<KeyValue> {
-        if self.attributes.capacity() == 0 {
-            self.attributes = super::attribute_vec();
-        }
-        &mut self.attributes
+        &mut self.record.get_or_insert_with(Record::take).data.attributes
     }
     /// Adds a link.
     pub fn with_link(mut self, link: Link) -> Self {
