@@ -14,6 +14,9 @@
 //!   down (what was not dropped).
 #![allow(missing_docs)] // criterion_group! makes an undocumented pub fn
 
+mod common;
+use common::{otel_span, tracewire_span, CountingExporter, OtelCountingExporter};
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -21,46 +24,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Bencher, Criterion};
 
-use tracewire::export::{ExportError, SpanExporter};
 use tracewire::labels::{self, LabelSet};
-use tracewire::trace::{AlwaysOff, SpanData};
+use tracewire::trace::AlwaysOff;
 
 use opentelemetry::trace::{Span as _, TraceContextExt as _, Tracer as _, TracerProvider as _};
-use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Sampler as OtelSampler, SdkTracerProvider};
-
-/// A tracewire exporter that counts the spans it is given and drops them.
-#[derive(Clone, Default)]
-struct CountingExporter {
-    count: Arc<AtomicU64>,
-}
-
-impl SpanExporter for CountingExporter {
-    fn export(
-        &mut self,
-        batch: &[SpanData],
-    ) -> impl std::future::Future<Output = Result<(), ExportError>> {
-        self.count.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        async { Ok(()) }
-    }
-}
-
-/// An opentelemetry_sdk exporter that counts the spans it is given and drops them.
-#[derive(Clone, Debug, Default)]
-struct OtelCountingExporter {
-    count: Arc<AtomicU64>,
-}
-
-impl opentelemetry_sdk::trace::SpanExporter for OtelCountingExporter {
-    fn export(
-        &self,
-        batch: Vec<opentelemetry_sdk::trace::SpanData>,
-    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
-        self.count.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        drop(batch);
-        async { Ok(()) }
-    }
-}
 
 /// A fastrace reporter that counts the spans it is given and drops them.
 struct CountingReporter {
@@ -96,35 +64,6 @@ fn report_delivery(id: &str, created: u64, at_end: u64, after_flush: u64, extra:
 
 // ---------------------------------------------------------------------------------
 // One span, as each library starts and ends it.
-
-#[inline(always)]
-fn tracewire_span(tracer: &tracewire::Tracer) {
-    let span = tracer
-        .span_builder("GET /user")
-        .root()
-        .with_attributes([
-            tracewire::KeyValue::new("http.method", "GET"),
-            tracewire::KeyValue::new("http.route", "/user"),
-            tracewire::KeyValue::new("http.status_code", 200i64),
-            tracewire::KeyValue::new("cache.hit", true),
-        ])
-        .start();
-    span.end();
-}
-
-#[inline(always)]
-fn otel_span(tracer: &opentelemetry_sdk::trace::SdkTracer) {
-    let mut span = tracer
-        .span_builder("GET /user")
-        .with_attributes([
-            opentelemetry::KeyValue::new("http.method", "GET"),
-            opentelemetry::KeyValue::new("http.route", "/user"),
-            opentelemetry::KeyValue::new("http.status_code", 200i64),
-            opentelemetry::KeyValue::new("cache.hit", true),
-        ])
-        .start_with_context(tracer, &opentelemetry::Context::new());
-    span.end();
-}
 
 /// fastrace properties are strings only, so the i64 and bool are given as static
 /// strings (the cheapest form fastrace accepts; no formatting per span).

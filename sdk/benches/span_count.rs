@@ -14,81 +14,17 @@
 //! the script subtracts. Without the variables (as under `cargo bench`) it runs
 //! tracewire with 1000 spans.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+mod common;
+use common::{otel_span, tracewire_span, CountingExporter, OtelCountingExporter};
+
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tracewire::export::{ExportError, SpanExporter};
-use tracewire::trace::SpanData;
-
-use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
-use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
 /// Spans between two flushes: well under either library's queue (2048).
 const FLUSH_EVERY: u64 = 256;
-
-/// A tracewire exporter that counts the spans it is given and drops them.
-#[derive(Clone, Default)]
-struct CountingExporter {
-    count: Arc<AtomicU64>,
-}
-
-impl SpanExporter for CountingExporter {
-    fn export(
-        &mut self,
-        batch: &[SpanData],
-    ) -> impl std::future::Future<Output = Result<(), ExportError>> {
-        self.count.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        async { Ok(()) }
-    }
-}
-
-/// An opentelemetry_sdk exporter that counts the spans it is given and drops them.
-#[derive(Clone, Debug, Default)]
-struct OtelCountingExporter {
-    count: Arc<AtomicU64>,
-}
-
-impl opentelemetry_sdk::trace::SpanExporter for OtelCountingExporter {
-    fn export(
-        &self,
-        batch: Vec<opentelemetry_sdk::trace::SpanData>,
-    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
-        self.count.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        drop(batch);
-        async { Ok(()) }
-    }
-}
-
-#[inline(always)]
-fn tracewire_span(tracer: &tracewire::Tracer) {
-    let span = tracer
-        .span_builder("GET /user")
-        .root()
-        .with_attributes([
-            tracewire::KeyValue::new("http.method", "GET"),
-            tracewire::KeyValue::new("http.route", "/user"),
-            tracewire::KeyValue::new("http.status_code", 200i64),
-            tracewire::KeyValue::new("cache.hit", true),
-        ])
-        .start();
-    span.end();
-}
-
-#[inline(always)]
-fn otel_span(tracer: &opentelemetry_sdk::trace::SdkTracer) {
-    let mut span = tracer
-        .span_builder("GET /user")
-        .with_attributes([
-            opentelemetry::KeyValue::new("http.method", "GET"),
-            opentelemetry::KeyValue::new("http.route", "/user"),
-            opentelemetry::KeyValue::new("http.status_code", 200i64),
-            opentelemetry::KeyValue::new("cache.hit", true),
-        ])
-        .start_with_context(tracer, &opentelemetry::Context::new());
-    span.end();
-}
 
 fn run_tracewire(n: u64) {
     let exporter = CountingExporter::default();

@@ -783,6 +783,9 @@ impl Tracer {
         let debug = parent.is_debug();
         if provider.always_drops && !debug {
             // Fast path: no sampler call, no result to build.
+            if let Some(rec) = b.record {
+                Record::give(rec);
+            }
             return Span::non_recording(unsampled_child(&parent));
         }
         let (trace_id, flags) = if parent_valid {
