@@ -425,6 +425,9 @@ fn pprof_output_decodes_with_types_period_mappings_and_labels() {
 
 #[test]
 fn custom_profile_lists_live_entries_with_their_stacks() {
+    // Symbolizing burns CPU in this process, which a CPU profile running in
+    // another test would sample.
+    let _serial = serial();
     #[inline(never)]
     fn open_blob(p: &CustomProfile, id: u32) {
         p.add(&id, 0);

@@ -146,8 +146,13 @@ fn a_server_that_is_down_then_up_is_asked_again_and_gets_the_profile() {
     let _s = serial();
     let addr = free_addr();
     let agent = agent(&format!("http://{addr}")).start().unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
-    let down = agent.stats();
+    // Wait for the state, not a fixed time: a loaded machine is slow.
+    let start = std::time::Instant::now();
+    let mut down = agent.stats();
+    while down.create_errors < 2 && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+        down = agent.stats();
+    }
     assert!(down.create_errors >= 2, "{down:?}");
     let server = Server::on(addr, &[Answer::Collect(ProfileType::Heap, None)]);
     let updates = server.wait_for_updates(1, Duration::from_secs(10));

@@ -19,7 +19,7 @@ use tracewire::profile::{self, pprof, Profiler};
 use tracewire::{Context, TracerProvider};
 use tracewire_pyroscope::{PyroscopeUploader, PUSH_PATH};
 
-use support::{free_addr, name, ok, quick_backoff, serial, Server};
+use support::{free_addr, name, ok, quick_backoff, serial, when, Server};
 
 #[global_allocator]
 static ALLOC: Profiled<System> = Profiled::new(System);
@@ -202,8 +202,7 @@ fn a_server_that_is_down_then_up_gets_the_profiles_later() {
         .with_backoff(quick_backoff())
         .start()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let down = uploader.stats();
+    let down = when(|| uploader.stats(), |s| s.retries >= 1);
     assert_eq!(down.uploaded, 0, "{down:?}");
     assert!(down.retries >= 1, "{down:?}");
     let server = Server::on(addr, ok);
@@ -329,8 +328,7 @@ fn periods_when_the_profiler_is_busy_are_skipped_and_counted() {
         .with_heap(false)
         .start()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
-    let busy = uploader.stats();
+    let busy = when(|| uploader.stats(), |s| s.busy_periods >= 2);
     assert!(busy.busy_periods >= 2, "{busy:?}");
     assert_eq!(busy.collected, 0, "{busy:?}");
     drop(theirs.stop().unwrap());

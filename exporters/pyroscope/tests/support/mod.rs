@@ -259,6 +259,20 @@ pub fn quick_backoff() -> Backoff {
 }
 
 /// A free loopback address nothing listens on (for now).
+/// Polls `get` until `until` holds or 30 s pass, and returns the last value:
+/// periods end after their profile is symbolized, which takes seconds on a
+/// loaded machine, so tests wait for the state instead of sleeping.
+pub fn when<S>(get: impl Fn() -> S, until: impl Fn(&S) -> bool) -> S {
+    let start = std::time::Instant::now();
+    loop {
+        let s = get();
+        if until(&s) || start.elapsed() > Duration::from_secs(30) {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
