@@ -134,8 +134,19 @@ enum Control {
 struct RingPair {
     id: u64,
     spans: Consumer<Box<Record>>,
-    returns: Producer<Box<Record>>,
+    returns: Arc<Returns>,
+    /// Spans were taken from this ring since the export thread last looked:
+    /// while a thread makes none, what waits for it is freed.
+    active: bool,
 }
+
+/// Exported records waiting for the thread that made them, which takes a
+/// pool's worth at a time (one uncontended lock per 16 or more spans). The
+/// export thread frees them when that thread has made no spans for a round,
+/// so a thread that has stopped holds no more than its pool and its ring.
+#[derive(Default)]
+#[allow(clippy::vec_box)] // records travel as pointers
+struct Returns(Mutex<Vec<Box<Record>>>);
 
 impl RingPair {
     /// The producing thread is gone (or forgot the ring) and nothing is left in it.
@@ -154,9 +165,6 @@ struct Rings {
     /// exporter held the thread): the thread takes and counts nothing more.
     abandoned: bool,
 }
-
-/// Exported spans a producing thread may have waiting to be recycled.
-const RETURN_CAPACITY: usize = 512;
 
 /// How long `shutdown` waits past its deadline for the export thread's answer
 /// (the thread enforces the deadline itself unless an exporter blocks it).
@@ -231,6 +239,22 @@ impl Shared {
         self.export_dropped.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// After each round of the export thread: forgets the rings of exited
+    /// threads, and frees the records waiting for threads that made no spans
+    /// since the last round.
+    fn end_round(&self) {
+        let mut idle = Vec::new();
+        let mut rings = lock(&self.rings);
+        rings.list.retain(|r| !r.is_done());
+        for ring in rings.list.iter_mut() {
+            if !std::mem::replace(&mut ring.active, false) {
+                idle.push(std::mem::take(&mut *lock(&ring.returns.0)));
+            }
+        }
+        drop(rings);
+        drop(idle);
+    }
+
     fn stats(&self) -> Stats {
         Stats {
             exported: self.exported.load(Ordering::Relaxed),
@@ -246,7 +270,16 @@ struct Local {
     id: u64,
     closed: Arc<AtomicBool>,
     producer: Producer<Box<Record>>,
-    returns: Consumer<Box<Record>>,
+    returns: Arc<Returns>,
+}
+
+impl Local {
+    #[cold]
+    fn refill(&self, wants: usize) {
+        let mut returned = lock(&self.returns.0);
+        let keep = returned.len().saturating_sub(wants);
+        Record::give_all(returned.drain(keep..));
+    }
 }
 
 thread_local! {
@@ -334,7 +367,7 @@ impl BatchProcessor {
         // Forget rings of processors that are gone or closed.
         locals.retain(|l| !l.producer.is_abandoned() && !l.closed.load(Ordering::Relaxed));
         let (producer, consumer) = RingBuffer::new(self.shared.config.queue_capacity);
-        let (ret_producer, ret_consumer) = RingBuffer::new(RETURN_CAPACITY);
+        let returns = Arc::new(Returns::default());
         let mut rings = lock(&self.shared.rings);
         if rings.abandoned {
             return None;
@@ -344,14 +377,15 @@ impl BatchProcessor {
         rings.list.push(RingPair {
             id,
             spans: consumer,
-            returns: ret_producer,
+            returns: Arc::clone(&returns),
+            active: false,
         });
         drop(rings);
         locals.push(Local {
             id: self.shared.id,
             closed: Arc::clone(&self.shared.closed),
             producer,
-            returns: ret_consumer,
+            returns,
         });
         Some(locals.len() - 1)
     }
@@ -372,13 +406,12 @@ impl BatchProcessor {
                     },
                 };
                 let local = &mut locals[i];
-                // Take back a couple of exported spans' records, for the next
-                // spans of this thread (freed, if ever, where they were made).
-                for _ in 0..2 {
-                    match local.returns.pop() {
-                        Ok(done) => Record::give(done),
-                        Err(_) => break,
-                    }
+                // Take back exported spans' records when the pool runs low, for
+                // the next spans of this thread (freed, if ever, where they
+                // were made).
+                let wants = Record::pool_wants();
+                if wants > 0 {
+                    local.refill(wants);
                 }
                 if local.producer.is_abandoned() {
                     // Nothing reads this ring any more: never queue into it.
@@ -635,7 +668,7 @@ async fn export_loop<E: SpanExporter>(shared: Arc<Shared>, exporter: E) {
             reply.send(result.and(done));
             break;
         }
-        lock(&st.shared.rings).list.retain(|r| !r.is_done());
+        st.shared.end_round();
     }
     let Exporting {
         exporter, mut log, ..
@@ -676,6 +709,7 @@ impl<E: SpanExporter> Exporting<E> {
                     let Ok(chunk) = ring.spans.read_chunk(n) else {
                         break;
                     };
+                    ring.active = true;
                     self.records.extend(chunk);
                     self.shared.held.fetch_add(n as u64, Ordering::SeqCst);
                 }
@@ -779,23 +813,26 @@ async fn shutdown_deadline(rx: &mut tokio::sync::watch::Receiver<Option<Instant>
 
 impl<E> Exporting<E> {
     /// Hands the exported batch back to the threads that made it (dropping here
-    /// only what they cannot take: a full return ring or an exited thread).
+    /// only what they cannot take: an exited thread's, or more than a full
+    /// queue and batch).
     fn give_back(&mut self) {
         self.len = 0;
+        let limit = self.shared.config.queue_capacity + self.shared.config.max_batch_size;
         let mut spans = self.records.drain(..);
-        let mut rings = lock(&self.shared.rings);
+        let rings = lock(&self.shared.rings);
         for (id, n) in self.origin.drain(..) {
-            let returns = rings
+            let ring = rings
                 .list
-                .iter_mut()
+                .iter()
                 .find(|r| r.id == id)
-                .map(|r| &mut r.returns)
-                .filter(|r| !r.is_abandoned());
-            match returns {
-                Some(returns) => {
-                    for span in spans.by_ref().take(n) {
-                        let _ = returns.push(span);
-                    }
+                .filter(|r| !r.spans.is_abandoned());
+            match ring {
+                Some(ring) => {
+                    let mut returns = lock(&ring.returns.0);
+                    let room = limit.saturating_sub(returns.len()).min(n);
+                    returns.extend(spans.by_ref().take(room));
+                    drop(returns);
+                    spans.by_ref().take(n - room).for_each(drop);
                 }
                 None => spans.by_ref().take(n).for_each(drop),
             }

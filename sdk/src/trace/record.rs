@@ -22,11 +22,14 @@ pub(crate) struct Record {
     pub(crate) end: Option<Tick>,
 }
 
-/// Records a thread keeps for its next spans.
-const POOL_CAPACITY: usize = 64;
+/// Records a thread keeps for its next spans. With the ring of queued spans,
+/// what a producing thread holds once it stops making spans (exported records
+/// waiting for it beyond these are freed by the export thread): 32 records of
+/// about 300 bytes and up to 8 attributes, events and links each.
+pub(crate) const POOL_CAPACITY: usize = 32;
 
 /// Vectors larger than this are freed rather than kept with a pooled record.
-const KEEP_CAPACITY: usize = 32;
+const KEEP_CAPACITY: usize = 8;
 
 thread_local! {
     #[allow(clippy::vec_box)] // records travel as pointers
@@ -57,6 +60,37 @@ impl Record {
         let _ = POOL.try_with(move |p| {
             let mut p = p.borrow_mut();
             if p.len() < POOL_CAPACITY {
+                p.push(rec);
+            }
+        });
+    }
+
+    /// How many records this thread's pool would take back now: none while it
+    /// is at least half full (so refilling it is a rare, bulk affair).
+    #[inline]
+    pub(crate) fn pool_wants() -> usize {
+        POOL.try_with(|p| {
+            let len = p.borrow().len();
+            if len < POOL_CAPACITY / 2 {
+                POOL_CAPACITY - len
+            } else {
+                0
+            }
+        })
+        .unwrap_or(0)
+    }
+
+    /// Empties each of `recs` and keeps it for this thread's next spans, as far
+    /// as the pool has room (the rest is freed).
+    #[cold]
+    pub(crate) fn give_all(recs: impl Iterator<Item = Box<Record>>) {
+        let _ = POOL.try_with(move |p| {
+            let mut p = p.borrow_mut();
+            for mut rec in recs {
+                if p.len() >= POOL_CAPACITY {
+                    break;
+                }
+                rec.clear();
                 p.push(rec);
             }
         });
