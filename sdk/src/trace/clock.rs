@@ -58,15 +58,21 @@ impl Converter {
     }
 
     /// The wall-clock time of reading `t`.
+    #[inline]
     pub(crate) fn convert(&mut self, t: Tick) -> SystemTime {
         let c = clock();
-        let (mut tick, mut wall) = match self.anchor {
+        let mut anchor = match self.anchor {
             Some(a) => a,
             None => self.reanchor(),
         };
-        if t.0 >= tick && c.delta_as_nanos(tick, t.0) > REANCHOR_NS {
-            (tick, wall) = self.reanchor();
+        if t.0 >= anchor.0 {
+            let after = c.delta_as_nanos(anchor.0, t.0);
+            if after <= REANCHOR_NS {
+                return anchor.1 + Duration::from_nanos(after);
+            }
+            anchor = self.reanchor();
         }
+        let (tick, wall) = anchor;
         if t.0 >= tick {
             wall + Duration::from_nanos(c.delta_as_nanos(tick, t.0))
         } else {

@@ -135,6 +135,24 @@ impl Record {
         d.links.push(link);
     }
 
+    /// Applies the link limits to the links set on a span's builder: the first
+    /// ones are kept.
+    pub(crate) fn limit_links(&mut self, limits: &SpanLimits) {
+        let d = &mut self.data;
+        let max = limits.max_links_per_span as usize;
+        if d.links.len() > max {
+            d.dropped_links_count += (d.links.len() - max) as u32;
+            d.links.truncate(max);
+        }
+        for link in d.links.iter_mut() {
+            link.dropped_attributes_count += limit_attributes(
+                &mut link.attributes,
+                limits.max_attributes_per_link,
+                limits.max_attribute_value_length,
+            );
+        }
+    }
+
     /// Turns the counter readings into wall-clock times with `conv` (an end
     /// before the start is moved to the start).
     pub(crate) fn stamp_with(&mut self, conv: &mut Converter) {

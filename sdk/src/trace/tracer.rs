@@ -680,7 +680,9 @@ impl fmt::Debug for Tracer {
 enum Parent<'a> {
     Current,
     Context(&'a Context),
-    SpanContext(SpanContext),
+    /// The parent's context is in the builder's record (as its span context
+    /// until the span's own replaces it), which keeps the builder small.
+    Remote,
     Root,
 }
 
@@ -756,8 +758,7 @@ impl Tracer {
             parent: Parent::Current,
             // Taken from the pool when an attribute is added or the span records.
             record: None,
-            links: Vec::new(),
-            start_time: None,
+            explicit_start: false,
         }
     }
 
@@ -803,7 +804,7 @@ impl Tracer {
             name: &b.name,
             kind: b.kind,
             attributes,
-            links: &b.links,
+            links: b.record.as_ref().map_or(&[][..], |r| &r.data.links),
         });
         if debug {
             result.decision = SamplingDecision::RecordAndSample;
@@ -829,9 +830,12 @@ impl Tracer {
         let mut rec = b.record.unwrap_or_else(Record::take);
         // Observers are shown the start time now; otherwise it stays a counter
         // reading until the export thread converts it.
-        let start_time = match b.start_time {
-            None if sampled && !provider.observers.is_empty() => Some(SystemTime::now()),
-            t => t,
+        let start_time = if b.explicit_start {
+            Some(rec.data.start_time)
+        } else if sampled && !provider.observers.is_empty() {
+            Some(SystemTime::now())
+        } else {
+            None
         };
         rec.set_start(start_time);
         if !sampled {
@@ -869,9 +873,7 @@ impl Tracer {
         d.name = b.name;
         d.kind = b.kind;
         d.scope = self.scope.clone();
-        for link in b.links {
-            rec.add_link(link, limits);
-        }
+        rec.limit_links(limits);
         Span::recording(span_context, local_root, provider_ref, rec)
     }
 }
@@ -907,10 +909,11 @@ pub struct SpanBuilder<'t> {
     name: Str,
     kind: SpanKind,
     parent: Parent<'t>,
-    /// The span's record, taken when the first attribute is added.
+    /// The span's record, taken when the first attribute, link, remote parent
+    /// or start time is set: they are written into it in place.
     record: Option<Box<Record>>,
-    links: Vec<Link>,
-    start_time: Option<SystemTime>,
+    /// The record's start time was set with `with_start_time`.
+    explicit_start: bool,
 }
 
 impl<'t> SpanBuilder<'t> {
@@ -921,7 +924,12 @@ impl<'t> SpanBuilder<'t> {
         match &self.parent {
             Parent::Current => Context::map_current(|c| of_span(c.span())),
             Parent::Context(ctx) => of_span(ctx.span()),
-            Parent::SpanContext(sc) => (sc.clone(), None),
+            Parent::Remote => (
+                self.record
+                    .as_ref()
+                    .map_or(SpanContext::INVALID, |r| r.data.span_context.clone()),
+                None,
+            ),
             Parent::Root => (SpanContext::INVALID, None),
         }
     }
@@ -938,7 +946,8 @@ impl<'t> SpanBuilder<'t> {
     }
     /// Uses `parent` (e.g. extracted from headers) as the parent.
     pub fn with_parent_span_context(mut self, parent: SpanContext) -> Self {
-        self.parent = Parent::SpanContext(parent);
+        self.record().data.span_context = parent;
+        self.parent = Parent::Remote;
         self
     }
     /// Starts a new trace, ignoring the current context.
@@ -960,16 +969,22 @@ impl<'t> SpanBuilder<'t> {
     /// use.
     #[inline]
     fn pooled_attributes(&mut self) -> &mut Vec<KeyValue> {
-        &mut self.record.get_or_insert_with(Record::take).data.attributes
+        &mut self.record().data.attributes
+    }
+    /// The span's record, taken from the pool on first use.
+    #[inline]
+    fn record(&mut self) -> &mut Record {
+        self.record.get_or_insert_with(Record::take)
     }
     /// Adds a link.
     pub fn with_link(mut self, link: Link) -> Self {
-        self.links.push(link);
+        self.record().data.links.push(link);
         self
     }
     /// Sets an explicit start time.
     pub fn with_start_time(mut self, t: SystemTime) -> Self {
-        self.start_time = Some(t);
+        self.record().data.start_time = t;
+        self.explicit_start = true;
         self
     }
     /// Starts the span.
