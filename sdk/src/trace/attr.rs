@@ -64,8 +64,10 @@ impl Value {
 
     /// Truncates string values (and strings in arrays) to at most `max` bytes, on a
     /// UTF-8 character boundary. Returns whether anything was cut.
+    #[inline]
     pub(crate) fn truncate(&mut self, max: usize) -> bool {
         match self {
+            Value::String(s) if s.len() <= max => false,
             Value::String(s) => truncate_str(s, max),
             Value::Array(Array::String(v)) => {
                 let mut cut = false;
