@@ -149,8 +149,26 @@ mod hand_written {
 
     const HEX: &[u8; 16] = b"0123456789abcdef";
 
+    static HEX_PAIRS: [[u8; 2]; 256] = {
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+            i += 1;
+        }
+        t
+    };
+
     #[inline]
     pub(crate) fn write_hex(out: &mut [u8], mut v: u128) {
+        if out.len().is_multiple_of(2) && out.len() <= 32 {
+            let bytes = v.to_be_bytes();
+            let bytes = &bytes[16 - out.len() / 2..];
+            for (pair, &byte) in out.chunks_exact_mut(2).zip(bytes) {
+                pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
+            }
+            return;
+        }
         for b in out.iter_mut().rev() {
             *b = HEX[(v & 0xf) as usize];
             v >>= 4;

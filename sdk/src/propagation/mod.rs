@@ -192,9 +192,29 @@ pub(crate) fn lower_hex(s: &[u8]) -> Option<u128> {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Each byte's two hex digits.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
 /// Writes the low `out.len()` (at most 32) hex digits of `v` into `out`.
 #[inline]
 pub(crate) fn write_hex(out: &mut [u8], mut v: u128) {
+    if out.len().is_multiple_of(2) && out.len() <= 32 {
+        // A byte (two digits) at a time.
+        let bytes = v.to_be_bytes();
+        let bytes = &bytes[16 - out.len() / 2..];
+        for (pair, &byte) in out.chunks_exact_mut(2).zip(bytes) {
+            pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
+        }
+        return;
+    }
     for b in out.iter_mut().rev() {
         *b = HEX[(v & 0xf) as usize];
         v >>= 4;
@@ -271,6 +291,17 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
         );
         assert!(boxed.extract(&Context::new(), &h).has_span());
+    }
+
+    #[test]
+    fn write_hex_writes_the_low_digits_even_or_odd() {
+        for digits in [1, 2, 3, 16, 31, 32] {
+            let v = 0x4bf92f3577b34da6a3ce929d0e0e4736u128;
+            let mut out = vec![0u8; digits];
+            write_hex(&mut out, v);
+            let want = format!("{v:032x}");
+            assert_eq!(std::str::from_utf8(&out).unwrap(), &want[32 - digits..]);
+        }
     }
 
     #[test]

@@ -186,7 +186,56 @@ impl TraceState {
         }
     }
 
+    /// The usual case, one header already in normal form (no empty or padded
+    /// members, no repeated key, at most 32 members, every key and value valid),
+    /// checked in one pass over its bytes; `None` for anything else, which
+    /// [`parse`](Self::parse)'s general path then normalizes or refuses.
+    #[inline]
+    fn parse_normal(header: &str) -> Option<TraceState> {
+        let b = header.as_bytes();
+        let mut i = 0;
+        let mut n = 0;
+        loop {
+            let key = i;
+            if !matches!(b.get(i), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit()) {
+                return None;
+            }
+            i += span(&b[i..], &KEY_CHAR);
+            if i - key > 256 || b.get(i) != Some(&b'=') {
+                return None;
+            }
+            let k = &b[key..i];
+            i += 1;
+            let value = i;
+            i += span(&b[i..], &VALUE_CHAR);
+            if i == value || i - value > 256 || b[i - 1] == b' ' {
+                return None;
+            }
+            n += 1;
+            if n > Self::MAX_MEMBERS || (n > 1 && has_key(&b[..key], k)) {
+                return None;
+            }
+            match b.get(i) {
+                None => break,
+                Some(b',') => i += 1,
+                Some(_) => return None,
+            }
+        }
+        Some(TraceState(Some(Arc::from(header))))
+    }
+
     fn parse(values: &[&str]) -> Result<TraceState, TraceStateError> {
+        if let [only] = values {
+            if let Some(state) = Self::parse_normal(only) {
+                return Ok(state);
+            }
+        }
+        Self::parse_general(values)
+    }
+
+    /// Any headers: normalized (empty members and repeats of a key dropped, the
+    /// first kept) or refused.
+    fn parse_general(values: &[&str]) -> Result<TraceState, TraceStateError> {
         // Validate first, on the headers as received.
         let members = || {
             values
@@ -273,7 +322,48 @@ impl fmt::Debug for TraceState {
     }
 }
 
-fn is_keychar(c: u8) -> bool {
+/// Whether the members of `list` (in normal form) include key `k`.
+fn has_key(list: &[u8], k: &[u8]) -> bool {
+    list.split(|&c| c == b',')
+        .any(|m| m.len() > k.len() && m[k.len()] == b'=' && m.starts_with(k))
+}
+
+/// [`is_keychar`] by table.
+static KEY_CHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = is_keychar(c as u8);
+        c += 1;
+    }
+    t
+};
+
+/// A tracestate value's `chr`: `SP` or an `nblk-chr` (printable ASCII but `,`
+/// and `=`).
+static VALUE_CHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = c == b' ' as usize || is_nblk_chr(c as u8);
+        c += 1;
+    }
+    t
+};
+
+/// How many of the first bytes of `b` are in `table`.
+#[inline]
+fn span(b: &[u8], table: &[bool; 256]) -> usize {
+    b.iter()
+        .position(|&c| !table[usize::from(c)])
+        .unwrap_or(b.len())
+}
+
+const fn is_nblk_chr(c: u8) -> bool {
+    matches!(c, 0x21..=0x2b | 0x2d..=0x3c | 0x3e..=0x7e)
+}
+
+const fn is_keychar(c: u8) -> bool {
     matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/' | b'@')
 }
 
@@ -290,7 +380,7 @@ fn valid_key(k: &str) -> bool {
 /// W3C value: `0*255(chr) nblk-chr`, chr = SP / nblk-chr; nblk-chr excludes `,` and `=`.
 fn valid_value(v: &str) -> bool {
     let b = v.as_bytes();
-    let nblk = |c: u8| matches!(c, 0x21..=0x2b | 0x2d..=0x3c | 0x3e..=0x7e);
+    let nblk = is_nblk_chr;
     !b.is_empty()
         && b.len() <= 256
         && nblk(b[b.len() - 1])
@@ -490,6 +580,35 @@ impl fmt::Debug for SpanContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The one-pass path for a header in normal form agrees with the
+        /// general one wherever it answers, on headers made of valid and
+        /// invalid members, padding, repeats and empty members.
+        #[test]
+        fn the_fast_path_agrees_with_the_general_one(
+            members in proptest::collection::vec(
+                (
+                    prop_oneof![Just("a"), Just("b"), Just("t@s"), Just("B"), Just(""), Just("k_1-*/")],
+                    prop_oneof![Just("1"), Just("x y"), Just(" v"), Just("v "), Just(""), Just("a=b"), Just("~!")],
+                    prop_oneof![Just(""), Just(" "), Just("\t")],
+                ),
+                0..40,
+            ),
+        ) {
+            let header = members
+                .iter()
+                .map(|(k, v, pad)| format!("{pad}{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let general = TraceState::parse_general(&[&header]);
+            if let Some(fast) = TraceState::parse_normal(&header) {
+                prop_assert_eq!(Ok(fast), general.clone());
+            }
+            prop_assert_eq!(TraceState::from_headers([header.as_str()]), general);
+        }
+    }
 
     #[test]
     fn tracestate_parses_members_in_order_across_headers() {
