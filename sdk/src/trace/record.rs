@@ -25,11 +25,16 @@ pub(crate) struct Record {
 /// Records a thread keeps for its next spans. With the ring of queued spans,
 /// what a producing thread holds once it stops making spans (exported records
 /// waiting for it beyond these are freed by the export thread): 32 records of
-/// about 300 bytes and up to 8 attributes, events and links each.
+/// 288 bytes with room for up to 16 attributes (an HTTP server span has 9 to
+/// 12) and 4 events and links, under 40 KiB for server spans.
 pub(crate) const POOL_CAPACITY: usize = 32;
 
-/// Vectors larger than this are freed rather than kept with a pooled record.
-const KEEP_CAPACITY: usize = 8;
+/// Attribute vectors with room for more than this are freed rather than kept
+/// with a pooled record.
+const KEEP_ATTRIBUTES: usize = 16;
+
+/// The same for events and links, rarer.
+const KEEP_EVENTS_AND_LINKS: usize = 4;
 
 thread_local! {
     #[allow(clippy::vec_box)] // records travel as pointers
@@ -97,17 +102,17 @@ impl Record {
     }
 
     fn clear(&mut self) {
-        fn empty<T>(v: &mut Vec<T>) {
-            if v.capacity() > KEEP_CAPACITY {
+        fn empty<T>(v: &mut Vec<T>, keep: usize) {
+            if v.capacity() > keep {
                 *v = Vec::new();
             } else {
                 v.clear();
             }
         }
         let d = &mut self.data;
-        empty(&mut d.attributes);
-        empty(&mut d.events);
-        empty(&mut d.links);
+        empty(&mut d.attributes, KEEP_ATTRIBUTES);
+        empty(&mut d.events, KEEP_EVENTS_AND_LINKS);
+        empty(&mut d.links, KEEP_EVENTS_AND_LINKS);
         let placeholder = SpanData::placeholder();
         d.span_context = placeholder.span_context;
         d.name = placeholder.name;
