@@ -27,7 +27,7 @@ pub(crate) struct Record {
 /// waiting for it beyond these are freed by the export thread): 32 records of
 /// 288 bytes with room for up to 16 attributes (an HTTP server span has 9 to
 /// 12) and 4 events and links, under 40 KiB for server spans.
-pub(crate) const POOL_CAPACITY: usize = 32;
+const POOL_CAPACITY: usize = 32;
 
 /// Attribute vectors with room for more than this are freed rather than kept
 /// with a pooled record.

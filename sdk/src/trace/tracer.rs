@@ -957,19 +957,13 @@ impl<'t> SpanBuilder<'t> {
     }
     /// Adds an attribute (visible to the sampler).
     pub fn with_attribute(mut self, kv: KeyValue) -> Self {
-        self.pooled_attributes().push(kv);
+        self.record().data.attributes.push(kv);
         self
     }
     /// Adds attributes (visible to the sampler).
     pub fn with_attributes(mut self, kvs: impl IntoIterator<Item = KeyValue>) -> Self {
-        self.pooled_attributes().extend(kvs);
+        self.record().data.attributes.extend(kvs);
         self
-    }
-    /// The attribute vector of the span's record, taken from the pool on first
-    /// use.
-    #[inline]
-    fn pooled_attributes(&mut self) -> &mut Vec<KeyValue> {
-        &mut self.record().data.attributes
     }
     /// The span's record, taken from the pool on first use.
     #[inline]
