@@ -45,8 +45,9 @@ use std::net::SocketAddr;
 
 use tracewire::env::TracesExporter;
 use tracewire::export::{JsonLinesExporter, SpanExporter};
-use tracewire::trace::{Str, TracerProviderBuilder};
+use tracewire::trace::Str;
 use tracewire::TracerProvider;
+use tracewire::TracerProviderBuilder;
 
 pub mod helloworld {
     //! The standard gRPC `helloworld.Greeter` service (`SayHello`), generated from

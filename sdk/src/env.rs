@@ -1,6 +1,6 @@
 //! Configuration from the OpenTelemetry SDK environment variables.
 //!
-//! - [`TracerProviderBuilder::from_env`](crate::trace::TracerProviderBuilder::from_env):
+//! - [`TracerProviderBuilder::from_env`](crate::TracerProviderBuilder::from_env):
 //!   `OTEL_SDK_DISABLED`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
 //!   `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` and `OTEL_BSP_*`.
 //! - [`propagators`]: `OTEL_PROPAGATORS`, as a [`CompositePropagator`] for the

@@ -26,8 +26,9 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use crate::export::{ShutdownError, ShutdownReport};
+use crate::provider::TracerProvider;
 use crate::trace::lifetime;
-use crate::trace::{Str, Tracer, TracerProvider};
+use crate::trace::{Str, Tracer};
 
 static GLOBAL: RwLock<Option<TracerProvider>> = RwLock::new(None);
 

@@ -8,8 +8,11 @@
 //!
 //! - [`context`]: [`Context`], [`Context::attach`], [`ContextExt::in_context`],
 //!   [`spawn`] / [`spawn_blocking`] that carry the caller's context.
-//! - [`trace`]: ids, [`SpanContext`], [`TracerProvider`], [`Tracer`], [`Span`],
-//!   samplers and limits.
+//! - [`trace`]: ids, [`SpanContext`], [`Tracer`], [`Span`], samplers, limits
+//!   and observers.
+//! - [`provider`]: [`TracerProvider`], which joins a sampler, limits and
+//!   observers to processors and exporters; configured in code or by `OTEL_*`
+//!   variables.
 //! - [`labels`]: [`LabelSet`](labels::LabelSet) and
 //!   [`with_labels`](labels::with_labels), Go's `pprof.Labels` / `pprof.Do`.
 //! - [`export`]: the non-blocking batch pipeline, the in-memory and JSON-lines
@@ -18,7 +21,7 @@
 //! - [`alloc`]: the labelled heap profiler, a wrapper a binary installs as its
 //!   `#[global_allocator]`.
 //! - [`env`](mod@env): configuration from the OpenTelemetry `OTEL_*` variables
-//!   ([`TracerProviderBuilder::from_env`](trace::TracerProviderBuilder::from_env));
+//!   ([`TracerProviderBuilder::from_env`](TracerProviderBuilder::from_env));
 //!   values set in code win.
 //! - `tower` (feature `tower`): the server and client layers for HTTP and gRPC
 //!   that `tracewire-http` and `tracewire-grpc` are made of.
@@ -110,6 +113,7 @@ pub mod bridge;
 pub mod context;
 mod counter;
 pub mod env;
+mod error;
 pub mod export;
 pub mod global;
 pub mod labels;
@@ -118,6 +122,7 @@ pub mod labels;
 #[cfg_attr(docsrs, doc(cfg(feature = "profile")))]
 pub mod profile;
 pub mod propagation;
+pub mod provider;
 #[allow(unsafe_code)]
 // Without the profilers nothing copies the slot: its signal-path half is unused.
 #[cfg_attr(not(feature = "profile"), allow(dead_code))]
@@ -130,7 +135,8 @@ pub mod trace;
 #[allow(deprecated)]
 pub use context::compat::FutureExt;
 pub use context::{spawn, spawn_blocking, spawn_thread, Context, ContextExt, ContextGuard};
+pub use provider::{TracerProvider, TracerProviderBuilder};
 pub use trace::{
     KeyValue, SamplingState, Span, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId,
-    TraceState, Tracer, TracerProvider, Value,
+    TraceState, Tracer, Value,
 };

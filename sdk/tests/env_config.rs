@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use tracewire::export::{BatchConfig, InMemoryExporter};
-use tracewire::trace::{AlwaysOff, Resource, TracerProviderBuilder};
+use tracewire::trace::{AlwaysOff, Resource};
+use tracewire::TracerProviderBuilder;
 use tracewire::{
     KeyValue, SpanContext, SpanId, TraceFlags, TraceId, TraceState, TracerProvider, Value,
 };

@@ -32,7 +32,10 @@ pub use memory::InMemoryExporter;
 pub use retry::{Attempt, Backoff, ExportCounters, ExporterStats};
 pub use simple::SimpleProcessor;
 
-use crate::trace::{Resource, SpanContext, SpanData};
+pub use crate::error::ExportError;
+pub use crate::trace::{SpanObserver, SpanStart};
+
+use crate::trace::{Resource, SpanData};
 
 /// Sends batches of finished spans somewhere (a collector, a file, memory).
 ///
@@ -85,40 +88,6 @@ pub trait SpanProcessor: Send + Sync + fmt::Debug {
     fn set_resource(&self, resource: &Resource);
     /// Counters of exported and dropped spans and failed exports.
     fn stats(&self) -> Stats;
-}
-
-/// What a [`SpanObserver`] learns when a sampled span starts.
-#[derive(Clone, Copy, Debug)]
-#[non_exhaustive]
-pub struct SpanStart<'a> {
-    /// The new span's context.
-    pub span_context: &'a SpanContext,
-    /// The parent's span id; [`SpanId::INVALID`](crate::trace::SpanId::INVALID) for a root span.
-    pub parent_span_id: crate::trace::SpanId,
-    /// The name the span starts with (it may be renamed before it ends).
-    pub name: &'a str,
-    /// The span kind.
-    pub kind: crate::trace::SpanKind,
-    /// When the span started.
-    pub start_time: std::time::SystemTime,
-}
-
-/// Watches sampled spans start and end, by reference, on the thread that starts
-/// or ends them: for in-process views such as a running-span count or a latency
-/// summary (the `/debug/tracez` page of `tracewire-http` is one), which need no
-/// copy of the span. Added with
-/// [`TracerProviderBuilder::with_observer`](crate::trace::TracerProviderBuilder::with_observer).
-///
-/// Both methods run on the instrumented path: they must be short and must not
-/// block. Every span seen by `on_start` is later seen by `on_end`, with the same
-/// span id, also when the span is dropped without being ended; spans started
-/// before the observer was added (there are none: observers are fixed at build)
-/// or while the provider is disabled are seen by neither.
-pub trait SpanObserver: Send + Sync + fmt::Debug {
-    /// A sampled span started.
-    fn on_start(&self, span: &SpanStart<'_>);
-    /// A sampled span ended (called before the processors receive it).
-    fn on_end(&self, span: &SpanData);
 }
 
 /// Pipeline counters. See [`TracerProvider::stats`](crate::TracerProvider::stats).
@@ -285,60 +254,6 @@ pub(crate) fn shutdown_all(
     }
     result
 }
-
-/// Why an export, flush or shutdown did not succeed.
-#[derive(Debug)]
-pub struct ExportError {
-    kind: ErrorKind,
-    message: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ErrorKind {
-    Export,
-    Timeout,
-    ShutDown,
-}
-
-impl ExportError {
-    /// An export failure described by `message`.
-    pub fn new(message: impl fmt::Display) -> Self {
-        ExportError {
-            kind: ErrorKind::Export,
-            message: message.to_string(),
-        }
-    }
-    /// The deadline passed first.
-    pub fn timeout() -> Self {
-        ExportError {
-            kind: ErrorKind::Timeout,
-            message: "deadline exceeded".into(),
-        }
-    }
-    /// The pipeline was already shut down.
-    pub fn shut_down() -> Self {
-        ExportError {
-            kind: ErrorKind::ShutDown,
-            message: "already shut down".into(),
-        }
-    }
-    /// Whether the deadline passed first.
-    pub fn is_timeout(&self) -> bool {
-        self.kind == ErrorKind::Timeout
-    }
-    /// Whether the pipeline was already shut down.
-    pub fn is_shut_down(&self) -> bool {
-        self.kind == ErrorKind::ShutDown
-    }
-}
-
-impl fmt::Display for ExportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ExportError {}
 
 /// Resolves when a flush has finished. Returned by [`SpanProcessor::flush`].
 ///

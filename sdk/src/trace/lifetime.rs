@@ -25,7 +25,7 @@
 //! This module is the only one in `trace` with `unsafe` code: the provider pointer
 //! a span or handle carries, and the one place that frees it.
 //!
-//! [`TracerProvider`]: super::TracerProvider
+//! [`TracerProvider`]: crate::TracerProvider
 //! [`Tracer`]: super::Tracer
 
 use std::collections::BTreeSet;
@@ -35,7 +35,7 @@ use std::sync::Mutex;
 
 use crossbeam_utils::CachePadded;
 
-use super::tracer::ProviderInner;
+use super::pipeline::Pipeline;
 use crate::counter::{stripe, STRIPES};
 
 /// Set in every stripe of the closing counter when the last handle is gone.
@@ -84,7 +84,7 @@ fn live() -> std::sync::MutexGuard<'static, BTreeSet<usize>> {
 
 /// Frees the provider at `ptr` if it is still allocated, orphaned, and every span
 /// it opened has closed.
-fn try_free(ptr: NonNull<ProviderInner>) {
+fn try_free(ptr: NonNull<Pipeline>) {
     let addr = ptr.as_ptr() as usize;
     let mut live = live();
     if !live.contains(&addr) {
@@ -110,10 +110,10 @@ fn try_free(ptr: NonNull<ProviderInner>) {
 /// The state every handle of one provider shares; the last one to drop shuts the
 /// pipeline down and orphans the provider.
 pub(crate) struct Owner {
-    ptr: NonNull<ProviderInner>,
+    ptr: NonNull<Pipeline>,
 }
 
-// SAFETY: `Owner` only gives out `&ProviderInner`, which is `Sync`.
+// SAFETY: `Owner` only gives out `&Pipeline`, which is `Sync`.
 unsafe impl Send for Owner {}
 // SAFETY: as above.
 unsafe impl Sync for Owner {}
@@ -121,7 +121,7 @@ unsafe impl Sync for Owner {}
 impl Owner {
     /// Allocates `inner`; it lives until the owner is dropped and every span it
     /// opened has closed.
-    pub(crate) fn new(inner: ProviderInner) -> Owner {
+    pub(crate) fn new(inner: Pipeline) -> Owner {
         let ptr = NonNull::from(Box::leak(Box::new(inner)));
         live().insert(ptr.as_ptr() as usize);
         Owner { ptr }
@@ -129,7 +129,7 @@ impl Owner {
 
     /// The provider.
     #[inline]
-    pub(crate) fn inner(&self) -> &ProviderInner {
+    pub(crate) fn inner(&self) -> &Pipeline {
         // SAFETY: the provider is freed only once orphaned, which only this
         // owner's drop does.
         unsafe { self.ptr.as_ref() }
@@ -169,7 +169,7 @@ impl Drop for Owner {
 /// A provider that is never freed (it was installed as the process-wide one).
 #[derive(Clone, Copy)]
 pub(crate) struct Pinned {
-    ptr: NonNull<ProviderInner>,
+    ptr: NonNull<Pipeline>,
 }
 
 impl Pinned {
@@ -185,7 +185,7 @@ impl Pinned {
 }
 
 /// The provider `global::tracer` records into; null when none is installed.
-static CURRENT: AtomicPtr<ProviderInner> = AtomicPtr::new(std::ptr::null_mut());
+static CURRENT: AtomicPtr<Pipeline> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Makes `provider` the one [`current`] returns.
 pub(crate) fn set_current(provider: Option<Pinned>) {
@@ -202,14 +202,14 @@ pub(crate) fn current() -> Option<Pinned> {
 /// A provider that is alive for `'a`: what a tracer starts spans with.
 #[derive(Clone, Copy)]
 pub(crate) struct Live<'a> {
-    inner: &'a ProviderInner,
-    ptr: NonNull<ProviderInner>,
+    inner: &'a Pipeline,
+    ptr: NonNull<Pipeline>,
 }
 
 impl<'a> Live<'a> {
     /// The provider.
     #[inline]
-    pub(crate) fn inner(&self) -> &'a ProviderInner {
+    pub(crate) fn inner(&self) -> &'a Pipeline {
         self.inner
     }
 
@@ -226,10 +226,10 @@ impl<'a> Live<'a> {
 /// closed, after which the provider may be freed: it is the span's last use of
 /// the provider (the span's own `Drop` runs before its fields are dropped).
 pub(crate) struct SpanRef {
-    ptr: NonNull<ProviderInner>,
+    ptr: NonNull<Pipeline>,
 }
 
-// SAFETY: `SpanRef` only gives out `&ProviderInner`, which is `Sync`.
+// SAFETY: `SpanRef` only gives out `&Pipeline`, which is `Sync`.
 unsafe impl Send for SpanRef {}
 // SAFETY: as above.
 unsafe impl Sync for SpanRef {}
@@ -237,7 +237,7 @@ unsafe impl Sync for SpanRef {}
 impl SpanRef {
     /// The provider.
     #[inline]
-    pub(crate) fn get(&self) -> &ProviderInner {
+    pub(crate) fn get(&self) -> &Pipeline {
         // SAFETY: the span counted itself open before this reference existed and
         // counts itself closed only when the reference drops; until then the
         // provider is not freed.

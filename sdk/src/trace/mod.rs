@@ -6,7 +6,10 @@ mod id;
 mod in_span;
 #[allow(unsafe_code)]
 pub(crate) mod lifetime;
+mod observe;
+pub(crate) mod pipeline;
 pub(crate) mod record;
+mod resource;
 mod sampler;
 mod span;
 mod state;
@@ -17,13 +20,15 @@ use std::time::SystemTime;
 pub use attr::{Array, KeyValue, Str, Value};
 pub use id::{SpanId, TraceId};
 pub use in_span::InSpan;
+pub use observe::{SpanObserver, SpanStart};
+pub use resource::Resource;
 pub use sampler::{
     AlwaysOff, AlwaysOn, ParentBased, RateLimiting, Sampler, SamplingDecision, SamplingParams,
     SamplingResult, TraceIdRatio,
 };
 pub use span::Span;
 pub use state::{SamplingState, SpanContext, TraceFlags, TraceState, TraceStateError};
-pub use tracer::{Resource, SpanBuilder, Tracer, TracerProvider, TracerProviderBuilder};
+pub use tracer::{SpanBuilder, Tracer};
 
 /// The role of a span in a trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

@@ -9,7 +9,7 @@ use super::lifetime::SpanRef;
 use super::record::Record;
 use super::{Event, KeyValue, Link, SpanContext, SpanId, SpanLimits, Status, Str, Value};
 use crate::context::Context;
-use crate::export::ExportError;
+use crate::error::ExportError;
 
 /// A span: one timed operation in a trace.
 ///

@@ -188,7 +188,7 @@ impl Tracez {
     }
 
     /// The observer to add to a provider
-    /// ([`with_observer`](tracewire::trace::TracerProviderBuilder::with_observer)): it
+    /// ([`with_observer`](tracewire::TracerProviderBuilder::with_observer)): it
     /// counts running and ended spans by name, latency and error.
     pub fn observer(&self) -> TracezObserver {
         TracezObserver {
