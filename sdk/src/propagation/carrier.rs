@@ -18,6 +18,37 @@ pub trait Extractor {
 
     /// The header names present in the carrier.
     fn keys(&self) -> Vec<&str>;
+
+    /// Which of `names` (lowercase header names) the carrier holds: bit `i` is
+    /// set when it holds `names[i]` (names past the 64th count as held).
+    /// Propagators that look up many headers ask once, for the trace headers,
+    /// and skip the lookups of those it lacks: on a request without trace
+    /// headers, a lookup of each costs more than listing the few names a
+    /// request has. The default says every name is held, which is always
+    /// right; a carrier that can list its names cheaply says exactly.
+    fn holds(&self, names: &[&str]) -> u64 {
+        let _ = names;
+        u64::MAX
+    }
+}
+
+/// What [`Extractor::holds`] answers for a carrier whose names are `keys`,
+/// compared with `same`.
+fn held<'k>(
+    names: &[&str],
+    keys: impl Iterator<Item = &'k str>,
+    same: impl Fn(&str, &str) -> bool,
+) -> u64 {
+    if names.len() > 64 {
+        return u64::MAX;
+    }
+    let mut held = 0;
+    for key in keys {
+        if let Some(i) = names.iter().position(|n| same(n, key)) {
+            held |= 1 << i;
+        }
+    }
+    held
 }
 
 /// Write access to request headers (or gRPC metadata) for [`Propagator::inject`].
@@ -111,6 +142,15 @@ impl Extractor for HeaderMap {
     fn keys(&self) -> Vec<&str> {
         HeaderMap::keys(self).map(HeaderName::as_str).collect()
     }
+
+    /// Compares each name the map holds (a few, for most requests) with `names`.
+    fn holds(&self, names: &[&str]) -> u64 {
+        held(
+            names,
+            HeaderMap::keys(self).map(HeaderName::as_str),
+            |a, b| a == b,
+        )
+    }
 }
 
 /// Header names the propagators write, as static `HeaderName`s (no allocation).
@@ -129,25 +169,93 @@ static KNOWN_NAMES: [HeaderName; 12] = [
     HeaderName::from_static("traceresponse"),
 ];
 
+/// The header names tracewire's propagators read, in [`KNOWN_NAMES`]' order:
+/// what [`Presence`] asks a carrier for.
+pub(crate) const TRACE_HEADERS: [&str; 12] = [
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "x-b3-parentspanid",
+    "x-cloud-trace-context",
+    "grpc-trace-bin",
+    "traceresponse",
+];
+
 /// The static `HeaderName` for `name`, if it is one the propagators use.
 #[inline]
 fn known_name(name: &str) -> Option<&'static HeaderName> {
-    let i = match name {
-        "traceparent" => 0,
-        "tracestate" => 1,
-        "baggage" => 2,
-        "b3" => 3,
-        "x-b3-traceid" => 4,
-        "x-b3-spanid" => 5,
-        "x-b3-sampled" => 6,
-        "x-b3-flags" => 7,
-        "x-b3-parentspanid" => 8,
-        "x-cloud-trace-context" => 9,
-        "grpc-trace-bin" => 10,
-        "traceresponse" => 11,
+    KNOWN_NAMES.get(known_index(name)?)
+}
+
+/// The index of `name` in [`TRACE_HEADERS`]: by length first, so that a name
+/// is compared with one or two of them (this runs for every header lookup a
+/// composite propagator's members make).
+#[inline]
+fn known_index(name: &str) -> Option<usize> {
+    // Each comparison is with a literal of the length just matched, which the
+    // compiler turns into a few word comparisons.
+    let n = name.as_bytes();
+    let i = match n.len() {
+        2 if n == b"b3" => 3,
+        7 if n == b"baggage" => 2,
+        10 if n == b"tracestate" => 1,
+        10 if n == b"x-b3-flags" => 7,
+        11 if n == b"traceparent" => 0,
+        11 if n == b"x-b3-spanid" => 5,
+        12 if n == b"x-b3-traceid" => 4,
+        12 if n == b"x-b3-sampled" => 6,
+        13 if n == b"traceresponse" => 11,
+        14 if n == b"grpc-trace-bin" => 10,
+        17 if n == b"x-b3-parentspanid" => 8,
+        21 if n == b"x-cloud-trace-context" => 9,
         _ => return None,
     };
-    KNOWN_NAMES.get(i)
+    Some(i)
+}
+
+/// A carrier that answers lookups of the trace headers it lacks without asking
+/// the carrier it wraps (which told once, by [`Extractor::holds`], which it
+/// has): what a composite propagator hands its members.
+pub(crate) struct Presence<'a> {
+    inner: &'a dyn Extractor,
+    held: u64,
+}
+
+impl<'a> Presence<'a> {
+    /// `carrier`, asked once which trace headers it holds; `None` when it cannot
+    /// tell (it says it holds them all), so that wrapping would only cost.
+    #[inline]
+    pub(crate) fn of(carrier: &'a dyn Extractor) -> Option<Presence<'a>> {
+        let held = carrier.holds(&TRACE_HEADERS);
+        let all = (1u64 << TRACE_HEADERS.len()) - 1;
+        (held & all != all).then_some(Presence {
+            inner: carrier,
+            held,
+        })
+    }
+}
+
+impl Extractor for Presence<'_> {
+    #[inline]
+    fn get_all(&self, name: &str) -> HeaderValues<'_> {
+        match known_index(name) {
+            Some(i) if self.held & (1 << i) == 0 => HeaderValues::new(),
+            _ => self.inner.get_all(name),
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.inner.keys()
+    }
+
+    fn holds(&self, names: &[&str]) -> u64 {
+        self.inner.holds(names)
+    }
 }
 
 impl Injector for HeaderMap {
@@ -177,6 +285,12 @@ impl<S: std::hash::BuildHasher> Extractor for HashMap<String, String, S> {
 
     fn keys(&self) -> Vec<&str> {
         HashMap::keys(self).map(String::as_str).collect()
+    }
+
+    fn holds(&self, names: &[&str]) -> u64 {
+        held(names, HashMap::keys(self).map(String::as_str), |a, b| {
+            a.eq_ignore_ascii_case(b)
+        })
     }
 }
 
@@ -256,5 +370,41 @@ mod tests {
         Injector::set(&mut m, "traceparent", "z".into());
         assert_eq!(m.len(), 1);
         assert_eq!(m["traceparent"], "z");
+    }
+
+    #[test]
+    fn holds_says_which_names_a_carrier_has() {
+        let names = ["traceparent", "b3", "baggage"];
+        let mut h = HeaderMap::new();
+        assert_eq!(Extractor::holds(&h, &names), 0);
+        h.insert("b3", HeaderValue::from_static("0"));
+        h.insert("host", HeaderValue::from_static("a"));
+        assert_eq!(Extractor::holds(&h, &names), 0b010);
+        h.append("traceparent", HeaderValue::from_static("x"));
+        h.append("traceparent", HeaderValue::from_static("y"));
+        assert_eq!(Extractor::holds(&h, &names), 0b011);
+        // A hash map's names in any case.
+        let m: HashMap<String, String> = [("Baggage".to_owned(), "k=v".to_owned())].into();
+        assert_eq!(Extractor::holds(&m, &names), 0b100);
+        // More names than bits: all held, the safe answer.
+        let many = ["x"; 65];
+        assert_eq!(Extractor::holds(&h, &many), u64::MAX);
+        // A carrier that cannot tell says it holds everything.
+        struct Opaque;
+        impl Extractor for Opaque {
+            fn get_all(&self, _: &str) -> HeaderValues<'_> {
+                HeaderValues::new()
+            }
+            fn keys(&self) -> Vec<&str> {
+                Vec::new()
+            }
+        }
+        assert_eq!(Opaque.holds(&names), u64::MAX);
+        assert!(Presence::of(&Opaque).is_none());
+        // The table of trace headers and the index agree.
+        for (i, name) in TRACE_HEADERS.iter().enumerate() {
+            assert_eq!(known_index(name), Some(i));
+            assert_eq!(KNOWN_NAMES[i].as_str(), *name);
+        }
     }
 }

@@ -3,6 +3,7 @@
 use crate::context::Context;
 use crate::trace::{Span, SpanContext};
 
+use super::carrier::Presence;
 use super::{BaggagePropagator, Extractor, Injector, Propagator, TraceContextPropagator};
 
 /// Several formats used together, for example W3C Trace Context plus B3 plus
@@ -85,6 +86,8 @@ impl Propagator for CompositePropagator {
     /// The first valid span context, trying the members in order; without one,
     /// the first sampling decision without ids.
     fn extract_span_context(&self, carrier: &dyn Extractor) -> Option<SpanContext> {
+        let presence = Presence::of(carrier);
+        let carrier: &dyn Extractor = presence.as_ref().map_or(carrier, |p| p);
         let mut found = None;
         for p in &self.members {
             if let Some(sc) = p.extract_span_context(carrier) {
@@ -98,6 +101,10 @@ impl Propagator for CompositePropagator {
     }
 
     fn extract(&self, cx: &Context, carrier: &dyn Extractor) -> Context {
+        // Asked once which trace headers there are, so that members skip the
+        // lookups of absent ones (most requests carry none or one format).
+        let presence = Presence::of(carrier);
+        let carrier: &dyn Extractor = presence.as_ref().map_or(carrier, |p| p);
         let mut out = cx.clone();
         let mut found: Option<SpanContext> = None;
         for p in &self.members {
@@ -256,6 +263,77 @@ mod tests {
             CompositePropagator::default().fields(),
             ["traceparent", "tracestate", "baggage"]
         );
+    }
+
+    /// A carrier that cannot say which headers it holds (the trait's default):
+    /// every member then looks up every header it reads.
+    struct Opaque<'a>(&'a dyn Extractor);
+
+    impl Extractor for Opaque<'_> {
+        fn get_all(&self, name: &str) -> crate::propagation::HeaderValues<'_> {
+            self.0.get_all(name)
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys()
+        }
+    }
+
+    /// Headers of every format, valid and not, for the presence property.
+    const HEADERS: &[(&str, &str)] = &[
+        ("traceparent", W3C),
+        (
+            "traceparent",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        ),
+        ("Traceparent", W3C),
+        ("tracestate", "a=b,c=d"),
+        ("b3", B3),
+        ("b3", "0"),
+        ("B3", "d"),
+        ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+        ("X-B3-SpanId", "e457b5a2e4d86bd1"),
+        ("x-b3-sampled", "1"),
+        ("x-b3-flags", "1"),
+        ("x-b3-parentspanid", "05e3ac9a4f6e3b90"),
+        (
+            "x-cloud-trace-context",
+            "105445aa7843bc8bf206b12000100000/1;o=1",
+        ),
+        ("grpc-trace-bin", "garbage"),
+        ("baggage", "userId=alice,serverNode=DF%2028"),
+        ("host", "example.com"),
+        ("user-agent", "curl/8"),
+    ];
+
+    proptest! {
+        /// Skipping the lookups of absent headers changes nothing: a carrier that
+        /// says which it holds (a header map, a hash map with names in any case)
+        /// extracts what one that cannot say does.
+        #[test]
+        fn presence_of_headers_changes_no_extraction(
+            picked in proptest::collection::vec(0..HEADERS.len(), 0..8),
+        ) {
+            let pairs: Vec<(&str, &str)> = picked.iter().map(|&i| HEADERS[i]).collect();
+            let hash = map(&pairs);
+            let mut headers = http::HeaderMap::new();
+            for (k, v) in &pairs {
+                headers.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    http::HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            let p = all();
+            for carrier in [&hash as &dyn Extractor, &headers] {
+                let want = p.extract(&Context::new(), &Opaque(carrier));
+                let got = p.extract(&Context::new(), carrier);
+                prop_assert_eq!(got.span().span_context(), want.span().span_context());
+                prop_assert_eq!(got.baggage(), want.baggage());
+                prop_assert_eq!(
+                    p.extract_span_context(carrier),
+                    p.extract_span_context(&Opaque(carrier))
+                );
+            }
+        }
     }
 
     proptest! {

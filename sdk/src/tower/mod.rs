@@ -293,8 +293,29 @@ fn grpc_span_name(path: &str) -> &str {
 }
 
 /// A `Host` header (`host[:port]`, IPv6 literals in brackets) as host and port,
-/// by `http`'s authority parser; `None` if it is not an authority.
+/// by `http`'s authority parser; `None` if it is not an authority. A plain
+/// `name[:port]` (letters, digits, `.`, `-`), what nearly every request has, is
+/// split without it (the parser copies the header to parse it).
 fn split_host_port(host: &str) -> Option<(String, Option<u16>)> {
+    let plain = |h: &str| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-')
+    };
+    let (name, port) = match host.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (host, None),
+    };
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|c| c.is_ascii_digit()));
+    if plain(name) && port_ok {
+        return Some((name.to_owned(), port.and_then(|p| p.parse().ok())));
+    }
+    parse_host_port(host)
+}
+
+/// [`split_host_port`] by `http`'s authority parser alone.
+fn parse_host_port(host: &str) -> Option<(String, Option<u16>)> {
     let authority: http::uri::Authority = host.parse().ok()?;
     Some((
         unbracketed(authority.host()).to_owned(),
@@ -618,7 +639,7 @@ fn start_span<M: MakeSpan>(
     span
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: http::header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -721,7 +742,7 @@ impl Config {
                         attrs.push(KeyValue::new("url.full", parts.uri.to_string()));
                     }
                 }
-                if let Some(ua) = header_str(&parts.headers, "user-agent") {
+                if let Some(ua) = header_str(&parts.headers, http::header::USER_AGENT) {
                     attrs.push(KeyValue::new("user_agent.original", ua.to_owned()));
                 }
             }
@@ -736,10 +757,12 @@ impl Config {
         }
         let (host, port) = match parts.uri.host() {
             Some(h) => (Some(unbracketed(h).to_owned()), parts.uri.port_u16()),
-            None => match header_str(&parts.headers, "host").and_then(split_host_port) {
-                Some((h, p)) => (Some(h), p),
-                None => (None, None),
-            },
+            None => {
+                match header_str(&parts.headers, http::header::HOST).and_then(split_host_port) {
+                    Some((h, p)) => (Some(h), p),
+                    None => (None, None),
+                }
+            }
         };
         if let Some(host) = host {
             attrs.push(KeyValue::new("server.address", host));
@@ -998,7 +1021,7 @@ mod tests {
     #[test]
     fn host_headers_split_by_the_authority_parser() {
         type Split<'a> = Option<(&'a str, Option<u16>)>;
-        let cases: [(&str, Split<'_>); 7] = [
+        let cases: [(&str, Split<'_>); 9] = [
             ("example.com", Some(("example.com", None))),
             ("example.com:8080", Some(("example.com", Some(8080)))),
             ("127.0.0.1:443", Some(("127.0.0.1", Some(443)))),
@@ -1007,6 +1030,8 @@ mod tests {
             ("bad host", None),
             // A port that is not a number is left out, the host kept.
             ("example.com:port", Some(("example.com", None))),
+            ("example.com:99999", Some(("example.com", None))),
+            ("example.com:", Some(("example.com", None))),
         ];
         for (header, want) in cases {
             let got = split_host_port(header);
@@ -1015,6 +1040,17 @@ mod tests {
                 want,
                 "{header}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// The split of plain `name[:port]` headers, made without the authority
+        /// parser, is the parser's.
+        #[test]
+        fn plain_hosts_split_as_the_parser_splits_them(
+            host in "[a-zA-Z0-9.-]{0,12}(:[0-9]{0,6})?",
+        ) {
+            proptest::prop_assert_eq!(split_host_port(&host), parse_host_port(&host));
         }
     }
 
