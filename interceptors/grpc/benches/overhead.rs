@@ -1,7 +1,9 @@
 //! Interceptor overhead: requests/s of a hello-world hyper server and of a tonic
 //! unary service (the standard health check), each with and without the tracewire
 //! server layer (100% sampling, batch export to a discarding exporter, profiler
-//! labels on), loaded from another process on loopback.
+//! labels on), loaded from another process on loopback. The hyper server is
+//! also measured behind hyper-util's tower adapter alone, which any tower layer
+//! needs, so that the layer's own share shows.
 //!
 //! `cargo bench -p tracewire-grpc --bench overhead`. HTTP load comes from Debian's
 //! `wrk` when installed, else from this binary's own load generator (re-executed
@@ -44,7 +46,17 @@ async fn hello(
     Ok(http::Response::new(Full::from("hello world\n")))
 }
 
-fn http_server(rt: &tokio::runtime::Runtime, traced: Option<TracerProvider>) -> SocketAddr {
+/// How the hello-world HTTP server serves: hyper's own service, the same
+/// function behind hyper-util's tower adapter (what any tower layer needs), or
+/// behind the adapter and tracewire's layer.
+#[derive(Clone)]
+enum Http {
+    Bare,
+    Tower,
+    Traced(TracerProvider),
+}
+
+fn http_server(rt: &tokio::runtime::Runtime, setup: Http) -> SocketAddr {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -53,28 +65,34 @@ fn http_server(rt: &tokio::runtime::Runtime, traced: Option<TracerProvider>) -> 
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let traced = traced.clone();
+                let setup = setup.clone();
                 tokio::spawn(async move {
                     let io = TokioIo::new(stream);
                     let conn = hyper::server::conn::http1::Builder::new();
-                    match traced {
-                        Some(p) => {
+                    let _ = match setup {
+                        Http::Traced(p) => {
                             let svc = ServiceBuilder::new()
                                 .layer(TraceLayer::new(p.tracer("bench")))
                                 .service(tower::service_fn(hello));
-                            let _ = conn
-                                .serve_connection(
-                                    io,
-                                    hyper_util::service::TowerToHyperService::new(svc),
-                                )
-                                .await;
+                            conn.serve_connection(
+                                io,
+                                hyper_util::service::TowerToHyperService::new(svc),
+                            )
+                            .await
                         }
-                        None => {
-                            let _ = conn
-                                .serve_connection(io, hyper::service::service_fn(hello))
-                                .await;
+                        Http::Tower => {
+                            let svc = tower::service_fn(hello);
+                            conn.serve_connection(
+                                io,
+                                hyper_util::service::TowerToHyperService::new(svc),
+                            )
+                            .await
                         }
-                    }
+                        Http::Bare => {
+                            conn.serve_connection(io, hyper::service::service_fn(hello))
+                                .await
+                        }
+                    };
                 });
             }
         });
@@ -218,29 +236,33 @@ fn main() {
     } else {
         "rust load generator"
     };
-    println!("| service | without layer (req/s) | with layer (req/s) | ratio | load |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| service | without layer (req/s) | tower adapter, no layer (req/s) | with layer (req/s) \
+         | ratio | ratio to the adapter | load |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for kind in ["http", "grpc"] {
-        let (mut plain, mut traced) = (Vec::new(), Vec::new());
+        let (mut plain, mut adapter, mut traced) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
-            for with in [false, true] {
-                let p = with.then(|| provider.clone());
-                let addr = if kind == "http" {
-                    http_server(&rt, p)
-                } else {
-                    grpc_server(&rt, p)
-                };
-                let rps = load(kind, addr);
-                if with {
-                    traced.push(rps)
-                } else {
-                    plain.push(rps)
-                }
+            if kind == "http" {
+                plain.push(load(kind, http_server(&rt, Http::Bare)));
+                adapter.push(load(kind, http_server(&rt, Http::Tower)));
+                traced.push(load(kind, http_server(&rt, Http::Traced(provider.clone()))));
+            } else {
+                plain.push(load(kind, grpc_server(&rt, None)));
+                traced.push(load(kind, grpc_server(&rt, Some(provider.clone()))));
             }
         }
         let (a, b) = (median(plain), median(traced));
+        // tonic serves through tower anyway: no separate adapter figure.
+        let (adapter, to_adapter) = if adapter.is_empty() {
+            ("-".to_owned(), "-".to_owned())
+        } else {
+            let t = median(adapter);
+            (format!("{t:.0}"), format!("{:.3}", b / t))
+        };
         println!(
-            "| {} | {a:.0} | {b:.0} | {:.3} | {} |",
+            "| {} | {a:.0} | {adapter} | {b:.0} | {:.3} | {to_adapter} | {} |",
             if kind == "http" {
                 "hyper hello world"
             } else {
