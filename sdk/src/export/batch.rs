@@ -278,7 +278,7 @@ impl Local {
     fn refill(&self, wants: usize) {
         let mut returned = lock(&self.returns.0);
         let keep = returned.len().saturating_sub(wants);
-        Record::give_all(returned.drain(keep..));
+        Record::keep_all(returned.drain(keep..));
     }
 }
 
@@ -817,6 +817,11 @@ impl<E> Exporting<E> {
     /// queue and batch).
     fn give_back(&mut self) {
         self.len = 0;
+        // Emptied here (what the exported spans held is dropped on this
+        // thread), so that producing threads take them back ready for use.
+        for rec in &mut self.records {
+            rec.clear();
+        }
         let limit = self.shared.config.queue_capacity + self.shared.config.max_batch_size;
         let mut spans = self.records.drain(..);
         let rings = lock(&self.shared.rings);

@@ -85,23 +85,26 @@ impl Record {
         .unwrap_or(0)
     }
 
-    /// Empties each of `recs` and keeps it for this thread's next spans, as far
-    /// as the pool has room (the rest is freed).
+    /// Keeps each of `recs`, already [emptied](Self::clear), for this thread's
+    /// next spans, as far as the pool has room (the rest is freed).
     #[cold]
-    pub(crate) fn give_all(recs: impl Iterator<Item = Box<Record>>) {
+    pub(crate) fn keep_all(recs: impl Iterator<Item = Box<Record>>) {
         let _ = POOL.try_with(move |p| {
             let mut p = p.borrow_mut();
-            for mut rec in recs {
+            for rec in recs {
                 if p.len() >= POOL_CAPACITY {
                     break;
                 }
-                rec.clear();
+                debug_assert!(rec.data.attributes.is_empty() && rec.start.is_none());
                 p.push(rec);
             }
         });
     }
 
-    fn clear(&mut self) {
+    /// Empties the record for another span, keeping the room of its vectors
+    /// (within bounds). The export thread empties the records it gives back, so
+    /// that dropping what the last span held costs the span's thread nothing.
+    pub(crate) fn clear(&mut self) {
         fn empty<T>(v: &mut Vec<T>, keep: usize) {
             if v.capacity() > keep {
                 *v = Vec::new();
