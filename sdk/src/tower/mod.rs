@@ -639,10 +639,6 @@ fn start_span<M: MakeSpan>(
     span
 }
 
-fn header_str(headers: &HeaderMap, name: http::header::HeaderName) -> Option<&str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
 impl Config {
     fn guard(&self) -> &route::RouteGuard {
         self.guard
@@ -676,13 +672,21 @@ impl Config {
             // `package.Service/Method`: the interned path without its `/`.
             Protocol::Grpc => Str::Borrowed(grpc_span_name(route.name)),
         };
-        let attributes = self.request_attributes(parts, route.http_route(), Side::Server);
+        let mut b = self.tracer.span_builder("").with_kind(SpanKind::Server);
+        let mut attributes = b.take_attribute_vec();
+        // The route's interned name is the path itself unless a route function
+        // named it (or the guard was full): then `url.path` needs no copy.
+        let path = Some(route.name).filter(|name| *name == parts.uri.path());
+        self.request_attributes(
+            &mut attributes,
+            parts,
+            route.http_route(),
+            path,
+            Side::Server,
+        );
         let span = start_span(make_span, parts, name, attributes, |new| {
-            let b = self
-                .tracer
-                .span_builder(new.name)
-                .with_kind(SpanKind::Server)
-                .with_attributes(new.attributes);
+            b.set_name(new.name);
+            b.set_attribute_vec(new.attributes);
             match self.trust.apply(&remote) {
                 RemoteParent::NewRoot => b.root(),
                 RemoteParent::Parent(sc) => b.with_parent_span_context(sc),
@@ -693,13 +697,28 @@ impl Config {
         extracted.with_span_and_labels(span, route.labels.clone())
     }
 
+    /// Adds the request's attributes (by the semantic conventions) to `attrs`;
+    /// `path` is the request's path, interned, if it is.
     fn request_attributes(
         &self,
+        attrs: &mut Vec<KeyValue>,
         parts: &http::request::Parts,
         route: Option<&'static str>,
+        path: Option<&'static str>,
         side: Side,
-    ) -> Vec<KeyValue> {
-        let mut attrs = Vec::with_capacity(8);
+    ) {
+        // Both headers' first values in one pass: a request has few, and a
+        // lookup by name hashes it.
+        let (mut host_header, mut user_agent) = (None, None);
+        for (name, value) in &parts.headers {
+            if *name == http::header::HOST {
+                host_header.get_or_insert(value);
+            } else if *name == http::header::USER_AGENT {
+                user_agent.get_or_insert(value);
+            }
+        }
+        let host_header = host_header.and_then(|v| v.to_str().ok());
+        let user_agent = user_agent.and_then(|v| v.to_str().ok());
         match self.protocol {
             Protocol::Http => {
                 // Known methods as themselves; others as `_OTHER`, the original
@@ -725,7 +744,11 @@ impl Config {
                 }
                 match side {
                     Side::Server => {
-                        attrs.push(KeyValue::new("url.path", parts.uri.path().to_owned()));
+                        let path = match path {
+                            Some(p) => Str::Borrowed(p),
+                            None => Str::Owned(parts.uri.path().to_owned()),
+                        };
+                        attrs.push(KeyValue::new("url.path", path));
                         if let Some(q) = parts.uri.query().filter(|q| !q.is_empty()) {
                             attrs.push(KeyValue::new("url.query", q.to_owned()));
                         }
@@ -742,7 +765,7 @@ impl Config {
                         attrs.push(KeyValue::new("url.full", parts.uri.to_string()));
                     }
                 }
-                if let Some(ua) = header_str(&parts.headers, http::header::USER_AGENT) {
+                if let Some(ua) = user_agent {
                     attrs.push(KeyValue::new("user_agent.original", ua.to_owned()));
                 }
             }
@@ -757,12 +780,10 @@ impl Config {
         }
         let (host, port) = match parts.uri.host() {
             Some(h) => (Some(unbracketed(h).to_owned()), parts.uri.port_u16()),
-            None => {
-                match header_str(&parts.headers, http::header::HOST).and_then(split_host_port) {
-                    Some((h, p)) => (Some(h), p),
-                    None => (None, None),
-                }
-            }
+            None => match host_header.and_then(split_host_port) {
+                Some((h, p)) => (Some(h), p),
+                None => (None, None),
+            },
         };
         if let Some(host) = host {
             attrs.push(KeyValue::new("server.address", host));
@@ -780,7 +801,6 @@ impl Config {
                 attrs.push(KeyValue::new("client.port", i64::from(peer.port())));
             }
         }
-        attrs
     }
 }
 
@@ -985,13 +1005,13 @@ where
             }),
             Protocol::Grpc => grpc_span_name(parts.uri.path()).to_owned().into(),
         };
-        let attributes = c.request_attributes(&parts, None, Side::Client);
+        let mut b = c.tracer.span_builder("").with_kind(SpanKind::Client);
+        let mut attributes = b.take_attribute_vec();
+        c.request_attributes(&mut attributes, &parts, None, None, Side::Client);
         let span = start_span(&self.hooks.make_span, &parts, name, attributes, |new| {
-            c.tracer
-                .span_builder(new.name)
-                .with_kind(SpanKind::Client)
-                .with_attributes(new.attributes)
-                .start()
+            b.set_name(new.name);
+            b.set_attribute_vec(new.attributes);
+            b.start()
         });
         let ctx = Context::current_with_span(span);
         c.propagator.inject(&ctx, &mut parts.headers);

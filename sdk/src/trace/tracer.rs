@@ -347,6 +347,25 @@ impl<'t> SpanBuilder<'t> {
         self.record().data.attributes.extend(kvs);
         self
     }
+    /// The attribute vector of the span's record (empty, with the room a
+    /// pooled record keeps), lent for filling in place: give it back with
+    /// [`set_attribute_vec`](Self::set_attribute_vec). What the HTTP layers
+    /// use, so that a request's attributes are neither in a vector of their
+    /// own nor copied.
+    pub(crate) fn take_attribute_vec(&mut self) -> Vec<KeyValue> {
+        std::mem::take(&mut self.record().data.attributes)
+    }
+
+    /// Makes `attributes` the span's (replacing any set before).
+    pub(crate) fn set_attribute_vec(&mut self, attributes: Vec<KeyValue>) {
+        self.record().data.attributes = attributes;
+    }
+
+    /// Renames the span to start.
+    pub(crate) fn set_name(&mut self, name: Str) {
+        self.name = name;
+    }
+
     /// The span's record, taken from the pool on first use.
     #[inline]
     fn record(&mut self) -> &mut Record {
