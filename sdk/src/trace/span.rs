@@ -1,11 +1,13 @@
 //! `Span`: a handle that records one operation and ends on `end()` or drop.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use super::clock;
 use super::lifetime::SpanRef;
+use super::pipeline::Pipeline;
 use super::record::Record;
 use super::{Event, KeyValue, Link, SpanContext, SpanId, SpanLimits, Status, Str, Value};
 use crate::context::Context;
@@ -36,10 +38,20 @@ pub(crate) struct RecordingSpan {
     span_context: SpanContext,
     /// The first ancestor of this span in this process (itself for a local root).
     local_root: SpanId,
-    /// Keeps the provider allocated until this span drops.
-    provider: SpanRef,
+    /// Keeps the provider allocated until this span drops; `None` while the
+    /// allocation waits in a thread's pool for its next span.
+    provider: Option<SpanRef>,
     /// What the span recorded; `None` once it ended.
     record: Mutex<Option<Box<Record>>>,
+}
+
+/// Recording spans' allocations a thread keeps for its next spans: the last
+/// handle of a span gives its `Arc` back here (it is the only reference, so
+/// reusing it is safe) instead of freeing it. 32 of about 100 bytes.
+const SPAN_POOL_CAPACITY: usize = 32;
+
+thread_local! {
+    static SPAN_POOL: RefCell<Vec<Arc<RecordingSpan>>> = const { RefCell::new(Vec::new()) };
 }
 
 static NONE: Span = Span {
@@ -100,13 +112,24 @@ impl Span {
         provider: SpanRef,
         record: Box<Record>,
     ) -> Span {
+        let local_root = local_root.unwrap_or(span_context.span_id());
+        let pooled = SPAN_POOL.try_with(|p| p.borrow_mut().pop()).ok().flatten();
+        let arc = match pooled {
+            Some(mut arc) => match Arc::get_mut(&mut arc) {
+                Some(r) => {
+                    r.span_context = span_context;
+                    r.local_root = local_root;
+                    r.provider = Some(provider);
+                    *r.record.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(record);
+                    arc
+                }
+                // Never: only unique allocations are pooled.
+                None => RecordingSpan::new(span_context, local_root, provider, record),
+            },
+            None => RecordingSpan::new(span_context, local_root, provider, record),
+        };
         Span {
-            repr: Repr::Recording(Arc::new(RecordingSpan {
-                local_root: local_root.unwrap_or(span_context.span_id()),
-                span_context,
-                provider,
-                record: Mutex::new(Some(record)),
-            })),
+            repr: Repr::Recording(arc),
         }
     }
 
@@ -189,7 +212,9 @@ impl Span {
     fn with_record(&self, f: impl FnOnce(&mut Record, &SpanLimits)) {
         if let Repr::Recording(r) = &self.repr {
             if let Some(rec) = lock(&r.record).as_mut() {
-                f(rec, &r.provider.get().limits);
+                if let Some(p) = r.pipeline() {
+                    f(rec, &p.limits);
+                }
             }
         }
     }
@@ -336,7 +361,10 @@ impl Span {
             return Ok(());
         };
         r.end(None);
-        r.provider.get().flush(timeout).await
+        match r.pipeline() {
+            Some(p) => p.flush(timeout).await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -346,6 +374,40 @@ fn lock(m: &Mutex<Option<Box<Record>>>) -> MutexGuard<'_, Option<Box<Record>>> {
 }
 
 impl RecordingSpan {
+    fn new(
+        span_context: SpanContext,
+        local_root: SpanId,
+        provider: SpanRef,
+        record: Box<Record>,
+    ) -> Arc<RecordingSpan> {
+        Arc::new(RecordingSpan {
+            span_context,
+            local_root,
+            provider: Some(provider),
+            record: Mutex::new(Some(record)),
+        })
+    }
+
+    /// The provider (a recording span holds it until it closes).
+    #[inline]
+    fn pipeline(&self) -> Option<&Pipeline> {
+        self.provider.as_ref().map(SpanRef::get)
+    }
+
+    /// The last handle is gone: ends the span if it has not ended, and counts
+    /// it closed (after which the provider may be freed).
+    fn close(&mut self) {
+        let record = self
+            .record
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(record) = record {
+            self.finish(record, None);
+        }
+        self.provider = None;
+    }
+
     fn end(&self, end_time: Option<SystemTime>) {
         let record = lock(&self.record).take();
         if let Some(record) = record {
@@ -363,19 +425,38 @@ impl RecordingSpan {
             Some(t) => rec.data.end_time = t,
             None => rec.end = Some(clock::now()),
         }
-        self.provider.get().on_end(rec);
+        match self.pipeline() {
+            Some(p) => p.on_end(rec),
+            None => Record::give(rec),
+        }
     }
 }
 
 impl Drop for RecordingSpan {
+    /// The last handle dropped while another thread held one too (the last one
+    /// normally closes the span and pools it), or a pooled one is freed.
     fn drop(&mut self) {
-        let record = self
-            .record
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(record) = record {
-            self.finish(record, None);
+        self.close();
+    }
+}
+
+impl Drop for Span {
+    #[inline]
+    fn drop(&mut self) {
+        if let Repr::Recording(arc) = &mut self.repr {
+            if let Some(r) = Arc::get_mut(arc) {
+                r.close();
+                let repr =
+                    std::mem::replace(&mut self.repr, Repr::NonRecording(SpanContext::INVALID));
+                if let Repr::Recording(arc) = repr {
+                    let _ = SPAN_POOL.try_with(move |p| {
+                        let mut p = p.borrow_mut();
+                        if p.len() < SPAN_POOL_CAPACITY {
+                            p.push(arc);
+                        }
+                    });
+                }
+            }
         }
     }
 }
