@@ -8,7 +8,8 @@
 //! `cargo bench -p tracewire-grpc --bench overhead`. HTTP load comes from Debian's
 //! `wrk` when installed, else from this binary's own load generator (re-executed
 //! as a child process); gRPC load always from the latter. Configurations
-//! alternate, `ROUNDS` times each, and the median is reported.
+//! alternate, `ROUNDS` times each; the medians of the requests/s are
+//! reported, and the median (and range) of each round's ratio.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,8 +28,8 @@ use tracewire::trace::SpanData;
 use tracewire::TracerProvider;
 use tracewire_grpc::GrpcTraceLayer;
 
-const ROUNDS: usize = 3;
-const SECONDS: u64 = 5;
+const ROUNDS: usize = 5;
+const SECONDS: u64 = 4;
 const CONNECTIONS: usize = 32;
 
 #[derive(Clone)]
@@ -238,37 +239,56 @@ fn main() {
     };
     println!(
         "| service | without layer (req/s) | tower adapter, no layer (req/s) | with layer (req/s) \
-         | ratio | ratio to the adapter | load |"
+         | ratio (median of rounds, range) | ratio to the adapter | load |"
     );
     println!("|---|---|---|---|---|---|---|");
     for kind in ["http", "grpc"] {
         let (mut plain, mut adapter, mut traced) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ratios, mut adapter_ratios) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
-            if kind == "http" {
-                plain.push(load(kind, http_server(&rt, Http::Bare)));
-                adapter.push(load(kind, http_server(&rt, Http::Tower)));
-                traced.push(load(kind, http_server(&rt, Http::Traced(provider.clone()))));
+            // One round measures each configuration once, back to back: the
+            // ratio within a round is what a slow drift of the host's load
+            // disturbs least.
+            let (bare, with) = if kind == "http" {
+                let bare = load(kind, http_server(&rt, Http::Bare));
+                let tower = load(kind, http_server(&rt, Http::Tower));
+                let with = load(kind, http_server(&rt, Http::Traced(provider.clone())));
+                adapter.push(tower);
+                adapter_ratios.push(with / tower);
+                (bare, with)
             } else {
-                plain.push(load(kind, grpc_server(&rt, None)));
-                traced.push(load(kind, grpc_server(&rt, Some(provider.clone()))));
-            }
+                let bare = load(kind, grpc_server(&rt, None));
+                (bare, load(kind, grpc_server(&rt, Some(provider.clone()))))
+            };
+            plain.push(bare);
+            traced.push(with);
+            ratios.push(with / bare);
         }
         let (a, b) = (median(plain), median(traced));
         // tonic serves through tower anyway: no separate adapter figure.
         let (adapter, to_adapter) = if adapter.is_empty() {
             ("-".to_owned(), "-".to_owned())
         } else {
-            let t = median(adapter);
-            (format!("{t:.0}"), format!("{:.3}", b / t))
+            (
+                format!("{:.0}", median(adapter)),
+                format!("{:.3}", median(adapter_ratios)),
+            )
+        };
+        let spread = |v: &[f64]| {
+            let (lo, hi) = v
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+            format!("{lo:.3}-{hi:.3}")
         };
         println!(
-            "| {} | {a:.0} | {adapter} | {b:.0} | {:.3} | {to_adapter} | {} |",
+            "| {} | {a:.0} | {adapter} | {b:.0} | {:.3} ({}) | {to_adapter} | {} |",
             if kind == "http" {
                 "hyper hello world"
             } else {
                 "tonic unary (health Check)"
             },
-            b / a,
+            median(ratios.clone()),
+            spread(&ratios),
             if kind == "http" {
                 http_tool
             } else {
