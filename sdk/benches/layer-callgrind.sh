@@ -4,8 +4,8 @@
 # stable on a noisy machine, unlike times):
 #   bash sdk/benches/layer-callgrind.sh [top]
 # (builds the layer_count bench first). Runs 5000 requests bare and behind the
-# layer, every span delivered (the bench fails otherwise), and divides the
-# difference; quanta's clock calibration, whose count varies from run to run, is
+# layer, without and with a traceparent header, every span delivered (the bench
+# fails otherwise), and divides the differences; quanta's clock calibration, whose count varies from run to run, is
 # subtracted from both. With `top`, also lists the functions the layered run
 # spends most in (inclusive, per request).
 set -euo pipefail
@@ -32,7 +32,11 @@ bare=$(count bare)
 layer=$(count layer)
 echo "bare service: $(( bare / n )) instructions per request"
 echo "behind TraceLayer: $(( layer / n )) instructions per request"
-echo "the layer adds $(( (layer - bare) / n )) instructions per request"
+echo "the layer adds $(( (layer - bare) / n )) instructions per request (no trace header)"
+bare_tp=$(count bare_traceparent)
+layer_tp=$(count layer_traceparent)
+echo "the layer adds $(( (layer_tp - bare_tp) / n )) instructions per request with a" \
+    "traceparent header (bare: $(( bare_tp / n )))"
 if [ "${1:-}" = top ]; then
     callgrind_annotate --inclusive=yes --threshold=99 "$keep" 2>/dev/null \
         | awk -v n="$n" '/^ *[0-9,]+ .*\(/ { c = $1; gsub(",", "", c); if (c / n >= 40) {

@@ -4,12 +4,14 @@
 //! benches/layer-callgrind.sh):
 //!
 //! ```text
-//! TRACEWIRE_LAYER_COUNT_MODE=bare|layer TRACEWIRE_LAYER_COUNT_REQUESTS=N \
+//! TRACEWIRE_LAYER_COUNT_MODE=bare|layer|bare_traceparent|layer_traceparent \
+//!     TRACEWIRE_LAYER_COUNT_REQUESTS=N \
 //!     target/release/deps/layer_count-<hash>
 //! ```
 //!
-//! Each request is what `wrk` sends (`GET /`, a `Host` header) and is served to
-//! the end of its body, in process: what the layer adds per request, without
+//! Each request is what `wrk` sends (`GET /`, a `Host` header), in the
+//! `_traceparent` modes with a W3C parent too, and is served to the end of its
+//! body, in process: what the layer adds per request, without
 //! the sockets and the HTTP parsing that `benches/overhead.rs` of
 //! tracewire-grpc also measures. The provider exports to a counting exporter,
 //! flushed every 256 requests, and the run fails unless every span arrived. It
@@ -36,22 +38,33 @@ async fn hello(_: http::Request<Full<Bytes>>) -> Result<http::Response<Full<Byte
     Ok(http::Response::new(Full::from("hello world\n")))
 }
 
-fn request() -> http::Request<Full<Bytes>> {
-    http::Request::get("/")
-        .header(http::header::HOST, "127.0.0.1:8080")
-        .body(Full::default())
-        .expect("request")
+/// What `wrk` sends; with `traceparent`, also a W3C parent, as a request from
+/// another traced service has.
+fn request(traceparent: bool) -> http::Request<Full<Bytes>> {
+    let mut b = http::Request::get("/").header(http::header::HOST, "127.0.0.1:8080");
+    if traceparent {
+        b = b.header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        );
+    }
+    b.body(Full::default()).expect("request")
 }
 
 /// Serves one request to the end of its response body.
-async fn serve<S, B>(svc: &mut S)
+async fn serve<S, B>(svc: &mut S, traceparent: bool)
 where
     S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>>,
     S::Error: std::fmt::Debug,
     B: http_body::Body,
     B::Error: std::fmt::Debug,
 {
-    let response = svc.ready().await.expect("ready").call(request()).await;
+    let response = svc
+        .ready()
+        .await
+        .expect("ready")
+        .call(request(traceparent))
+        .await;
     let body = response.expect("response").into_body();
     let bytes = body.collect().await.expect("body").to_bytes();
     assert_eq!(bytes.len(), 12);
@@ -73,15 +86,22 @@ fn main() {
             "bare" => {
                 let mut svc = tower::service_fn(hello);
                 for _ in 0..n {
-                    serve(&mut svc).await;
+                    serve(&mut svc, false).await;
                 }
             }
-            "layer" => {
+            "bare_traceparent" => {
+                let mut svc = tower::service_fn(hello);
+                for _ in 0..n {
+                    serve(&mut svc, true).await;
+                }
+            }
+            "layer" | "layer_traceparent" => {
+                let traceparent = mode == "layer_traceparent";
                 let mut svc = tower::ServiceBuilder::new()
                     .layer(TraceLayer::new(provider.tracer("bench")))
                     .service(tower::service_fn(hello));
                 for i in 1..=n {
-                    serve(&mut svc).await;
+                    serve(&mut svc, traceparent).await;
                     if i % FLUSH_EVERY == 0 {
                         provider
                             .force_flush(Duration::from_secs(30))
@@ -89,7 +109,10 @@ fn main() {
                     }
                 }
             }
-            other => panic!("TRACEWIRE_LAYER_COUNT_MODE={other}: bare or layer"),
+            other => panic!(
+                "TRACEWIRE_LAYER_COUNT_MODE={other}: bare, layer, bare_traceparent or \
+                 layer_traceparent"
+            ),
         }
     });
     let report = provider
@@ -100,6 +123,6 @@ fn main() {
         "{mode}: {n} requests; exporter saw {seen}; shutdown report: exported {} dropped {}",
         report.exported, report.dropped
     );
-    let want = if mode == "layer" { n } else { 0 };
+    let want = if mode.starts_with("layer") { n } else { 0 };
     assert_eq!(seen, want, "spans delivered");
 }

@@ -227,17 +227,41 @@ pub(crate) struct Presence<'a> {
 }
 
 impl<'a> Presence<'a> {
-    /// `carrier`, asked once which trace headers it holds; `None` when it cannot
-    /// tell (it says it holds them all), so that wrapping would only cost.
+    /// `carrier`, asked once which trace headers it holds.
     #[inline]
-    pub(crate) fn of(carrier: &'a dyn Extractor) -> Option<Presence<'a>> {
-        let held = carrier.holds(&TRACE_HEADERS);
-        let all = (1u64 << TRACE_HEADERS.len()) - 1;
-        (held & all != all).then_some(Presence {
+    pub(crate) fn new(carrier: &'a dyn Extractor) -> Presence<'a> {
+        Presence {
             inner: carrier,
-            held,
-        })
+            held: carrier.holds(&TRACE_HEADERS),
+        }
     }
+
+    /// Whether the carrier holds none of the trace headers in `mask` (a
+    /// [`trace_header_mask`]).
+    #[inline]
+    pub(crate) fn lacks_all(&self, mask: u64) -> bool {
+        self.held & mask == 0
+    }
+
+    /// The carrier to read: this one, or the wrapped one when it could not say
+    /// which headers it holds (then wrapping would only cost).
+    #[inline]
+    pub(crate) fn carrier(&self) -> &dyn Extractor {
+        let all = (1u64 << TRACE_HEADERS.len()) - 1;
+        if self.held & all == all {
+            self.inner
+        } else {
+            self
+        }
+    }
+}
+
+/// The bits of `names` in [`TRACE_HEADERS`], if every one of them is a trace
+/// header; `None` if one is not.
+pub(crate) fn trace_header_mask(names: &[&str]) -> Option<u64> {
+    names
+        .iter()
+        .try_fold(0u64, |mask, name| Some(mask | 1 << known_index(name)?))
 }
 
 impl Extractor for Presence<'_> {
@@ -400,7 +424,9 @@ mod tests {
             }
         }
         assert_eq!(Opaque.holds(&names), u64::MAX);
-        assert!(Presence::of(&Opaque).is_none());
+        assert!(!Presence::new(&Opaque).lacks_all(1));
+        assert_eq!(trace_header_mask(&["b3", "traceparent"]), Some(0b1001));
+        assert_eq!(trace_header_mask(&["b3", "x-custom"]), None);
         // The table of trace headers and the index agree.
         for (i, name) in TRACE_HEADERS.iter().enumerate() {
             assert_eq!(known_index(name), Some(i));

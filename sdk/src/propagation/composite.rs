@@ -3,7 +3,7 @@
 use crate::context::Context;
 use crate::trace::{Span, SpanContext};
 
-use super::carrier::Presence;
+use super::carrier::{trace_header_mask, Presence};
 use super::{BaggagePropagator, Extractor, Injector, Propagator, TraceContextPropagator};
 
 /// Several formats used together, for example W3C Trace Context plus B3 plus
@@ -33,8 +33,25 @@ use super::{BaggagePropagator, Extractor, Injector, Propagator, TraceContextProp
 /// ```
 #[derive(Debug)]
 pub struct CompositePropagator {
-    members: Vec<Box<dyn Propagator>>,
+    members: Vec<Member>,
     fields: Vec<&'static str>,
+}
+
+/// A format of a composite, with its fields as trace-header bits when all of
+/// them are trace headers: a carrier that holds none of them gives it nothing
+/// to extract, so it is not asked.
+#[derive(Debug)]
+struct Member {
+    format: Box<dyn Propagator>,
+    trace_fields: Option<u64>,
+}
+
+impl Member {
+    /// Whether the format may find something in `presence`'s carrier.
+    #[inline]
+    fn may_read(&self, presence: &Presence<'_>) -> bool {
+        !self.trace_fields.is_some_and(|m| presence.lacks_all(m))
+    }
 }
 
 impl CompositePropagator {
@@ -60,7 +77,10 @@ impl CompositePropagator {
                 self.fields.push(f);
             }
         }
-        self.members.push(propagator);
+        self.members.push(Member {
+            trace_fields: trace_header_mask(propagator.fields()),
+            format: propagator,
+        });
     }
 }
 
@@ -86,11 +106,11 @@ impl Propagator for CompositePropagator {
     /// The first valid span context, trying the members in order; without one,
     /// the first sampling decision without ids.
     fn extract_span_context(&self, carrier: &dyn Extractor) -> Option<SpanContext> {
-        let presence = Presence::of(carrier);
-        let carrier: &dyn Extractor = presence.as_ref().map_or(carrier, |p| p);
+        let presence = Presence::new(carrier);
+        let carrier = presence.carrier();
         let mut found = None;
-        for p in &self.members {
-            if let Some(sc) = p.extract_span_context(carrier) {
+        for m in self.members.iter().filter(|m| m.may_read(&presence)) {
+            if let Some(sc) = m.format.extract_span_context(carrier) {
                 if sc.is_valid() {
                     return Some(sc);
                 }
@@ -102,12 +122,15 @@ impl Propagator for CompositePropagator {
 
     fn extract(&self, cx: &Context, carrier: &dyn Extractor) -> Context {
         // Asked once which trace headers there are, so that members skip the
-        // lookups of absent ones (most requests carry none or one format).
-        let presence = Presence::of(carrier);
-        let carrier: &dyn Extractor = presence.as_ref().map_or(carrier, |p| p);
+        // lookups of absent ones (most requests carry none or one format), and
+        // are not asked at all when none of the headers they read (their
+        // `fields`) is there.
+        let presence = Presence::new(carrier);
+        let carrier = presence.carrier();
         let mut out = cx.clone();
         let mut found: Option<SpanContext> = None;
-        for p in &self.members {
+        for m in self.members.iter().filter(|m| m.may_read(&presence)) {
+            let p = &m.format;
             let valid_found = found.as_ref().is_some_and(SpanContext::is_valid);
             match p.extract_span_context(carrier) {
                 // Only the first valid span context (or, without one, the first
@@ -128,8 +151,8 @@ impl Propagator for CompositePropagator {
     }
 
     fn inject(&self, cx: &Context, carrier: &mut dyn Injector) {
-        for p in &self.members {
-            p.inject(cx, carrier);
+        for m in &self.members {
+            m.format.inject(cx, carrier);
         }
     }
 
@@ -263,6 +286,48 @@ mod tests {
             CompositePropagator::default().fields(),
             ["traceparent", "tracestate", "baggage"]
         );
+    }
+
+    /// A format that reads a header of its own.
+    #[derive(Debug)]
+    struct Custom;
+
+    impl Propagator for Custom {
+        fn extract(&self, cx: &Context, carrier: &dyn Extractor) -> Context {
+            match carrier.get_all("x-custom").first() {
+                Some(v) => {
+                    let mut baggage = crate::propagation::Baggage::new();
+                    baggage
+                        .insert("custom", String::from_utf8_lossy(v))
+                        .unwrap();
+                    cx.with_baggage(baggage)
+                }
+                None => cx.clone(),
+            }
+        }
+        fn inject(&self, _: &Context, _: &mut dyn Injector) {}
+        fn fields(&self) -> &[&'static str] {
+            &["x-custom"]
+        }
+    }
+
+    #[test]
+    fn members_are_skipped_only_when_none_of_their_fields_is_there() {
+        let p = all();
+        let cx = Context::new();
+        // No trace header: nothing extracted (and no member asked).
+        let out = p.extract(&cx, &map(&[("host", "a")]));
+        assert!(!out.has_span() && out.baggage().is_empty());
+        // A member that reads a header of its own is always asked.
+        let with_custom = CompositePropagator::new()
+            .with(TraceContextPropagator::new())
+            .with(Custom);
+        let out = with_custom.extract(&cx, &map(&[("x-custom", "v")]));
+        assert_eq!(out.baggage().get("custom"), Some("v"));
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-custom", http::HeaderValue::from_static("w"));
+        let out = with_custom.extract(&cx, &headers);
+        assert_eq!(out.baggage().get("custom"), Some("w"));
     }
 
     /// A carrier that cannot say which headers it holds (the trait's default):

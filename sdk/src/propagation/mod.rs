@@ -110,7 +110,9 @@ pub trait Propagator: Send + Sync + fmt::Debug {
     /// context without a valid span (for span-context formats).
     fn inject(&self, cx: &Context, carrier: &mut dyn Injector);
 
-    /// The header names this format reads and writes, in lowercase.
+    /// The header names this format reads and writes, in lowercase: all of
+    /// them. A [`CompositePropagator`] does not ask its formats to extract
+    /// from a carrier that holds none of their fields.
     fn fields(&self) -> &[&'static str];
 }
 
