@@ -106,6 +106,7 @@ impl Span {
         }
     }
 
+    #[inline(never)]
     pub(crate) fn recording(
         span_context: SpanContext,
         local_root: Option<SpanId>,
@@ -443,6 +444,18 @@ impl Drop for RecordingSpan {
 impl Drop for Span {
     #[inline]
     fn drop(&mut self) {
+        // Inlined: a non-recording span's drop stays a test of its variant.
+        if matches!(self.repr, Repr::Recording(_)) {
+            self.release();
+        }
+    }
+}
+
+impl Span {
+    /// A recording handle drops: the last one closes the span and pools its
+    /// allocation.
+    #[inline(never)]
+    fn release(&mut self) {
         if let Repr::Recording(arc) = &mut self.repr {
             if let Some(r) = Arc::get_mut(arc) {
                 r.close();
